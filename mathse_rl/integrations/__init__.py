@@ -1,0 +1,1 @@
+"""Framework adapters. Each subpackage imports its framework lazily; the core never does."""

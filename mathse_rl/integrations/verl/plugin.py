@@ -1,0 +1,36 @@
+"""verl plugin entry point (group ``verl.plugins``), loaded by ``import verl`` in every process.
+
+It registers mathse-rl's names in verl's registries. verl imports this module inside
+its own import, so a failure here must never break verl: each registration is guarded
+and a failure is logged with its reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+logger = logging.getLogger(__name__)
+
+# Modules whose import performs a registration in one of verl's registries.
+REGISTRATIONS: tuple[str, ...] = (
+    "mathse_rl.integrations.verl.reward_manager",  # reward manager "mathse"
+    "mathse_rl.integrations.verl.algos",           # advantage estimator + policy loss "mathse_rft"
+    "mathse_rl.integrations.verl.agent_loop",      # agent loop "mathse_reflect"
+)
+
+
+def register_all() -> dict[str, str | None]:
+    """Import every registration module; return {module: None or the error text}."""
+    results: dict[str, str | None] = {}
+    for name in REGISTRATIONS:
+        try:
+            importlib.import_module(name)
+            results[name] = None
+        except Exception as exc:  # never let a plugin failure break `import verl`
+            results[name] = f"{type(exc).__name__}: {exc}"
+            logger.warning("mathse-rl: could not register %s with verl: %s", name, results[name])
+    return results
+
+
+register_all()
