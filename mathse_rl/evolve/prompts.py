@@ -1,0 +1,103 @@
+"""The solve and reflect prompts of MathSE, as chat messages.
+
+Messages use the conversational format trl and verl share: a list of
+``{"role", "content"}`` where content is a string, or a list of parts
+(``{"type": "image"}`` then ``{"type": "text", "text": ...}``) when the problem has images.
+
+    >>> from mathse_rl.types import Problem
+    >>> msgs = build_solve_messages(Problem(id="q", question="What is 2 + 3?", gold="5"))
+    >>> msgs[-1]["role"], ANSWER_PHRASE in msgs[-1]["content"]
+    ('user', True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from mathse_rl.types import Judgment, Problem
+
+# The sentence every solution ends with; the verifier reads the answer after it.
+ANSWER_PHRASE = "The answer to this problem is"
+
+SOLVE_TEMPLATE = (
+    "You are a mathematics teacher. Solve the problem below using the image. "
+    "Write a detailed solution step by step, one step per line as 'Step k: ...', "
+    "and finish with the sentence '" + ANSWER_PHRASE + " X.' where X is the result.\n"
+    "{question}{options}"
+)
+
+# The paper's reflection prompt, in our words: the original answer is certainly wrong,
+# but the critique of it may itself be unreliable; only the new solution is asked for.
+REFLECT_TEMPLATE = (
+    "You are a mathematics teacher. Below are a problem (with its image), a previous solution "
+    "to it, and a critique of that solution. The previous solution is certainly wrong. The "
+    "critique points at the step where it went wrong and explains why, but the critique itself "
+    "may be mistaken, so check it against the image and the question.\n"
+    "Problem: {question}{options}\n"
+    "Previous solution:\n{wrong_solution}\n"
+    "Error step: {error_step}\n"
+    "Error analysis: {error_analysis}\n"
+    "Re-examine the problem and write a new, correct solution step by step, explaining your "
+    "reasoning in detail. Give only the new solution, and finish with the sentence '"
+    + ANSWER_PHRASE + " X.'"
+)
+
+# The paper's shorter variant.
+REFLECT_SHORT_TEMPLATE = (
+    "Problem: {question}{options}\n"
+    "Your previous solution:\n{wrong_solution}\n"
+    "Error step: {error_step}\n"
+    "Error analysis: {error_analysis}\n"
+    "Please reflect on the error and give a corrected solution, ending with '" + ANSWER_PHRASE + " X.'"
+)
+
+REFLECT_TEMPLATES: dict[str, str] = {"paper": REFLECT_TEMPLATE, "short": REFLECT_SHORT_TEMPLATE}
+
+
+def format_options(choices: Sequence[str] | None) -> str:
+    """``["3", "4"]`` → ``"\\nOptions: A. 3  B. 4"``; empty when there are no choices."""
+    if not choices:
+        return ""
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "\nOptions: " + "  ".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
+
+
+def user_message(text: str, n_images: int) -> dict[str, Any]:
+    """A user turn: plain text, or image parts followed by the text."""
+    if n_images == 0:
+        return {"role": "user", "content": text}
+    parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+    parts.append({"type": "text", "text": text})
+    return {"role": "user", "content": parts}
+
+
+def build_solve_messages(problem: Problem, template: str = SOLVE_TEMPLATE) -> list[dict[str, Any]]:
+    """The prompt that asks the policy (or the teacher) to solve ``problem``."""
+    text = template.format(question=problem.question, options=format_options(problem.choices))
+    return [user_message(text, len(problem.images))]
+
+
+def describe_error_step(judgment: Judgment | None) -> str:
+    if judgment is None:
+        return "unknown"
+    if judgment.error_step_text:
+        return judgment.error_step_text
+    return f"Step {judgment.error_step}" if judgment.error_step is not None else "unknown"
+
+
+def build_reflect_messages(problem: Problem, wrong_solution: str, judgment: Judgment | None,
+                           template: str = "paper") -> list[dict[str, Any]]:
+    """The reflection prompt: the wrong solution plus the judge's critique.
+
+    ``template`` is a name in :data:`REFLECT_TEMPLATES` or a format string with the fields
+    ``question, options, wrong_solution, error_step, error_analysis``.
+    """
+    fmt = REFLECT_TEMPLATES.get(template, template)
+    text = fmt.format(
+        question=problem.question,
+        options=format_options(problem.choices),
+        wrong_solution=wrong_solution.strip(),
+        error_step=describe_error_step(judgment),
+        error_analysis=(judgment.error_analysis if judgment and judgment.error_analysis else "not given"),
+    )
+    return [user_message(text, len(problem.images))]
