@@ -1,0 +1,111 @@
+"""Built-in rewards: ``verifier`` (is the final answer right?) and ``format`` (is it stated?).
+
+>>> from mathse_rl.types import RewardInput
+>>> s = RewardInput(question="2+3?", response="2+3=5. The answer to this problem is 5.", gold="5")
+>>> [(o.score, o.extras["form"]) for o in FormatReward()([s])]
+[(1.0, 'statement')]
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Sequence
+
+from mathse_rl.rewards.base import Reward
+from mathse_rl.rewards.registry import register_reward
+from mathse_rl.types import RewardInput, RewardOutput
+
+# Verdict reasons that mean the gold, not the response, is the problem: the sample is unscorable.
+UNSCORABLE_REASONS = frozenset({"no_gold"})
+
+
+@register_reward("verifier")
+class VerifierReward(Reward):
+    """1.0 when the rule-based verifier accepts the final answer, 0.0 when not, None without a usable gold.
+
+    Extras: ``pred`` (the extracted answer) and ``reason`` (the verdict's reason).
+    """
+
+    name = "verifier"
+    extras_keys = ("pred", "reason")
+
+    def __init__(self, timeout: float = 5.0):
+        self.timeout = float(timeout)  # seconds allowed per answer comparison
+        self._verify = importlib.import_module("mathse_rl.verify")
+
+    def score(self, samples: Sequence[RewardInput]) -> list[RewardOutput]:
+        todo = [i for i, s in enumerate(samples) if _has_gold(s.gold)]
+        outs = [RewardOutput(None, {"pred": None, "reason": "no_gold"}) for _ in samples]
+        verdicts = self._verdicts([samples[i] for i in todo])
+        for i, verdict in zip(todo, verdicts):
+            score = None if verdict.reason in UNSCORABLE_REASONS else verdict.score
+            outs[i] = RewardOutput(score, {"pred": verdict.pred, "reason": verdict.reason})
+        return outs
+
+    def _verdicts(self, samples: list[RewardInput]):
+        if not samples:
+            return []
+        batch = getattr(self._verify, "verify_batch", None)
+        if batch is not None:
+            return list(batch([s.response for s in samples], [s.gold for s in samples],
+                              choices=[s.choices for s in samples], timeout=self.timeout))
+        return [self._verify.verify(s.response, s.gold, choices=s.choices, timeout=self.timeout)
+                for s in samples]
+
+
+def _has_gold(gold: object) -> bool:
+    return gold is not None and str(gold).strip() != ""
+
+
+# "The answer to this problem is X" with a non-empty X, or a non-empty \boxed{...}.
+_STATEMENT = re.compile(r"the answer to this problem is\s*:?\s*(?P<x>[^\s.][^\n]*)", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\s*\{\s*(?P<x>[^}\s][^}]*)\}")
+
+
+@register_reward("format")
+class FormatReward(Reward):
+    """1.0 when the response states its final answer in the expected form, else 0.0.
+
+    The expected forms are MathSE's closing sentence "The answer to this problem is X"
+    and ``\\boxed{X}``. Needs no gold. Extras: ``form`` ("statement", "boxed" or None)
+    and ``pred`` (the stated answer).
+    """
+
+    name = "format"
+    extras_keys = ("form", "pred")
+
+    def __init__(self, forms: Sequence[str] = ("statement", "boxed")):
+        unknown = set(forms) - {"statement", "boxed"}
+        if unknown:
+            raise ValueError(f"unknown answer forms {sorted(unknown)}; known: statement, boxed")
+        self.forms = tuple(forms)  # which answer forms count as well-formed
+
+    def score(self, samples: Sequence[RewardInput]) -> list[RewardOutput]:
+        return [self._one(s) for s in samples]
+
+    def _one(self, sample: RewardInput) -> RewardOutput:
+        text = sample.response or ""
+        patterns = {"statement": _STATEMENT, "boxed": _BOXED}
+        best = None  # (position, form, stated answer) of the last well-formed statement
+        for form in self.forms:
+            for match in patterns[form].finditer(text):
+                if best is None or match.start() > best[0]:
+                    best = (match.start(), form, match.group("x").strip().rstrip(".").strip())
+        if best is None:
+            return RewardOutput(0.0, {"form": None, "pred": None})
+        _, form, pred = best
+        extract = _extract_answer()
+        if extract is not None:  # the verifier's own reading of the answer, when available
+            try:
+                pred = extract(text, sample.choices) or pred
+            except Exception:
+                pass
+        return RewardOutput(1.0, {"form": form, "pred": pred})
+
+
+def _extract_answer():
+    try:
+        return getattr(importlib.import_module("mathse_rl.verify"), "extract_answer", None)
+    except Exception:
+        return None
