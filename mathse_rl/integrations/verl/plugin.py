@@ -20,6 +20,27 @@ REGISTRATIONS: tuple[str, ...] = (
 )
 
 
+# Compatibility fixes applied before the registrations: (name, "module:function").
+COMPAT_FIXES: tuple[tuple[str, str], ...] = (
+    # trl 1.16 lacks the value-head class verl's FSDP path imports (see compat.py).
+    ("trl_value_head", "mathse_rl.integrations.verl.compat:install_trl_shim"),
+)
+
+
+def apply_compat_fixes() -> dict[str, str | None]:
+    """Run every compatibility fix; return {name: None or the error text}."""
+    results: dict[str, str | None] = {}
+    for name, target in COMPAT_FIXES:
+        module_name, func_name = target.split(":")
+        try:
+            getattr(importlib.import_module(module_name), func_name)()
+            results[name] = None
+        except Exception as exc:  # never let a plugin failure break `import verl`
+            results[name] = f"{type(exc).__name__}: {exc}"
+            logger.warning("mathse-rl: compatibility fix %s failed: %s", name, results[name])
+    return results
+
+
 def register_all() -> dict[str, str | None]:
     """Import every registration module; return {module: None or the error text}."""
     results: dict[str, str | None] = {}
@@ -33,4 +54,5 @@ def register_all() -> dict[str, str | None]:
     return results
 
 
-register_all()
+COMPAT_STATUS = apply_compat_fixes()
+REGISTRATION_STATUS = register_all()

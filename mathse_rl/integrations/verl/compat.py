@@ -1,0 +1,99 @@
+"""Compatibility between verl 0.9.1 and the trl release our ``trl`` extra installs.
+
+The clash: verl's FSDP path (``verl.models.transformers.monkey_patch.apply_monkey_patch``,
+called whenever the actor model is built) asks ``verl.utils.import_utils.is_trl_available()``
+and, when it says yes, imports ``AutoModelForCausalLMWithValueHead`` from ``trl`` (or
+``trl.experimental.ppo``) to patch its ``state_dict``. trl 1.16 ships neither, so with both
+extras installed every verl run dies with ``ImportError: cannot import name
+'AutoModelForCausalLMWithValueHead' from 'trl'`` before the first step.
+
+The fix, :func:`install_trl_shim`, runs from our ``verl.plugins`` entry point, i.e. inside
+``import verl`` in every process (driver and Ray workers). It wraps verl's
+``is_trl_available`` so that it answers "is a trl with the value-head class installed?":
+
+- trl absent, or trl with the class (older trl): the answer is verl's own, nothing changes;
+- trl without the class (trl 1.16): the answer is False, so verl skips a patch of a class
+  that does not exist instead of crashing.
+
+The one verl feature that genuinely needs the class is a critic built from a causal LM
+through trl's value head (``verl.utils.model.load_valuehead_model``, reached only when
+the critic checkpoint is not a token-classification model); with trl 1.16 verl then
+reports that trl is missing. MathSE does not use a critic (``mathse_rft`` and GRPO are
+critic-free); a PPO user who needs one should use a token-classification critic checkpoint
+or an environment with a trl that still has the class.
+
+    >>> from mathse_rl.integrations.verl.compat import trl_value_head_available
+    >>> isinstance(trl_value_head_available(), bool)
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+import warnings
+
+# The trl class verl's FSDP path imports.
+VALUE_HEAD_CLASS = "AutoModelForCausalLMWithValueHead"
+# Where trl has kept the class over its releases, newest first.
+VALUE_HEAD_MODULES: tuple[str, ...] = ("trl.experimental.ppo", "trl")
+# verl modules that bind ``is_trl_available`` by name at their own import.
+VERL_TRL_USERS: tuple[str, ...] = ("verl.models.transformers.monkey_patch", "verl.utils.model")
+# Marker attribute on the installed wrapper (makes installing idempotent).
+SHIM_MARKER = "_mathse_trl_shim"
+
+
+@functools.cache
+def trl_value_head_available() -> bool:
+    """True when an installed trl exposes ``AutoModelForCausalLMWithValueHead``."""
+    if importlib.util.find_spec("trl") is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # trl warns on any import from trl.experimental
+        for name in VALUE_HEAD_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            try:
+                if getattr(module, VALUE_HEAD_CLASS, None) is not None:
+                    return True
+            except ImportError:  # trl's lazy module may fail while resolving the name
+                continue
+    return False
+
+
+def shim_installed() -> bool:
+    """Whether verl's ``is_trl_available`` is currently our wrapper."""
+    import verl.utils.import_utils as import_utils
+
+    return bool(getattr(import_utils.is_trl_available, SHIM_MARKER, False))
+
+
+def install_trl_shim() -> bool:
+    """Make verl treat a trl without the value-head class as absent; True if newly installed.
+
+    Safe to call many times and in any process that has (or is importing) verl.
+    """
+    import verl.utils.import_utils as import_utils
+
+    original = import_utils.is_trl_available
+    if getattr(original, SHIM_MARKER, False):
+        return False
+
+    def is_trl_available() -> bool:
+        # Only answers differently from verl when trl is installed but lacks the class.
+        return bool(original()) and trl_value_head_available()
+
+    setattr(is_trl_available, SHIM_MARKER, True)
+    is_trl_available.__wrapped__ = original  # type: ignore[attr-defined]
+    is_trl_available.__doc__ = "verl's is_trl_available, False when trl lacks " + VALUE_HEAD_CLASS
+    import_utils.is_trl_available = is_trl_available
+    # Modules imported before us hold their own reference to the original function.
+    for name in VERL_TRL_USERS:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "is_trl_available", None) is original:
+            module.is_trl_available = is_trl_available
+    return True
