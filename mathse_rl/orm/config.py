@@ -1,0 +1,70 @@
+"""The judge's configuration: one dataclass, built from a dict, OmegaConf node or kwargs.
+
+    >>> cfg = judge_config({"backend": "openai", "endpoint": "http://127.0.0.1:8000/v1", "model": "judge"})
+    >>> cfg.backend, cfg.fallback, cfg.api_key_env
+    ('openai', 'verifier', 'OPENAI_API_KEY')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+FALLBACKS = ("verifier", "none")
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "verifier"  # registered backend name: "local", "openai" or "verifier"
+    model: str | None = None  # local: checkpoint path; openai: the served model name
+    endpoint: str | None = None  # openai: base URL such as http://host:port/v1
+    reward_router_address: str | None = None  # openai: verl's "host:port" router; used when endpoint is unset
+    api_key_env: str = "OPENAI_API_KEY"  # openai: name of the env var holding the key (the key is never stored)
+    fallback: str = "verifier"  # on judge failure or unparsable reply: "verifier" or "none" (judgment None)
+    batch_size: int = 8  # local: items per generate() call
+    max_new_tokens: int = 256  # tokens the judge may write
+    temperature: float = 0.0  # 0 = greedy
+    score_from_logits: bool = True  # local: score = P(CORRECT) from the status token's logits
+    device: str = "auto"  # local: "auto" (cuda if present), "cpu", "cuda", ...
+    dtype: str = "auto"  # local: "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
+    max_prompt_tokens: int | None = None  # local: left-truncate longer prompts (None: no limit)
+    concurrency: int = 8  # openai: requests in flight at once
+    timeout: float = 60.0  # openai: seconds per request
+    max_retries: int = 2  # openai: retries after a retryable failure (5xx, 429, timeout, connection, bad body)
+    backoff: float = 0.5  # openai: first retry delay in seconds, doubled each retry
+    request_kwargs: dict[str, Any] = field(default_factory=dict)  # openai: extra body fields (e.g. top_p)
+    verifier_timeout: float = 5.0  # seconds the rule verifier may spend on one answer
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        if self.batch_size < 1 or self.concurrency < 1:
+            raise ValueError("batch_size and concurrency must be >= 1")
+
+
+def judge_config(config: Any = None, **overrides: Any) -> JudgeConfig:
+    """A :class:`JudgeConfig` from None, a JudgeConfig, a mapping or an OmegaConf node, plus overrides.
+
+    Unknown keys are an error that lists the known ones.
+    """
+    if isinstance(config, JudgeConfig):
+        values = dataclasses.asdict(config)
+    elif config is None:
+        values = {}
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    elif type(config).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(config, resolve=True)
+    elif dataclasses.is_dataclass(config):
+        values = dataclasses.asdict(config)
+    else:
+        raise TypeError(f"cannot read a judge config from {type(config).__name__}")
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(JudgeConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown judge config keys {unknown}; known keys: {sorted(known)}")
+    return JudgeConfig(**values)
