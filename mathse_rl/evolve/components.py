@@ -1,0 +1,190 @@
+"""The loop's pluggable parts and their registries: generator, trainer, judge, critic, refiner.
+
+Each part is a small protocol; a name in the config picks an implementation from a
+registry. Names may map to an import path (``"pkg.module:attr"``) that is imported only
+when used, so the core never imports trl or vllm itself.
+
+    >>> register_generator("echo", lambda config, model_path: EchoGenerator())   # doctest: +SKIP
+    >>> get_generator("echo", config, "base")                                     # doctest: +SKIP
+
+A caller may also pass objects directly to :func:`mathse_rl.evolve.run_evolve`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from mathse_rl.evolve.prompts import build_reflect_messages, build_solve_messages
+from mathse_rl.types import Attempt, Judgment, Problem, RewardInput
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- protocols
+@runtime_checkable
+class Generator(Protocol):
+    """Writes responses for chat prompts with the current policy."""
+
+    def generate(self, messages: Sequence[list[dict[str, Any]]], images: Sequence[Sequence[Any]], *,
+                 n: int, temperature: float, max_new_tokens: int) -> list[list[str]]:
+        """``n`` responses per prompt; ``images[i]`` are the PIL images of prompt ``i``."""
+        ...
+
+    def load(self, model_path: str) -> None:
+        """Point the generator at a new checkpoint (after a fine-tune)."""
+        ...
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Fine-tunes a model on pool rows and returns the path of the new checkpoint."""
+
+    def train(self, rows: Sequence["TrainRow"], init_model: str, output_dir: str) -> str:
+        ...
+
+
+@dataclass(frozen=True)
+class TrainRow:
+    """One SFT example: the solve prompt of a problem and an accepted path as the answer."""
+
+    problem_id: str
+    messages: list[dict[str, Any]]
+    images: tuple[Any, ...]  # paths or PIL images, in prompt order
+    response: str
+    source: str
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    correct: bool
+    score: float | None
+    extras: Mapping[str, Any]
+
+
+class Judge:
+    """Accepts or rejects paths with a reward from the registry (``verifier``, ``orm``, composites)."""
+
+    def __init__(self, name: str = "verifier", threshold: float = 0.5, **options: Any):
+        from mathse_rl.rewards import get_reward
+
+        self.name = name
+        self.threshold = threshold
+        self.reward = get_reward(name, **options)
+
+    def judge(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[JudgeResult]:
+        samples = [reward_input(p, r) for p, r in zip(problems, responses)]
+        outs = self.reward(samples)
+        return [JudgeResult(o.score is not None and o.score >= self.threshold, o.score, dict(o.extras))
+                for o in outs]
+
+
+class Critic:
+    """Writes critiques (error step, analysis) of wrong paths with an ORM backend (:mod:`mathse_rl.orm`)."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None):
+        from mathse_rl.orm import load_judge
+
+        self.config = dict(config or {"backend": "verifier"})
+        self.backend = load_judge(self.config)
+
+    def critique(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Judgment]:
+        items = [reward_input(p, r) for p, r in zip(problems, responses)]
+        return list(self.backend.judge(items))
+
+
+class Refiner(Protocol):
+    """Writes corrected solutions from wrong paths and their critiques."""
+
+    def refine(self, problems: Sequence[Problem], wrong: Sequence[str], critiques: Sequence[Judgment | None], *,
+               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[str]]:
+        ...
+
+
+class PolicyRefiner:
+    """The policy reflects on its own wrong paths: the reflection prompt goes through the generator."""
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+
+    def refine(self, problems, wrong, critiques, *, n, temperature, max_new_tokens, template):
+        messages = [build_reflect_messages(p, w, c, template=template) for p, w, c in zip(problems, wrong, critiques)]
+        images = [p.images for p in problems]
+        return self.generator.generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def reward_input(problem: Problem, response: str) -> RewardInput:
+    return RewardInput(question=problem.question, response=response, gold=problem.gold,
+                       choices=problem.choices, images=tuple(problem.images), data_source=problem.data_source,
+                       extra={"problem_id": problem.id})
+
+
+def solve_row(problem: Problem, response: str, source: str) -> TrainRow:
+    return TrainRow(problem.id, build_solve_messages(problem), tuple(problem.images), response, source)
+
+
+# ----------------------------------------------------------------------------- registries
+Factory = Callable[..., Any]
+_GENERATORS: dict[str, Factory | str] = {
+    "hf": "mathse_rl.integrations.trl.backends:HFGenerator",
+    "transformers": "mathse_rl.integrations.trl.backends:HFGenerator",
+    "vllm": "mathse_rl.integrations.trl.backends:VLLMGenerator",
+}
+_TRAINERS: dict[str, Factory | str] = {
+    "sft": "mathse_rl.integrations.trl.backends:SFTBackend",
+}
+_REFINERS: dict[str, Factory | str] = {
+    "policy": lambda config, generator: PolicyRefiner(generator),
+    "openai": "mathse_rl.evolve.openai_refiner:OpenAIRefiner",
+}
+
+
+def _resolve(table: dict[str, Factory | str], kind: str, name: str) -> Factory:
+    if name not in table:
+        raise KeyError(f"unknown {kind} {name!r}; known: {sorted(table)}")
+    target = table[name]
+    if isinstance(target, str):
+        module, attr = target.split(":")
+        target = getattr(importlib.import_module(module), attr)
+        table[name] = target
+    return target
+
+
+def register_generator(name: str, factory: Factory | str) -> None:
+    """``factory(config: EvolveConfig, model_path: str) -> Generator``."""
+    _GENERATORS[name] = factory
+
+
+def register_trainer(name: str, factory: Factory | str) -> None:
+    """``factory(config: EvolveConfig) -> Trainer``."""
+    _TRAINERS[name] = factory
+
+
+def register_refiner(name: str, factory: Factory | str) -> None:
+    """``factory(config: EvolveConfig, generator: Generator) -> Refiner``."""
+    _REFINERS[name] = factory
+
+
+def get_generator(name: str, config: Any, model_path: str) -> Generator:
+    return _resolve(_GENERATORS, "generator", name)(config, model_path)
+
+
+def get_trainer(name: str, config: Any) -> Trainer:
+    return _resolve(_TRAINERS, "trainer", name)(config)
+
+
+def get_refiner(name: str, config: Any, generator: Generator) -> Refiner:
+    return _resolve(_REFINERS, "refiner", name)(config, generator)
+
+
+def list_components() -> dict[str, list[str]]:
+    return {"generator": sorted(_GENERATORS), "trainer": sorted(_TRAINERS), "refiner": sorted(_REFINERS)}
+
+
+__all__ = [
+    "Attempt", "Critic", "Generator", "Judge", "JudgeResult", "PolicyRefiner", "Refiner", "TrainRow", "Trainer",
+    "get_generator", "get_refiner", "get_trainer", "list_components", "register_generator", "register_refiner",
+    "register_trainer", "reward_input", "solve_row",
+]

@@ -1,0 +1,486 @@
+"""The self-evolving loop (the paper's Algorithm 1) as resumable stages.
+
+    distill.judge → distill.train (M0) → distill.eval
+    r{i}.generate → r{i}.judge (accept + critique) → [r{i}.reflect] → r{i}.train → r{i}.eval   i = 1..K
+    reflect.generate → reflect.judge → final.train → final.eval      (reflect.when = "after")
+
+Each stage writes its outputs atomically under ``<output_dir>/stages/<stage>/`` and then a
+completion record in ``stages.jsonl``. Run again with ``resume=True`` and every recorded
+stage is skipped: work continues at the stage that did not finish, with the pool intact.
+
+    >>> from mathse_rl.evolve import load_config, run_evolve                         # doctest: +SKIP
+    >>> result = run_evolve(load_config("recipes/trl/tiny_cpu.yaml"), train, heldout,
+    ...                     seed_attempts=teacher_solutions)                          # doctest: +SKIP
+    >>> result.heldout[-1]["accuracy"], result.pool_counts                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from mathse_rl.evolve.components import (
+    Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row,
+)
+from mathse_rl.evolve.config import EvolveConfig, coerce, to_yaml
+from mathse_rl.evolve.evaluate import evaluate
+from mathse_rl.evolve.pool import (
+    Bookkeeping, Pool, StageLog, atomic_write_text, attempt_from_row, attempt_to_row, chunked, read_jsonl,
+    write_jsonl,
+)
+from mathse_rl.evolve.prompts import build_solve_messages
+from mathse_rl.types import Attempt, Judgment, Problem
+
+logger = logging.getLogger(__name__)
+
+# fault(stage, point) is called at "start", after each durable "chunk", and at "end" (before the
+# completion record); tests raise from it to simulate a crash at that instant.
+FaultHook = Callable[[str, str], None]
+
+
+@dataclass
+class EvolveResult:
+    """What a run produced: per-stage records, held-out accuracy per model, the pool and checkpoints."""
+
+    output_dir: str
+    stages: dict[str, dict[str, Any]]
+    heldout: list[dict[str, Any]]
+    pool_counts: dict[str, int]
+    pool_size: int
+    final_checkpoint: str
+    best_checkpoint: str
+    best_accuracy: float | None
+    early_stopped: bool = False
+    skipped_problems: list[dict[str, str]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: Sequence[Problem],
+               problems_eval: Sequence[Problem] | None = None, *, seed_attempts: Sequence[Attempt] = (),
+               generator: Generator | None = None, trainer: Trainer | None = None, judge: Judge | None = None,
+               critic: Critic | Any | None = None, refiner: Refiner | None = None, tracker: Any = None,
+               resume: bool = False, faults: FaultHook | None = None) -> EvolveResult:
+    """Run (or resume) the self-evolving rounds with reflection.
+
+    Components default to the registry names in ``config``; pass objects to override
+    (the demo passes a programmatic teacher as ``refiner``). ``seed_attempts`` are the
+    teacher's solutions (source ``distilled``); they are judged and the accepted ones start
+    the pool. ``resume=False`` on a directory with finished stages is refused.
+    """
+    cfg = coerce(config)
+    return _Loop(cfg, problems_train, problems_eval, seed_attempts, generator, trainer, judge, critic, refiner,
+                 tracker, resume, faults).run()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
+
+
+class _Loop:
+    def __init__(self, cfg, train, heldout, seed, generator, trainer, judge, critic, refiner, tracker, resume, faults):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.stage_dir = self.out / "stages"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = StageLog(self.out / "stages.jsonl")
+        if self.log.records and not resume:
+            raise FileExistsError(f"{self.out} holds a started run; pass resume=True (--resume) or a new output_dir")
+        if resume and not (self.out / "config.yaml").exists():
+            logger.info("resume requested but %s has no run yet; starting fresh", self.out)
+        atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
+        self.faults = faults or (lambda stage, point: None)
+        self.skipped: list[dict[str, str]] = []
+        self.train = self._prepare(train, "train")
+        heldout = list(heldout) if heldout is not None else []
+        if not heldout and cfg.data.eval_fraction > 0:
+            rng = random.Random(cfg.seed)
+            order = sorted(self.train, key=lambda p: p.id)
+            rng.shuffle(order)
+            cut = max(1, int(len(order) * cfg.data.eval_fraction))
+            held_ids = {p.id for p in order[:cut]}
+            heldout = [p for p in self.train if p.id in held_ids]
+            self.train = [p for p in self.train if p.id not in held_ids]
+        else:
+            heldout = self._prepare(heldout, "eval")
+        self.heldout = heldout
+        self.by_id = {p.id: p for p in list(self.train) + list(self.heldout)}
+        self.seed = [a for a in seed if a.problem_id in self.by_id]
+        self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
+        self._generator = generator
+        self.trainer = trainer
+        self.judge = judge or Judge(cfg.judge, cfg.judge_threshold)
+        self._critic = critic
+        self._refiner = refiner
+        self.eval_judge = Judge(cfg.eval.judge) if cfg.eval.judge != cfg.judge or judge is not None else self.judge
+        if tracker is None:
+            from mathse_rl.tracking import Tracker
+
+            tracker = Tracker(cfg.tracking.report_to, project=cfg.tracking.project,
+                              run_name=cfg.tracking.run_name or self.out.name, config=dataclasses.asdict(cfg),
+                              dir=str(self.out))
+        self.tracker = tracker
+        self.current_model = cfg.model
+        self.loaded_model: str | None = None
+        self.heldout_log: list[dict[str, Any]] = []
+        self.early_stopped = False
+
+    # ------------------------------------------------------------------ components (built on first use)
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            self._generator = get_generator(self.cfg.generate.backend, self.cfg, self.current_model)
+            self.loaded_model = self.current_model
+        if self.loaded_model != self.current_model:
+            self._generator.load(self.current_model)
+            self.loaded_model = self.current_model
+        return self._generator
+
+    @property
+    def critic(self) -> Any:
+        if self._critic is None:
+            self._critic = Critic(self.cfg.critic)
+        return self._critic
+
+    @property
+    def refiner(self) -> Refiner:
+        if self._refiner is None:
+            self._refiner = get_refiner(self.cfg.reflect.refiner, self.cfg, self.generator)
+        return self._refiner
+
+    def _trainer(self) -> Trainer:
+        if self.trainer is None:
+            self.trainer = get_trainer(self.cfg.train.backend, self.cfg)
+        return self.trainer
+
+    # ------------------------------------------------------------------ problems and images
+    def _prepare(self, problems: Sequence[Problem], split: str) -> list[Problem]:
+        """Save in-memory images under the run directory and reference them by path; skip bad rows."""
+        img_dir = self.out / "images"
+        kept: list[Problem] = []
+        seen: set[str] = set()
+        for p in problems:
+            if p.id in seen:
+                self.skipped.append({"id": p.id, "split": split, "reason": "duplicate id"})
+                continue
+            if p.gold is None or str(p.gold).strip() == "":
+                self.skipped.append({"id": p.id, "split": split, "reason": "missing answer"})
+                continue
+            paths = []
+            try:
+                for k, img in enumerate(p.images):
+                    paths.append(self._image_path(img, img_dir / f"{_safe(p.id)}_{k}.png"))
+            except Exception as exc:
+                self.skipped.append({"id": p.id, "split": split, "reason": f"unreadable image: {exc}"})
+                continue
+            seen.add(p.id)
+            kept.append(dataclasses.replace(p, images=tuple(paths)))
+        for s in self.skipped:
+            logger.warning("skipped problem %s (%s): %s", s["id"], s["split"], s["reason"])
+        return kept
+
+    def _image_path(self, img: Any, target: Path) -> str:
+        from PIL import Image
+
+        if isinstance(img, Image.Image):
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".tmp.png")
+                img.convert("RGB").save(tmp)
+                tmp.replace(target)
+            return str(target)
+        path = Path(str(img))
+        if not path.is_absolute() and self.cfg.data.image_root:
+            path = Path(self.cfg.data.image_root) / path
+        with Image.open(path) as im:  # fail here, at the edge, not inside a round
+            im.verify()
+        return str(path)
+
+    # ------------------------------------------------------------------ stage plumbing
+    def _stage(self, name: str, fn: Callable[[Path], dict[str, Any]], step: int | None = None) -> dict[str, Any]:
+        if self.log.done(name):
+            record = self.log.get(name)
+            self._restore(record)
+            return record
+        self.faults(name, "start")
+        t0, b0 = time.perf_counter(), Bookkeeping.seconds
+        sdir = self.stage_dir / name
+        sdir.mkdir(parents=True, exist_ok=True)
+        info = fn(sdir)
+        self.faults(name, "end")
+        info["seconds"] = time.perf_counter() - t0
+        info["bookkeeping_seconds"] = Bookkeeping.seconds - b0
+        record = self.log.complete(name, **info)
+        self._restore(record)
+        metrics = {"stage": name, **{k: v for k, v in info.items() if not isinstance(v, (list, dict))},
+                   **{f"pool/{k}": v for k, v in self.pool.counts_by_source().items()}, "pool/size": len(self.pool)}
+        self.tracker.log(metrics, step=step)
+        return record
+
+    def _restore(self, record: Mapping[str, Any]) -> None:
+        if record.get("checkpoint"):
+            self.current_model = record["checkpoint"]
+        if "heldout" in record:
+            entry = dict(record["heldout"])
+            if not any(h["stage"] == entry["stage"] for h in self.heldout_log):
+                self.heldout_log.append(entry)
+        if record.get("early_stop"):
+            # Held-out accuracy fell: stop the rounds and go on from the best model so far.
+            self.early_stopped = True
+            scored = [h for h in self.heldout_log if h.get("accuracy") is not None]
+            if self.cfg.eval.keep_best and scored:
+                self.current_model = max(scored, key=lambda h: h["accuracy"])["model"]
+
+    def _generate_parts(self, sdir: Path, stage: str, requests: Sequence[Any],
+                        make: Callable[[Sequence[Any]], list[dict[str, Any]]], desc: str) -> list[dict[str, Any]]:
+        """Run ``make`` over chunks of ``requests``; each finished chunk is a durable part file."""
+        from tqdm.auto import tqdm
+
+        rows: list[dict[str, Any]] = []
+        chunks = chunked(list(requests), self.cfg.generate.chunk_size)
+        for k, chunk in enumerate(tqdm(chunks, desc=desc, disable=not self.cfg.tracking.progress, leave=False)):
+            part = sdir / f"part-{k:05d}.jsonl"
+            if part.exists():
+                rows.extend(read_jsonl(part))
+                continue
+            out = make(chunk)
+            write_jsonl(part, out)
+            rows.extend(out)
+            self.faults(stage, "chunk")
+        return rows
+
+    def _judge_in_batches(self, problems: list[Problem], responses: list[str], desc: str):
+        from tqdm.auto import tqdm
+
+        results = []
+        size = max(1, self.cfg.generate.chunk_size)
+        for i in tqdm(range(0, len(problems), size), desc=desc, disable=not self.cfg.tracking.progress, leave=False):
+            results.extend(self.judge.judge(problems[i:i + size], responses[i:i + size]))
+        return results
+
+    def _agreement(self, problems: list[Problem], responses: list[str], decisions: list[bool]) -> float | None:
+        """Share of paths where the judge and the rule verifier agree (1.0 when the judge is the verifier)."""
+        if not problems:
+            return None
+        if self.cfg.judge == "verifier" and isinstance(self.judge, Judge) and self.judge.name == "verifier":
+            return 1.0
+        from mathse_rl.verify import verify
+
+        agree = 0
+        for p, r, d in zip(problems, responses, decisions):
+            try:
+                v = verify(r, p.gold, choices=p.choices).correct
+            except Exception:
+                v = False
+            agree += int(v == d)
+        return agree / len(problems)
+
+    # ------------------------------------------------------------------ the stages
+    def run(self) -> EvolveResult:
+        cfg = self.cfg
+        try:
+            self._stage("distill.judge", self._distill_judge, step=0)
+            if cfg.distill_train and len(self.pool) > 0:
+                self._stage("distill.train", lambda d: self._train(d, "m0"), step=0)
+            self._stage("distill.eval", lambda d: self._eval(d, "distill.eval", round_=0), step=0)
+            for i in range(1, cfg.rounds + 1):
+                if self.early_stopped:
+                    break
+                self._stage(f"r{i}.generate", lambda d, i=i: self._round_generate(d, i), step=i)
+                self._stage(f"r{i}.judge", lambda d, i=i: self._round_judge(d, i), step=i)
+                if cfg.reflect.enabled and cfg.reflect.when == "every_round":
+                    self._stage(f"r{i}.reflect", lambda d, i=i: self._reflect(d, f"r{i}.reflect", i,
+                                                                            self._wrong_of([f"r{i}.judge"])), step=i)
+                self._stage(f"r{i}.train", lambda d, i=i: self._train(d, f"r{i}", round_=i), step=i)
+                self._stage(f"r{i}.eval", lambda d, i=i: self._eval(d, f"r{i}.eval", round_=i), step=i)
+            if cfg.reflect.enabled and cfg.reflect.when == "after":
+                final_round = cfg.rounds + 1
+                judged = [f"r{i}.judge" for i in range(1, cfg.rounds + 1)]
+                self._stage("reflect", lambda d: self._reflect(d, "reflect", final_round, self._wrong_of(judged)),
+                            step=final_round)
+                self._stage("final.train", lambda d: self._train(d, "final", round_=final_round), step=final_round)
+                self._stage("final.eval", lambda d: self._eval(d, "final.eval", round_=final_round), step=final_round)
+            result = self._result()
+            atomic_write_text(self.out / "result.json", json.dumps(dataclasses.asdict(result), indent=1))
+            return result
+        finally:
+            self.tracker.finish()
+
+    def _distill_judge(self, sdir: Path) -> dict[str, Any]:
+        seed = [dataclasses.replace(a, source="distilled") for a in self.seed]
+        problems = [self.by_id[a.problem_id] for a in seed]
+        responses = [a.response for a in seed]
+        results = self._judge_in_batches(problems, responses, "judge seed") if seed else []
+        accepted = [dataclasses.replace(a, correct=True, round=0, meta={**a.meta, "judge_score": r.score})
+                    for a, r in zip(seed, results) if r.correct]
+        write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
+        added = self.pool.add(accepted)
+        return {"seed_paths": len(seed), "accepted": len(accepted), "added": added,
+                "accept_rate": len(accepted) / len(seed) if seed else None,
+                "skipped_problems": len(self.skipped), "skipped": self.skipped}
+
+    def _round_generate(self, sdir: Path, i: int) -> dict[str, Any]:
+        solved = self.pool.solved()
+        remaining = [p for p in self.train if p.id not in solved]
+        n, g = self.cfg.generate.n, self.cfg.generate
+
+        def make(chunk: Sequence[Problem]) -> list[dict[str, Any]]:
+            rows = []
+            for start in range(0, len(chunk), g.batch_size):
+                batch = list(chunk[start:start + g.batch_size])
+                outs = self.generator.generate([build_solve_messages(p) for p in batch], [p.images for p in batch],
+                                               n=n, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
+                for p, responses in zip(batch, outs):
+                    rows.extend({"problem_id": p.id, "response": r} for r in responses)
+            return rows
+
+        rows = self._generate_parts(sdir, f"r{i}.generate", remaining, make, f"round {i} generate")
+        return {"round": i, "questions_attempted": len(remaining), "paths": len(rows), "model": self.current_model}
+
+    def _round_judge(self, sdir: Path, i: int) -> dict[str, Any]:
+        rows = self._rows_of(f"r{i}.generate")
+        problems = [self.by_id[r["problem_id"]] for r in rows]
+        responses = [r["response"] for r in rows]
+        results = self._judge_in_batches(problems, responses, f"round {i} judge")
+        accepted, wrong = [], []
+        for p, resp, res in zip(problems, responses, results):
+            a = Attempt(p.id, resp, "sampled", round=i, correct=res.correct, meta={"judge_score": res.score})
+            (accepted if res.correct else wrong).append(a)
+        critiques = self._critique(wrong)
+        wrong = [dataclasses.replace(a, judgment=c) for a, c in zip(wrong, critiques)]
+        write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
+        write_jsonl(sdir / "wrong.jsonl", (attempt_to_row(a) for a in wrong))
+        self.faults(f"r{i}.judge", "chunk")
+        added = self.pool.add(accepted)
+        solved_now = {a.problem_id for a in accepted}
+        questions = {p.id for p in problems}
+        agreement = self._agreement(problems, responses, [r.correct for r in results])
+        self._examples_table(f"round{i}/examples", wrong[: self.cfg.tracking.table_rows], None, step=i)
+        return {"round": i, "paths": len(rows), "accepted": len(accepted), "added": added, "wrong": len(wrong),
+                "accept_rate": len(accepted) / len(rows) if rows else None,
+                "questions_attempted": len(questions), "questions_solved": len(solved_now),
+                "judge_verifier_agreement": agreement}
+
+    def _rows_of(self, stage: str) -> list[dict[str, Any]]:
+        rows = []
+        for part in sorted((self.stage_dir / stage).glob("part-*.jsonl")):
+            rows.extend(read_jsonl(part))
+        return rows
+
+    def _critique(self, wrong: list[Attempt]) -> list[Judgment | None]:
+        if not wrong:
+            return []
+        from tqdm.auto import tqdm
+
+        out: list[Judgment | None] = []
+        size = max(1, self.cfg.generate.chunk_size)
+        for s in tqdm(range(0, len(wrong), size), desc="critique", disable=not self.cfg.tracking.progress, leave=False):
+            batch = wrong[s:s + size]
+            try:
+                out.extend(self.critic.critique([self.by_id[a.problem_id] for a in batch], [a.response for a in batch]))
+            except Exception as exc:  # a failed critique still leaves the path reflectable ("unknown" step)
+                logger.warning("critic failed on %d paths (%s); reflecting without critique", len(batch), exc)
+                out.extend([None] * len(batch))
+        return out
+
+    def _wrong_of(self, judge_stages: Sequence[str]) -> list[Attempt]:
+        wrong = [attempt_from_row(r) for s in judge_stages for r in read_jsonl(self.stage_dir / s / "wrong.jsonl")]
+        if self.cfg.reflect.only_unsolved:
+            solved = self.pool.solved()
+            wrong = [a for a in wrong if a.problem_id not in solved]
+        cap = self.cfg.reflect.max_per_question
+        if cap is not None:
+            seen: dict[str, int] = {}
+            kept = []
+            for a in wrong:
+                if seen.get(a.problem_id, 0) < cap:
+                    kept.append(a)
+                    seen[a.problem_id] = seen.get(a.problem_id, 0) + 1
+            wrong = kept
+        return wrong
+
+    def _reflect(self, sdir: Path, stage: str, round_: int, wrong: list[Attempt]) -> dict[str, Any]:
+        r = self.cfg.reflect
+        max_new = self.cfg.generate.max_new_tokens
+
+        def make(chunk: Sequence[Attempt]) -> list[dict[str, Any]]:
+            problems = [self.by_id[a.problem_id] for a in chunk]
+            outs = self.refiner.refine(problems, [a.response for a in chunk], [a.judgment for a in chunk],
+                                       n=r.n, temperature=r.temperature, max_new_tokens=max_new, template=r.template)
+            return [{"problem_id": a.problem_id, "parent": a.response, "parent_round": a.round, "response": o,
+                     "critique": a.judgment.error_analysis if a.judgment else ""}
+                    for a, refs in zip(chunk, outs) for o in refs]
+
+        rows = self._generate_parts(sdir, stage, wrong, make, f"{stage} refine")
+        problems = [self.by_id[x["problem_id"]] for x in rows]
+        responses = [x["response"] for x in rows]
+        results = self._judge_in_batches(problems, responses, f"{stage} re-judge")
+        accepted = [Attempt(x["problem_id"], x["response"], "reflected", round=round_, correct=True,
+                            parent=x["parent"], meta={"judge_score": res.score, "parent_round": x["parent_round"]})
+                    for x, res in zip(rows, results) if res.correct]
+        write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
+        added = self.pool.add(accepted)
+        table = [[(self.by_id[x["problem_id"]].images or (None,))[0], self.by_id[x["problem_id"]].question,
+                  x["parent"], x["critique"], x["response"], "CORRECT" if res.correct else "WRONG"]
+                 for x, res in list(zip(rows, results))[: self.cfg.tracking.table_rows]]
+        self.tracker.table(f"{stage}/examples", ["image", "question", "wrong_path", "critique", "refinement",
+                                                 "verdict"], table, step=round_)
+        return {"round": round_, "wrong_paths": len(wrong), "refined": len(rows), "verified": len(accepted),
+                "added": added, "reflection_success_rate": len(accepted) / len(rows) if rows else None,
+                "questions_rescued": len({a.problem_id for a in accepted})}
+
+    def _examples_table(self, name: str, wrong: list[Attempt], _unused: Any, step: int) -> None:
+        rows = [[(self.by_id[a.problem_id].images or (None,))[0], self.by_id[a.problem_id].question, a.response,
+                 a.judgment.error_analysis if a.judgment else "", "", "WRONG"] for a in wrong]
+        self.tracker.table(name, ["image", "question", "wrong_path", "critique", "refinement", "verdict"], rows,
+                           step=step)
+
+    def _train(self, sdir: Path, name: str, round_: int = 0) -> dict[str, Any]:
+        cfg = self.cfg
+        attempts = list(self.pool)
+        if not cfg.pool.accumulate:
+            attempts = [a for a in attempts if a.source == "distilled" or a.round == round_]
+        rows = [solve_row(self.by_id[a.problem_id], a.response, a.source) for a in attempts if a.problem_id in self.by_id]
+        init = cfg.model if cfg.train.from_base else self.current_model
+        target = str(self.out / "checkpoints" / name)
+        if not rows:
+            logger.warning("stage %s: the pool is empty; keeping %s", name, self.current_model)
+            return {"round": round_, "rows": 0, "checkpoint": self.current_model, "init": init}
+        checkpoint = self._trainer().train(rows, init, target)
+        return {"round": round_, "rows": len(rows), "checkpoint": checkpoint, "init": init,
+                "rows_by_source": {s: sum(r.source == s for r in rows) for s in ("distilled", "sampled", "reflected")}}
+
+    def _eval(self, sdir: Path, stage: str, round_: int) -> dict[str, Any]:
+        cfg = self.cfg
+        if not cfg.eval.enabled or not self.heldout:
+            return {"round": round_, "heldout": {"stage": stage, "round": round_, "model": self.current_model,
+                                                 "accuracy": None}}
+        res = evaluate(self.generator, self.eval_judge, self.heldout, k=cfg.eval.k, temperature=cfg.eval.temperature,
+                       max_new_tokens=cfg.eval.max_new_tokens or cfg.generate.max_new_tokens,
+                       batch_size=cfg.generate.batch_size, progress=cfg.tracking.progress)
+        write_jsonl(sdir / "examples.jsonl", res.pop("examples"))
+        entry = {"stage": stage, "round": round_, "model": self.current_model, **res}
+        best = max((h["accuracy"] for h in self.heldout_log if h.get("accuracy") is not None), default=None)
+        info = {"round": round_, "heldout_accuracy": res["accuracy"], "heldout": entry}
+        if cfg.eval.k > 0:
+            info[f"heldout_pass@{cfg.eval.k}"] = res[f"pass@{cfg.eval.k}"]
+        if (cfg.eval.early_stop and stage.startswith("r") and best is not None
+                and res["accuracy"] < best - cfg.eval.tolerance):
+            info["early_stop"] = True
+        return info
+
+    def _result(self) -> EvolveResult:
+        scored = [h for h in self.heldout_log if h.get("accuracy") is not None]
+        best = max(scored, key=lambda h: h["accuracy"]) if scored else None
+        return EvolveResult(
+            output_dir=str(self.out), stages=dict(self.log.records), heldout=list(self.heldout_log),
+            pool_counts=self.pool.counts_by_source(), pool_size=len(self.pool), final_checkpoint=self.current_model,
+            best_checkpoint=best["model"] if best else self.current_model,
+            best_accuracy=best["accuracy"] if best else None, early_stopped=self.early_stopped,
+            skipped_problems=list(self.skipped), metrics=list(getattr(self.tracker, "history", [])))
