@@ -28,7 +28,6 @@ class JudgeConfig:
     score_from_logits: bool = True  # local: score = P(CORRECT) from the status token's logits
     device: str = "auto"  # local: "auto" (cuda if present), "cpu", "cuda", ...
     dtype: str = "auto"  # local: "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
-    max_prompt_tokens: int | None = None  # local: left-truncate longer prompts (None: no limit)
     concurrency: int = 8  # openai: requests in flight at once
     timeout: float = 60.0  # openai: seconds per request
     max_retries: int = 2  # openai: retries after a retryable failure (5xx, 429, timeout, connection, bad body)

@@ -1,0 +1,130 @@
+"""The local judge: any transformers causal LM or VLM, batched, with P(CORRECT) from logits.
+
+Prompts are rendered with the model's chat template, left-padded into batches of
+``batch_size`` (images go through the processor), and primed with ``{"status": "`` so the
+first generated token is the status. P(CORRECT) is the softmax over the two logits of the
+first tokens of ``CORRECT`` and ``WRONG`` at that position; when the tokenizer does not
+split them cleanly the score is 1.0/0.0 from the parsed status instead.
+
+    judge = load_judge({"backend": "local", "model": "path/to/judge", "batch_size": 16})
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from mathse_rl.orm.config import JudgeConfig
+from mathse_rl.orm.images import to_pil
+from mathse_rl.orm.judge import Judge, Reply, register_backend
+from mathse_rl.orm.prompts import STATUS_PREFIX, build_judge_messages
+from mathse_rl.types import RewardInput
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def load_judge_model(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, processor or tokenizer) for a checkpoint path, on ``device``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    elif dtype in _DTYPES:
+        torch_dtype = getattr(torch, _DTYPES[dtype])
+    else:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    config = AutoConfig.from_pretrained(path)
+    is_vlm = getattr(config, "vision_config", None) is not None
+    auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=torch_dtype).to(device)
+    if not is_vlm or config.model_type in ("qwen2_vl", "qwen2_5_vl"):
+        # Qwen VL processors are rebuilt from their parts so no video processor is needed.
+        from mathse_rl.models.tiny import load_processor
+
+        processor = load_processor(path)
+    else:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+@register_backend("local")
+class LocalJudge(Judge):
+    """Judge with a transformers model held in this process."""
+
+    def __init__(self, config: JudgeConfig, model: Any = None, processor: Any = None) -> None:
+        super().__init__(config)
+        if model is None:
+            if not config.model:
+                raise ValueError("judge backend 'local' needs `model`: a checkpoint path")
+            model, processor = load_judge_model(config.model, config.device, config.dtype)
+        if processor is None:
+            raise ValueError("judge backend 'local' needs the model's processor or tokenizer")
+        from mathse_rl.models.tiny import tokenizer_of
+
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = tokenizer_of(processor)
+        self.tokenizer.padding_side = "left"
+        self.is_vlm = hasattr(processor, "image_processor")
+        self.status_token_ids = self._status_token_ids() if config.score_from_logits else None
+
+    def _status_token_ids(self) -> tuple[int, int] | None:
+        """Ids of the first tokens of CORRECT and WRONG right after the status prefix."""
+        base = self.tokenizer(STATUS_PREFIX, add_special_tokens=False)["input_ids"]
+        ids = []
+        for word in ("CORRECT", "WRONG"):
+            full = self.tokenizer(STATUS_PREFIX + word, add_special_tokens=False)["input_ids"]
+            if full[: len(base)] != base or len(full) == len(base):
+                return None
+            ids.append(full[len(base)])
+        return (ids[0], ids[1]) if ids[0] != ids[1] else None
+
+    def _prompt(self, item: RewardInput) -> tuple[str, list[Any]]:
+        images = [to_pil(x) for x in item.images] if self.is_vlm else []
+        if item.images and not self.is_vlm:
+            self.counters.add("images_dropped", len(item.images))
+        messages = build_judge_messages(item.question, item.response, item.gold, item.choices, len(images))
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + STATUS_PREFIX, images
+
+    def replies(self, items: Sequence[RewardInput]) -> list[Reply]:
+        out: list[Reply] = []
+        bs = self.config.batch_size
+        for start in range(0, len(items), bs):
+            chunk = items[start:start + bs]
+            try:
+                out.extend(self._generate(chunk))
+            except Exception as exc:  # one failed batch is counted per item; the others go on
+                out.extend(Reply(error=f"exception:{type(exc).__name__}") for _ in chunk)
+        return out
+
+    def _generate(self, chunk: Sequence[RewardInput]) -> list[Reply]:
+        import torch
+
+        prompts = [self._prompt(item) for item in chunk]
+        texts = [t for t, _ in prompts]
+        images = [img for _, imgs in prompts for img in imgs]
+        if self.is_vlm:
+            inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        else:
+            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        inputs = inputs.to(self.model.device)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if self.config.temperature > 0:
+            sampling = {"do_sample": True, "temperature": self.config.temperature}
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, max_new_tokens=self.config.max_new_tokens, output_logits=True,
+                return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
+        decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        p_correct: list[float | None] = [None] * len(chunk)
+        if self.status_token_ids is not None and out.logits:
+            pair = out.logits[0][:, list(self.status_token_ids)].float()
+            p_correct = torch.softmax(pair, dim=-1)[:, 0].tolist()
+        return [Reply(text=STATUS_PREFIX + d, p_correct=p) for d, p in zip(decoded, p_correct)]
