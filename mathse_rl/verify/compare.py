@@ -1,0 +1,266 @@
+"""Equivalence of two parsed answers, without SymPy.
+
+``equal(pred, gold)`` answers True, False, or None when only the symbolic path can tell
+(either side is ``Latex``). Numbers compare exactly when both are rational literals,
+else with a relative tolerance; a decimal written with k >= 2 places also matches a value
+that rounds to it. Expressions with variables are compared at fixed sample points.
+
+>>> from mathse_rl.verify.answer import parse_answer as p
+>>> equal(p("x^2+2x+1"), p("(x+1)^2"))
+(True, 'symbolic')
+>>> equal(p("0.5"), p("50"))
+(False, 'mismatch')
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+
+from mathse_rl.verify import expr as E
+from mathse_rl.verify.answer import Answer, Group, Inf, Latex, Letter, Relation, Scalar, Seq, Text
+
+REL_TOL = 1e-9
+# Sample points for identity testing: irrational-looking reals, one complex point.
+_POINTS = (0.5377, 1.8339, -2.2588, 0.8622, 3.1178, complex(0.3188, 1.3077), -1.3499, 2.7694)
+_PI = math.pi
+
+Outcome = tuple[bool | None, str]
+
+
+def _close(a: complex, b: complex, tol: float = REL_TOL) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def _rounds_to(literal: Scalar, other: complex) -> bool:
+    if literal.decimals is None or literal.decimals < 2 or literal.value is None or abs(other.imag) > 1e-12:
+        return False
+    half_ulp = 0.5 * 10 ** (-literal.decimals)
+    return abs(literal.value.real - other.real) <= half_ulp * (1 + 1e-9)
+
+
+def _num_equal(p: Scalar, g: Scalar, pv: complex, gv: complex, scaled: bool) -> bool:
+    if not scaled and p.exact is not None and g.exact is not None and p.exact == g.exact:
+        return True
+    if _close(pv, gv):
+        return True
+    if scaled or (p.literal and g.literal):
+        return False  # two written numbers must agree exactly: 2.99 is not 3
+    # A rounded decimal against an exact value: 0.333333 ~ 1/3, 1.41 ~ sqrt(2).
+    return (p.literal and _rounds_to(p, gv)) or (g.literal and _rounds_to(g, pv))
+
+
+def _scalar_values(p: Scalar, g: Scalar) -> list[tuple[complex, complex, bool]]:
+    """The (pred, gold) value pairs that count as a match after percent/degree/unit rules."""
+    pv, gv = p.value, g.value
+    pairs = [(pv, gv, False)]
+    if p.unit is not None and g.unit is not None and p.unit[0] == g.unit[0]:
+        pairs = [(pv * p.unit[1], gv * g.unit[1], p.unit[1] != g.unit[1])]
+    if p.percent != g.percent:
+        pct, other = (pv, gv) if p.percent else (gv, pv)
+        pairs = [(pv, gv, False), (pct / 100, other, True) if p.percent else (other, pct / 100, True)]
+    if p.degree != g.degree:
+        deg_side_pred = p.degree
+        other = g if deg_side_pred else p
+        dv = pv if deg_side_pred else gv
+        ov = gv if deg_side_pred else pv
+        if other.has_pi:
+            rad = dv * _PI / 180
+            pairs = [(rad, ov, True) if deg_side_pred else (ov, rad, True)]
+        else:
+            pairs = [(pv, gv, False)]
+    elif p.degree and g.degree:
+        pairs = [(pv, gv, False)]
+    return pairs
+
+
+def _scalar_equal(p: Scalar, g: Scalar) -> Outcome:
+    if p.vars or g.vars:
+        return _identity(p.node, g.node, p.vars | g.vars)
+    if p.overflow or g.overflow:
+        if p.overflow and g.overflow:
+            return None, "overflow"
+        return False, "mismatch"  # a finite number never equals one beyond float range
+    if p.value is None or g.value is None:
+        return None, "undefined"
+    for pv, gv, scaled in _scalar_values(p, g):
+        if _num_equal(p, g, pv, gv, scaled):
+            return True, "numeric"
+    return False, "mismatch"
+
+
+def _identity(a, b, names, ratio: bool = False) -> Outcome:
+    """a == b (or a == c*b for a constant c when ``ratio``) at all sample points."""
+    names = sorted(names)
+    if len(names) > 6:
+        return None, "too_many_vars"
+    checked = 0
+    first_ratio = None
+    for k in range(len(_POINTS)):
+        env = {n: complex(_POINTS[(k + 3 * j) % len(_POINTS)]) for j, n in enumerate(names)}
+        try:
+            av, bv = E.evaluate(a, env), E.evaluate(b, env)
+        except (ArithmeticError, ValueError):
+            continue
+        if not (cmath.isfinite(av) and cmath.isfinite(bv)):
+            continue
+        if ratio:
+            if abs(bv) < 1e-12:
+                if abs(av) > 1e-9:
+                    return False, "mismatch"
+                continue
+            r = av / bv
+            if first_ratio is None:
+                first_ratio = r
+            elif not _close(r, first_ratio, 1e-7):
+                return False, "mismatch"
+        elif not _close(av, bv, 1e-7):
+            return False, "mismatch"
+        checked += 1
+    if checked >= 3:
+        if ratio and (first_ratio is None or abs(first_ratio) < 1e-12):
+            return False, "mismatch"
+        return True, "symbolic"
+    return None, "undefined"
+
+
+def _is_var(a: Answer) -> bool:
+    return isinstance(a, Scalar) and a.node[:1] == ("var",)
+
+
+def _as_interval(r: Relation) -> Seq | None:
+    """x > 2 -> (2, inf); 2 < x <= 5 -> (2, 5]; None when not one variable bounded."""
+    parts, ops = r.parts, r.ops
+    if "=" in ops:
+        return None
+    inf, ninf = Inf("inf", "inf", sign=1), Inf("inf", "-inf", sign=-1)
+    if len(parts) == 2:
+        (a, b), op = parts, ops[0]
+        if _is_var(b) and not _is_var(a):  # 2 < x  ==  x > 2
+            a, b, op = b, a, {"<": ">", ">": "<", "<=": ">=", ">=": "<="}[op]
+        if not _is_var(a):
+            return None
+        if op in (">", ">="):
+            return Seq("seq", r.raw, open="(" if op == ">" else "[", close=")", items=(b, inf))
+        return Seq("seq", r.raw, open="(", close=")" if op == "<" else "]", items=(ninf, b))
+    if len(parts) == 3 and _is_var(parts[1]) and ops[0] == ops[1][:1] or (len(parts) == 3 and ops[0][:1] == ops[1][:1]):
+        lo, hi = parts[0], parts[2]
+        if ops[0].startswith(">"):
+            lo, hi = hi, lo
+            return Seq("seq", r.raw, open="[" if ops[1] == ">=" else "(", close="]" if ops[0] == ">=" else ")", items=(lo, hi))
+        return Seq("seq", r.raw, open="[" if ops[0] == "<=" else "(", close="]" if ops[1] == "<=" else ")", items=(lo, hi))
+    return None
+
+
+def _relation_equal(p: Relation, g: Relation) -> Outcome:
+    if p.ops == ("=",) and g.ops == ("=",):
+        pl, pr = p.parts
+        gl, gr = g.parts
+        if any(not isinstance(x, Scalar) for x in (pl, pr, gl, gr)):
+            return _fallback(p, g)
+        if _is_var(pl) and _is_var(gl) and pl.node == gl.node:
+            return equal(pr, gr)
+        diff_p = ("add", pl.node, ("neg", pr.node))
+        diff_g = ("add", gl.node, ("neg", gr.node))
+        return _identity(diff_p, diff_g, pl.vars | pr.vars | gl.vars | gr.vars, ratio=True)
+    pi, gi = _as_interval(p), _as_interval(g)
+    if pi is not None and gi is not None:
+        return equal(pi, gi)
+    return _fallback(p, g)
+
+
+def _fallback(p: Answer, g: Answer) -> Outcome:
+    return None, "symbolic_needed"
+
+
+def _seq_equal(p: Seq, g: Seq) -> Outcome:
+    if p.open != g.open or p.close != g.close or len(p.items) != len(g.items):
+        if p.close == ":" and g.close == ":" and len(p.items) == len(g.items) == 2:
+            pass
+        else:
+            return False, "mismatch"
+    if p.close == ":":
+        # 2:3 ~ 4:6 — a ratio is equal up to a common factor.
+        items = [x for x in p.items + g.items]
+        if all(isinstance(x, Scalar) and x.value is not None and not x.vars for x in items):
+            a, b = p.items[0].value, p.items[1].value
+            c, d = g.items[0].value, g.items[1].value
+            return (_close(a * d, b * c), "numeric" if _close(a * d, b * c) else "mismatch")
+    return _all_equal(p.items, g.items)
+
+
+def _all_equal(ps, gs) -> Outcome:
+    undecided = False
+    for a, b in zip(ps, gs):
+        ok, why = equal(a, b)
+        if ok is False:
+            return False, "mismatch"
+        if ok is None:
+            undecided = True
+    return (None, "symbolic_needed") if undecided else (True, "numeric")
+
+
+def _group_equal(ps: tuple, gs: tuple) -> Outcome:
+    if len(ps) != len(gs):
+        return False, "mismatch"
+    left = list(gs)
+    undecided = False
+    for a in ps:
+        for i, b in enumerate(left):
+            ok, _ = equal(a, b)
+            if ok:
+                del left[i]
+                break
+            if ok is None:
+                undecided = True
+        else:
+            return (None, "symbolic_needed") if undecided else (False, "mismatch")
+    return True, "numeric"
+
+
+def equal(p: Answer, g: Answer) -> Outcome:
+    """Whether prediction ``p`` matches gold ``g``: (True/False/None, reason)."""
+    if isinstance(p, Latex) or isinstance(g, Latex):
+        return None, "symbolic_needed"
+    if isinstance(p, Letter) or isinstance(g, Letter):
+        if isinstance(p, Letter) and isinstance(g, Letter):
+            return (p.letter == g.letter), "choice" if p.letter == g.letter else "mismatch"
+        return False, "mismatch"
+    if isinstance(p, Text) or isinstance(g, Text):
+        if isinstance(p, Text) and isinstance(g, Text):
+            return (p.key == g.key and p.key != ""), "text" if p.key == g.key else "mismatch"
+        return False, "mismatch"
+    if isinstance(p, Inf) or isinstance(g, Inf):
+        same = isinstance(p, Inf) and isinstance(g, Inf) and p.sign == g.sign
+        return same, "numeric" if same else "mismatch"
+    if isinstance(p, Scalar) and isinstance(g, Scalar):
+        return _scalar_equal(p, g)
+    if isinstance(p, Relation) or isinstance(g, Relation):
+        if isinstance(p, Relation) and isinstance(g, Relation):
+            return _relation_equal(p, g)
+        rel, other = (p, g) if isinstance(p, Relation) else (g, p)
+        if rel.ops == ("=",) and _is_var(rel.parts[0]):
+            return equal(rel.parts[1], other) if rel is p else equal(other, rel.parts[1])
+        if rel.ops == ("=",) and _is_var(rel.parts[1]):
+            return equal(rel.parts[0], other) if rel is p else equal(other, rel.parts[0])
+        if rel.ops == ("=",) and isinstance(rel.parts[-1], Scalar) and not rel.parts[-1].vars and rel is p:
+            return equal(rel.parts[-1], other)  # "3 + 4 = 7" answers 7
+        iv = _as_interval(rel)
+        if iv is not None and isinstance(other, (Seq, Group)):
+            return equal(iv, other) if rel is p else equal(other, iv)
+        return False, "mismatch"
+    if isinstance(p, Group) and isinstance(g, Group):
+        ok, why = _group_equal(p.items, g.items)
+        if ok is False and (p.bare or g.bare) and len(p.items) == len(g.items):
+            return ok, why
+        return ok, why
+    if isinstance(p, Group) or isinstance(g, Group):
+        grp, other = (p, g) if isinstance(p, Group) else (g, p)
+        if len(grp.items) == 1:
+            return equal(grp.items[0], other) if grp is p else equal(other, grp.items[0])
+        if isinstance(other, Seq) and grp.bare and other.open == "(" and len(other.items) == len(grp.items):
+            return _all_equal(p.items, g.items)
+        return False, "mismatch"
+    if isinstance(p, Seq) and isinstance(g, Seq):
+        return _seq_equal(p, g)
+    return False, "mismatch"

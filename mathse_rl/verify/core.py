@@ -1,0 +1,136 @@
+"""The verifier pipeline: extract -> parse -> compare (fast path) -> symbolic pool (rare).
+
+>>> verify("The answer to this problem is 12.", "12").correct
+True
+>>> verify(r"\\boxed{C}", "14", choices=["10", "12", "14", "16"]).reason
+'choice'
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Sequence
+
+from mathse_rl.types import Verdict
+from mathse_rl.verify.answer import Answer, AnswerError, Letter, Text, parse_answer
+from mathse_rl.verify.compare import equal
+from mathse_rl.verify.extract import extract
+from mathse_rl.verify.text import normalise_latex, strip_wrappers
+
+_HEDGE = re.compile(r"^\(?[A-J]\)?\s*(?:or|/|或|、|,)\s*\(?[A-J]\)?(?![a-zA-Z])", re.I)
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_gold(gold: str | None) -> Answer | None:
+    """The parsed reference answer, or None when it is missing or unreadable (cached).
+
+    >>> parse_gold("$\\\\frac{1}{2}$").kind
+    'scalar'
+    >>> parse_gold("") is None
+    True
+    """
+    if gold is None:
+        return None
+    gold = str(gold).strip()
+    if not gold or not strip_wrappers(gold):
+        return None
+    try:
+        return parse_answer(gold)
+    except AnswerError:
+        return None
+
+
+def gold_is_valid(gold: str | None) -> bool:
+    """Whether ``gold`` can be checked against at all (the trl adapter returns None otherwise)."""
+    return parse_gold(gold) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_choices(choices: tuple[str, ...]) -> tuple[Answer | None, ...]:
+    out = []
+    for c in choices:
+        try:
+            out.append(parse_answer(str(c), allow_letter=False))
+        except AnswerError:
+            out.append(None)
+    return tuple(out)
+
+
+def _index(letter: str) -> int:
+    return ord(letter) - ord("A")
+
+
+def _matching(ans: Answer, parsed: tuple[Answer | None, ...]) -> list[int]:
+    return [i for i, c in enumerate(parsed) if c is not None and equal(ans, c)[0]]
+
+
+def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None) -> tuple[bool | None, str] | None:
+    """Multiple choice through the options, both ways; None when no option logic applies."""
+    parsed = _parse_choices(choices) if choices else ()
+    g_letter = gold.letter if isinstance(gold, Letter) and (not choices or _index(gold.letter) < len(choices)) else None
+    p_letter = pred.letter if isinstance(pred, Letter) and (not choices or _index(pred.letter) < len(choices)) else None
+    if g_letter is None and p_letter is None:
+        if not parsed:
+            return None
+        g_idx = _matching(gold, parsed)
+        p_idx = _matching(pred, parsed)
+        if g_idx and p_idx and not set(g_idx) & set(p_idx):
+            return False, "mismatch"
+        return None
+    if g_letter is not None and p_letter is not None:
+        return (g_letter == p_letter), "choice" if g_letter == p_letter else "mismatch"
+    if not parsed:
+        # A letter against a value with no options to map through.
+        if isinstance(gold, Letter) and gold.rest is not None and isinstance(pred, Answer):
+            ok, _ = equal(pred, gold.rest)
+            return bool(ok), "choice" if ok else "mismatch"
+        if isinstance(pred, Letter) and pred.rest is not None:
+            ok, why = equal(pred.rest, gold)
+            return bool(ok), "choice" if ok else "mismatch"
+        return False, "mismatch"
+    if g_letter is not None:
+        target = parsed[_index(g_letter)]
+        if target is None:
+            return False, "mismatch"
+        ok, _ = equal(pred, target)
+        if ok:
+            return True, "choice"
+        return False, "mismatch"
+    target = parsed[_index(p_letter)]
+    if target is None:
+        return False, "mismatch"
+    ok, _ = equal(target, gold)
+    if ok:
+        return True, "choice"
+    if ok is None:
+        return None
+    return False, "mismatch"
+
+
+def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None) -> tuple[Verdict, str | None]:
+    """The in-process decision. Returns (verdict, None) when decided, or a provisional
+    verdict plus the normalised prediction to hand to the symbolic path."""
+    g = parse_gold(gold)
+    if g is None:
+        return Verdict(False, None, "no_gold"), None
+    choices_t = tuple(str(c) for c in choices) if choices else None
+    ex = extract(response, choices_t)
+    pred_text = ex.answer
+    if pred_text is None:
+        return Verdict(False, None, "no_answer"), None
+    if isinstance(g, Letter) and _HEDGE.match(strip_wrappers(pred_text)):
+        return Verdict(False, pred_text, "hedged"), None
+    try:
+        p = parse_answer(pred_text)
+    except AnswerError as err:
+        return Verdict(False, pred_text, str(err)), None
+    if normalise_latex(strip_wrappers(pred_text)) == normalise_latex(strip_wrappers(str(gold))) and not isinstance(p, Text):
+        return Verdict(True, pred_text, "exact"), None
+    outcome = _choice_outcome(p, g, choices_t)
+    if outcome is None:
+        outcome = equal(p, g)
+    ok, why = outcome
+    if ok is None:
+        return Verdict(False, pred_text, why), normalise_latex(strip_wrappers(pred_text))
+    return Verdict(bool(ok), pred_text, why if ok or why != "numeric" else "mismatch"), None

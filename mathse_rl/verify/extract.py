@@ -1,0 +1,169 @@
+"""Find the final answer in a free-form response, most specific form first.
+
+Order: text after the last ``</think>``; the last ``\\boxed{}``/``\\fbox{}`` group (several
+boxes written together form a set); the answer phrases ("The answer to this problem is",
+"final answer is", "Answer:", 答案是/答案为/故选, "the correct option is"); an option written
+as ``Option B``/``(B)`` when choices are given; the last number in the text.
+
+>>> extract_answer("so x = 2. The answer to this problem is $\\\\frac{3}{4}$.")
+'\\\\frac{3}{4}'
+>>> extract_answer("<think>maybe \\\\boxed{3}</think> The answer is \\\\boxed{4}")
+'4'
+>>> extract_answer("\\\\boxed{2} and \\\\boxed{3}")
+'2, 3'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from mathse_rl.verify.text import braced
+
+# Only the tail of a very long output is searched: the answer is at the end, and a
+# bound on the scanned length bounds the time of every regex below.
+MAX_SCAN_CHARS = 16_000
+# Boxes separated by at most this much text on one line are one answer ("\boxed{2} and \boxed{3}").
+_BOX_JOIN_GAP = 40
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The extracted answer (None when there is none), where it came from, and its parts."""
+
+    answer: str | None
+    source: str  # "boxed", "phrase", "option", "number", "none"
+    parts: tuple[str, ...] = ()
+
+
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^\s{])")
+
+# Phrases that introduce the final answer, by priority; the last occurrence of the first
+# phrase found is used.
+_PHRASES = [
+    re.compile(r"answer to (?:this|the) (?:problem|question) is\s*[:：]?\s*", re.I),
+    re.compile(r"final answer\s*(?:is|[:：])\s*[:：]?\s*", re.I),
+    re.compile(r"(?:correct|right) (?:option|choice|answer) (?:is|should be)\s*[:：]?\s*", re.I),
+    re.compile(r"\banswer (?:is|should be|would be|will be)\s*[:：]?\s*", re.I),
+    re.compile(r"\banswer\s*[:：]\s*", re.I),
+    re.compile(r"(?:答案|结果)\s*(?:是|为|應為|应为|:|：)\s*[:：]?\s*"),
+    re.compile(r"(?:故选|因此选|所以选|应选|选择)\s*[:：]?\s*"),
+]
+_OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
+_MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
+
+
+def _after_think(response: str) -> str | None:
+    end = response.rfind("</think>")
+    if end >= 0:
+        return response[end + len("</think>"):]
+    if "<think>" in response:
+        return None  # reasoning never closed: the output was cut before any answer
+    return response
+
+
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    out = []
+    for m in _BOX_START.finditer(text):
+        if text[m.end():m.end() + 1] == "{":
+            inner, end = braced(text, m.end())
+            if inner is None:
+                continue
+        else:
+            tail = re.match(r"[^\s$]+", text[m.end():])
+            if tail is None:
+                continue
+            inner, end = tail.group(0), m.end() + tail.end()
+        out.append((m.start(), end, inner.strip()))
+    return out
+
+
+def _last_box_group(text: str) -> list[str]:
+    boxes = _boxes(text)
+    if not boxes:
+        return []
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = text[box[1]:group[0][0]]
+        if len(gap) > _BOX_JOIN_GAP or "\n" in gap:
+            break
+        group.insert(0, box)
+    return [b[2] for b in group if b[2]]
+
+
+def _sentence(text: str) -> str:
+    """The answer written after a phrase: up to the end of its sentence or line."""
+    text = text.lstrip()
+    line = text.split("\n", 1)[0]
+    seg = _MATH_SEGMENT.match(line)
+    if seg:
+        return next(g for g in seg.groups() if g is not None).strip()
+    if _LETTER_LEAD.match(line):
+        # "C. 14" / "(A) 45°": the option letter leads; keep the option text with it.
+        return re.split(r"(?<=\S)[.。]\s*$", line.strip())[0].strip().replace("$", "")
+    cut = re.search(r"(?<!\d)\.(?:\s|$)|\.(?=\s+[A-Z])|。|[!?](?:\s|$)|,\s+(?:so|which|because|since|and)\b|\s+(?:because|since|which)\b", line)
+    piece = line[: cut.start()] if cut else line
+    inner = _MATH_SEGMENT.search(piece)
+    if inner:
+        return next(g for g in inner.groups() if g is not None).strip()
+    return piece.strip().rstrip(".").strip()
+
+
+def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
+    """The answer in ``response`` with the rule that found it; see the module docstring."""
+    if not response:
+        return Extraction(None, "none")
+    text = _after_think(response)
+    if text is None:
+        return Extraction(None, "none")
+    if len(text) > MAX_SCAN_CHARS:
+        text = text[-MAX_SCAN_CHARS:]
+    parts = _last_box_group(text)
+    if parts:
+        return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts))
+    for rx in _PHRASES:
+        last = None
+        for last in rx.finditer(text):
+            pass
+        if last is not None:
+            ans = _sentence(text[last.end():])
+            if ans:
+                return Extraction(ans, "phrase", (ans,))
+    if choices:
+        last = None
+        for last in _OPTION.finditer(text):
+            pass
+        if last is not None:
+            letter = last.group(1) or last.group(2)
+            return Extraction(letter, "option", (letter,))
+    window = text[-2000:]
+    last = None
+    for last in _NUMBER.finditer(window):
+        pass
+    if last is not None:
+        # A number inside a final math span ("The point is $(-1, 3)$.") takes the whole span.
+        seg = None
+        for seg in _MATH_SEGMENT.finditer(window):
+            pass
+        if seg is not None and seg.start() <= last.start() < seg.end():
+            inner = next(g for g in seg.groups() if g is not None).strip()
+            return Extraction(inner, "math", (inner,))
+        num = last.group(0)
+        if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", num) is None and "," in num:
+            num = num.rsplit(",", 1)[-1]
+        return Extraction(num, "number", (num,))
+    return Extraction(None, "none")
+
+
+def extract_answer(response: str, choices: Sequence[str] | None = None) -> str | None:
+    """The final answer string in a response, or None. Cheap: no SymPy, bounded scan.
+
+    >>> extract_answer("Answer: (B)", choices=["1", "2"])
+    '(B)'
+    >>> extract_answer("no digits here") is None
+    True
+    """
+    return extract(response, choices).answer
