@@ -66,7 +66,7 @@ class TrainConfig:
     from_base: bool = False  # each round fine-tunes the base model (True) or continues from the last (False)
     learning_rate: float = 1e-5  # paper: 1e-5 for Qwen2-VL
     lr_scheduler_type: str = "cosine"  # paper: cosine decay
-    warmup_ratio: float = 0.1  # paper: 0.1 for Qwen2-VL
+    warmup_ratio: float = 0.1  # share of steps warming up (paper: 0.1 for Qwen2-VL); passed as a float warmup_steps
     weight_decay: float = 0.05  # paper: 0.05
     num_train_epochs: float = 1.0  # passes over the pool per fine-tune
     max_steps: int = -1  # cap on optimiser steps (-1: epochs decide)

@@ -65,8 +65,8 @@ class EvolveResult:
 def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: Sequence[Problem],
                problems_eval: Sequence[Problem] | None = None, *, seed_attempts: Sequence[Attempt] = (),
                generator: Generator | None = None, trainer: Trainer | None = None, judge: Judge | None = None,
-               critic: Critic | Any | None = None, refiner: Refiner | None = None, tracker: Any = None,
-               resume: bool = False, faults: FaultHook | None = None) -> EvolveResult:
+               critic: Critic | Any | None = None, refiner: Refiner | None = None, eval_judge: Judge | None = None,
+               tracker: Any = None, resume: bool = False, faults: FaultHook | None = None) -> EvolveResult:
     """Run (or resume) the self-evolving rounds with reflection.
 
     Components default to the registry names in ``config``; pass objects to override
@@ -76,7 +76,7 @@ def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: S
     """
     cfg = coerce(config)
     return _Loop(cfg, problems_train, problems_eval, seed_attempts, generator, trainer, judge, critic, refiner,
-                 tracker, resume, faults).run()
+                 eval_judge, tracker, resume, faults).run()
 
 
 def _safe(name: str) -> str:
@@ -84,7 +84,8 @@ def _safe(name: str) -> str:
 
 
 class _Loop:
-    def __init__(self, cfg, train, heldout, seed, generator, trainer, judge, critic, refiner, tracker, resume, faults):
+    def __init__(self, cfg, train, heldout, seed, generator, trainer, judge, critic, refiner, eval_judge, tracker,
+                 resume, faults):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.stage_dir = self.out / "stages"
@@ -118,7 +119,8 @@ class _Loop:
         self.judge = judge or Judge(cfg.judge, cfg.judge_threshold)
         self._critic = critic
         self._refiner = refiner
-        self.eval_judge = Judge(cfg.eval.judge) if cfg.eval.judge != cfg.judge or judge is not None else self.judge
+        self.eval_judge = eval_judge or (self.judge if cfg.eval.judge == cfg.judge and judge is None
+                                         else Judge(cfg.eval.judge))
         if tracker is None:
             from mathse_rl.tracking import Tracker
 
@@ -270,8 +272,10 @@ class _Loop:
             return None
         if self.cfg.judge == "verifier" and isinstance(self.judge, Judge) and self.judge.name == "verifier":
             return 1.0
-        from mathse_rl.verify import verify
-
+        try:
+            from mathse_rl.verify import verify
+        except ImportError:
+            return None
         agree = 0
         for p, r, d in zip(problems, responses, decisions):
             try:

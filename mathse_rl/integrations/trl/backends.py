@@ -1,0 +1,253 @@
+"""Generator and trainer backends of the evolve loop, on transformers and trl.
+
+``HFGenerator`` (registry names ``hf`` / ``transformers``) batches chat prompts with their
+images through ``model.generate``; ``VLLMGenerator`` (``vllm``) does the same with vLLM when it
+is installed (GPU nodes); ``SFTBackend`` (``sft``) fine-tunes with trl's ``SFTTrainer`` on
+conversational prompt/completion rows with images.
+
+    >>> from mathse_rl.evolve import load_config
+    >>> gen = HFGenerator(load_config(), "path/to/model")                             # doctest: +SKIP
+    >>> gen.generate([[{"role": "user", "content": "2+3?"}]], [()], n=2, temperature=0.7,
+    ...              max_new_tokens=32)                                                # doctest: +SKIP
+    [['...', '...']]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- loading and saving
+def _is_vlm(path: str) -> bool:
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
+
+
+def load_policy(path: str, *, dtype: str = "float32", device: str | None = None):
+    """The model and its processor (VLM) or tokenizer (LM), ready for generation or training."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    auto = AutoModelForImageTextToText if _is_vlm(path) else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa")
+    if device is not None:
+        model.to(device)
+    return model, load_processing(path)
+
+
+def load_processing(path: str):
+    """Processor or tokenizer saved next to a model, with left padding for generation.
+
+    Qwen-VL checkpoints are rebuilt from their saved parts (no video processor, so no
+    torchvision); other models go through ``AutoProcessor``.
+    """
+    from transformers import AutoConfig
+
+    from mathse_rl.models.tiny import load_processor
+
+    config = AutoConfig.from_pretrained(path)
+    if not _is_vlm(path) or config.model_type in ("qwen2_vl", "qwen2_5_vl"):
+        proc = load_processor(path)
+    else:
+        from transformers import AutoProcessor
+
+        proc = AutoProcessor.from_pretrained(path)
+    tok = getattr(proc, "tokenizer", proc)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return proc
+
+
+def save_policy(model: Any, processing: Any, path: str | Path) -> str:
+    """Save a model and its processor parts atomically (write next to it, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok = getattr(processing, "tokenizer", processing)
+    tok.save_pretrained(tmp)
+    image_processor = getattr(processing, "image_processor", None)
+    if image_processor is not None:
+        # The processor's own save_pretrained needs every sub-processor (video, torchvision); the
+        # parts that images need are saved and load_processing reassembles them.
+        image_processor.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return str(path)
+
+
+def _open_images(images: Sequence[Any]) -> list[Any]:
+    from PIL import Image
+
+    out = []
+    for img in images:
+        if isinstance(img, Image.Image):
+            out.append(img.convert("RGB"))
+        else:
+            with Image.open(str(img)) as im:
+                out.append(im.convert("RGB"))
+    return out
+
+
+# ----------------------------------------------------------------------------- generation
+class HFGenerator:
+    """Batched ``model.generate`` on chat prompts with images (transformers, as trl's own non-vLLM path)."""
+
+    def __init__(self, config: Any, model_path: str):
+        import torch
+
+        g = config.generate
+        self.batch_size = g.batch_size
+        self.top_p = g.top_p
+        self.use_cpu = config.train.use_cpu or not torch.cuda.is_available()
+        self.dtype = "bfloat16" if (config.train.bf16 and not self.use_cpu) else "float32"
+        self.model = None
+        self.processing = None
+        self.model_path: str | None = None
+        self.load(model_path)
+
+    def load(self, model_path: str) -> None:
+        if model_path == self.model_path and self.model is not None:
+            return
+        self.model, self.processing = load_policy(model_path, dtype=self.dtype,
+                                                  device="cpu" if self.use_cpu else "cuda")
+        self.model.eval()
+        self.model_path = model_path
+
+    def generate(self, messages, images, *, n, temperature, max_new_tokens) -> list[list[str]]:
+        out: list[list[str]] = []
+        for start in range(0, len(messages), self.batch_size):
+            out.extend(self._batch(messages[start:start + self.batch_size], images[start:start + self.batch_size],
+                                   n, temperature, max_new_tokens))
+        return out
+
+    def _batch(self, messages, images, n, temperature, max_new_tokens) -> list[list[str]]:
+        import torch
+
+        proc = self.processing
+        tok = getattr(proc, "tokenizer", proc)
+        texts = [proc.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+        flat = _open_images([img for imgs in images for img in imgs])
+        if flat:
+            inputs = proc(text=texts, images=flat, padding=True, return_tensors="pt")
+        else:
+            inputs = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        inputs = inputs.to(self.model.device)
+        sample = temperature is not None and temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_return_sequences": n,
+                                  "do_sample": sample, "pad_token_id": tok.pad_token_id}
+        if sample:
+            kwargs.update(temperature=temperature, top_p=self.top_p, top_k=0)
+        elif n > 1:
+            raise ValueError("greedy decoding with n > 1 would repeat one path; set temperature > 0")
+        with torch.no_grad():
+            ids = self.model.generate(**inputs, **kwargs)
+        completions = tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [completions[i * n:(i + 1) * n] for i in range(len(messages))]
+
+
+class VLLMGenerator:
+    """Offline-loop generation with vLLM (GPU nodes). ``generate.options`` go to ``vllm.LLM``."""
+
+    def __init__(self, config: Any, model_path: str):
+        self.options = dict(config.generate.options)
+        self.top_p = config.generate.top_p
+        self.llm = None
+        self.model_path: str | None = None
+        self.load(model_path)
+
+    def load(self, model_path: str) -> None:
+        if model_path == self.model_path:
+            return
+        import vllm  # noqa: F401  (fails loudly here when vLLM is absent)
+
+        if self.llm is not None:
+            del self.llm
+            import gc
+
+            gc.collect()
+        self.llm = vllm.LLM(model=model_path, **self.options)
+        self.model_path = model_path
+
+    def generate(self, messages, images, *, n, temperature, max_new_tokens) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=max(temperature, 0.0), top_p=self.top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens)
+        tok = self.llm.get_tokenizer()
+        requests = []
+        for m, imgs in zip(messages, images):
+            prompt = tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+            req: dict[str, Any] = {"prompt": prompt}
+            if imgs:
+                opened = _open_images(imgs)
+                req["multi_modal_data"] = {"image": opened if len(opened) > 1 else opened[0]}
+            requests.append(req)
+        outs = self.llm.generate(requests, params, use_tqdm=False)
+        return [[o.text for o in out.outputs] for out in outs]
+
+
+# ----------------------------------------------------------------------------- training
+def rows_to_dataset(rows: Sequence[Any]):
+    """trl's conversational prompt/completion format; images decode lazily from their paths."""
+    from datasets import Dataset, Image, Sequence as HFSequence
+
+    has_images = any(r.images for r in rows)
+    data: dict[str, list[Any]] = {
+        "prompt": [r.messages for r in rows],
+        "completion": [[{"role": "assistant", "content": r.response}] for r in rows],
+    }
+    if not has_images:
+        return Dataset.from_dict(data)
+    pil = any(not isinstance(i, str) for r in rows for i in r.images)
+    data["images"] = [list(r.images) for r in rows]
+    ds = Dataset.from_dict(data)
+    if not pil:
+        ds = ds.cast_column("images", HFSequence(Image()))
+    return ds
+
+
+class SFTBackend:
+    """Fine-tunes with trl's ``SFTTrainer`` (plain next-token loss on the completion, images included)."""
+
+    def __init__(self, config: Any):
+        self.cfg = config.train
+        self.last_log_history: list[dict[str, Any]] = []
+
+    def train(self, rows, init_model: str, output_dir: str) -> str:
+        import torch
+        from trl import SFTConfig, SFTTrainer
+
+        t = self.cfg
+        use_cpu = t.use_cpu or not torch.cuda.is_available()
+        model, processing = load_policy(init_model, dtype="float32")
+        work = Path(output_dir).with_name(Path(output_dir).name + ".trainer")
+        args = SFTConfig(
+            output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
+            gradient_checkpointing=t.gradient_checkpointing, report_to="none",
+            per_device_train_batch_size=t.per_device_train_batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
+            lr_scheduler_type=t.lr_scheduler_type, warmup_steps=float(t.warmup_ratio), weight_decay=t.weight_decay,
+            num_train_epochs=t.num_train_epochs, max_steps=t.max_steps, max_length=t.max_length,
+            save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=t.seed,
+            disable_tqdm=True, **dict(t.options),
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing)
+        trainer.train()
+        self.last_log_history = list(trainer.state.log_history)
+        path = save_policy(trainer.model, processing, output_dir)
+        losses = [h["loss"] for h in self.last_log_history if "loss" in h]
+        (Path(path) / "mathse_train.json").write_text(json.dumps({
+            "init": init_model, "rows": len(rows), "steps": trainer.state.global_step,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}))
+        shutil.rmtree(work, ignore_errors=True)
+        del trainer, model
+        return path
