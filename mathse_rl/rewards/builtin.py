@@ -48,8 +48,11 @@ class VerifierReward(Reward):
             return []
         batch = getattr(self._verify, "verify_batch", None)
         if batch is not None:
+            per_sample = [s.choices for s in samples]
+            # one choices list per sample; None when no sample has any
+            choices = per_sample if any(c for c in per_sample) else None
             return list(batch([s.response for s in samples], [s.gold for s in samples],
-                              choices=[s.choices for s in samples], timeout=self.timeout))
+                              choices=choices, timeout=self.timeout))
         return [self._verify.verify(s.response, s.gold, choices=s.choices, timeout=self.timeout)
                 for s in samples]
 

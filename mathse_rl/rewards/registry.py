@@ -101,6 +101,9 @@ def _resolve(name: str) -> Factory | None:
     """The factory for ``name``, importing a lazy target; None if absent or unimportable."""
     _load_entry_points()
     target = _REGISTRY.get(name)
+    if target is None and any(isinstance(t, str) for t in _REGISTRY.values()):
+        list_rewards()  # importing lazy modules may register further names
+        target = _REGISTRY.get(name)
     if target is None or not isinstance(target, str):
         return target
     module_name, _, attr = target.partition(":")
@@ -201,7 +204,9 @@ def get_reward(spec: str | Mapping[str, float] | Reward, **options: Any) -> Rewa
     if isinstance(spec, str):
         name = spec.strip()
         _load_entry_points()
-        if name in _REGISTRY:  # includes registered composites such as a gated "verifier+orm"
+        if name not in _REGISTRY:
+            list_rewards()  # importing lazy modules may register further names (e.g. "orm_gated")
+        if name in _REGISTRY:  # includes registered composite-looking names such as "verifier+orm"
             return _build(name, options)
         if "+" not in name and "*" not in name:
             raise _unknown(name)

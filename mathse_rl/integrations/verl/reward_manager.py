@@ -1,0 +1,168 @@
+"""The ``mathse`` reward manager in verl 0.9's reward loop.
+
+Select it and name the reward (any registry name or composite)::
+
+    reward.reward_manager.name=mathse
+    +reward.reward_kwargs.reward=verifier          # default: verifier
+    +reward.reward_kwargs.reward_options.timeout=3  # optional, passed to the reward's factory
+
+verl imports this module through our ``verl.plugins`` entry point in every process
+(driver and reward-loop Ray workers), so the name is known wherever verl looks it up.
+
+Unlike verl's ``naive`` manager, which scores one sample per call, it gathers the samples
+a reward-loop worker is scoring at the same time into one batch (the verifier checks a
+batch in one go; the ORM sends one batched request), and it passes the sample's images
+(from ``multi_modal_data`` or the image parts of ``raw_prompt``) and question to the
+reward. Each sample's result has the same keys (``score``, ``acc``, ``scored`` and the
+reward's extras), which verl stacks into ``reward_extra_info`` columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager import registry as _verl_registry
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+from mathse_rl.integrations.verl.scoring import DEFAULT_REWARD, _plain, result_dict, reward_for, sample_from_verl
+from mathse_rl.rewards import Reward
+from mathse_rl.types import RewardInput, RewardOutput
+
+logger = logging.getLogger(__name__)
+
+NAME = "mathse"
+
+
+def manager_settings(config: Any) -> dict[str, Any]:
+    """Reward name, options, batching and fallback from ``reward.reward_kwargs``
+    (or, failing that, ``reward.custom_reward_function.reward_kwargs``)."""
+    reward_cfg = config.get("reward", {}) if hasattr(config, "get") else {}
+    kwargs = _plain(reward_cfg.get("reward_kwargs")) or {}
+    if "reward" not in kwargs:
+        custom = _plain((reward_cfg.get("custom_reward_function") or {}).get("reward_kwargs")) or {}
+        kwargs = {**custom, **kwargs}
+    return {
+        "reward": kwargs.get("reward", DEFAULT_REWARD),             # registry name or composite spec
+        "reward_options": dict(kwargs.get("reward_options") or {}),  # passed to the reward's factory
+        "unscored_value": float(kwargs.get("unscored_value", 0.0)),  # score of a sample the reward cannot score
+        "max_batch": int(kwargs.get("max_batch", 256)),              # most samples scored in one reward call
+        "batch_window_s": float(kwargs.get("batch_window_s", 0.002)),  # wait this long for more samples
+    }
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    return ""
+
+
+def question_and_images(non_tensor: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The last user message's text and the sample's images, from verl's non-tensor fields."""
+    question, images = "", []
+    raw_prompt = non_tensor.get("raw_prompt")
+    if raw_prompt is not None:
+        for message in list(raw_prompt):
+            if not isinstance(message, Mapping):
+                continue
+            content = message.get("content")
+            if message.get("role") == "user":
+                question = _message_text(content) or question
+            if isinstance(content, (list, tuple)):
+                images += [p["image"] for p in content
+                           if isinstance(p, Mapping) and p.get("type") == "image" and p.get("image") is not None]
+    mm = non_tensor.get("multi_modal_data")
+    if isinstance(mm, Mapping) and mm.get("image") is not None:  # verl's processed images win
+        value = mm["image"]
+        images = list(value) if isinstance(value, (list, tuple)) else [value]
+    return question, tuple(images)
+
+
+class _MicroBatcher:
+    """Collects samples that arrive within a short window and scores them in one reward call."""
+
+    def __init__(self, reward: Reward, max_batch: int, window_s: float):
+        self.reward, self.max_batch, self.window_s = reward, max(1, max_batch), max(0.0, window_s)
+        self._pending: list[tuple[RewardInput, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def score(self, sample: RewardInput) -> RewardOutput:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((sample, future))
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if batch:
+            asyncio.ensure_future(self._run(batch))
+
+    async def _run(self, batch: list[tuple[RewardInput, asyncio.Future]]) -> None:
+        samples = [s for s, _ in batch]
+        try:
+            if self.reward.is_async:
+                outs = await self.reward.acall(samples)
+            else:
+                outs = await asyncio.get_running_loop().run_in_executor(None, self.reward, samples)
+        except Exception as exc:  # Reward.__call__ already isolates bad samples; this is a last resort
+            logger.error("mathse reward %r failed on a batch of %d: %s", self.reward.name, len(samples), exc)
+            outs = [RewardOutput(None, {}) for _ in samples]
+        for (_, future), out in zip(batch, outs):
+            if not future.done():
+                future.set_result(out)
+
+
+class MathSERewardManager(RewardManagerBase):
+    """Scores reward-loop samples with a reward from the mathse-rl registry."""
+
+    def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None,
+                 reward_model_tokenizer=None, **_: Any):
+        super().__init__(config, tokenizer, compute_score)
+        settings = manager_settings(config)
+        self.reward = reward_for(settings["reward"], settings["reward_options"])
+        self.unscored_value = settings["unscored_value"]
+        self._batcher = _MicroBatcher(self.reward, settings["max_batch"], settings["batch_window_s"])
+        self.reward_router_address = reward_router_address
+        if compute_score is not None:
+            logger.info("mathse reward manager scores with %r; the configured custom reward function is not used",
+                        self.reward.name)
+
+    def sample(self, data: DataProto) -> RewardInput:
+        """The ``RewardInput`` of a one-sample ``DataProto`` (the last sequence of a multi-turn sample)."""
+        item = data[-1]
+        response_ids = item.batch["responses"]
+        length = int(item.batch["attention_mask"][-response_ids.shape[-1]:].sum())
+        response = self.tokenizer.decode(response_ids[:length], skip_special_tokens=True)
+        non_tensor = item.non_tensor_batch
+        reward_model = non_tensor.get("reward_model") or {}
+        question, images = question_and_images(non_tensor)
+        return sample_from_verl(non_tensor.get("data_source", ""), response, reward_model.get("ground_truth"),
+                                non_tensor.get("extra_info"), question=question, images=images)
+
+    async def run_single(self, data: DataProto) -> dict:
+        # decoding here, not in a thread, lets every sample of a worker's chunk join one batch
+        out = await self._batcher.score(self.sample(data))
+        result = result_dict(self.reward, out, self.unscored_value)
+        return {"reward_score": result["score"], "reward_extra_info": result}
+
+
+def _register() -> None:
+    existing = _verl_registry.REWARD_MANAGER.get(NAME)
+    if existing is not None and existing.__qualname__ == MathSERewardManager.__qualname__:
+        _verl_registry.REWARD_MANAGER[NAME] = MathSERewardManager  # same class imported again: keep the newest
+        return
+    _verl_registry.register(NAME)(MathSERewardManager)
+
+
+_register()
