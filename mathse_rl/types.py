@@ -44,7 +44,8 @@ class Verdict:
     """The rule-based verifier's decision on one response.
 
     ``reason`` is one of: "exact", "numeric", "symbolic", "choice", "text",
-    "no_answer", "mismatch", "timeout", "too_long", "parse_error", "no_gold".
+    "no_answer", "mismatch", "hedged" (several options offered: "A or B"),
+    "timeout", "too_long", "parse_error", "no_gold".
     """
 
     correct: bool

@@ -1,11 +1,34 @@
-"""Public entry points: ``verify`` for one response, ``verify_batch`` for many."""
+"""Public entry points: ``verify`` for one response, ``verify_batch`` for many.
+
+Both are safe from any thread, inside a running asyncio loop and inside Ray actors:
+the in-process fast path is bounded by input limits, and the symbolic path runs in
+the supervised worker pool with a hard wall-clock limit.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
 
 from mathse_rl.types import Verdict
-from mathse_rl.verify.core import fast_verify
+from mathse_rl.verify import pool as _pool
+from mathse_rl.verify.core import fast_verify, parse_gold
+from mathse_rl.verify.text import normalise_latex, strip_wrappers
+
+# Batches smaller than this are verified in-process when ``workers`` is not given.
+_INLINE_BATCH = 64
+_CHUNK_SECONDS_PER_ITEM = 0.05  # fast-path allowance per sample when a chunk runs in a worker
+
+
+def _symbolic(provisional: Verdict, pred_norm: str, gold: str, timeout: float) -> Verdict:
+    gold_norm = normalise_latex(strip_wrappers(str(gold)))
+    status, result = _pool.get_pool().call("symbolic", (pred_norm, gold_norm), timeout)
+    if status == "timeout":
+        return Verdict(False, provisional.pred, "timeout")
+    if status != "ok" or result is None:
+        return Verdict(False, provisional.pred, "parse_error")
+    return Verdict(bool(result), provisional.pred, "symbolic" if result else "mismatch")
 
 
 def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, timeout: float = 5.0) -> Verdict:
@@ -13,30 +36,104 @@ def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, ti
 
     >>> verify(r"The length is $\\boxed{14}$.", "C", choices=["10", "12", "14", "16"])
     Verdict(correct=True, pred='14', reason='choice')
+    >>> verify("<think>maybe 3</think> The answer is A or B.", "A").reason
+    'hedged'
     """
-    verdict, _ = fast_verify(response or "", gold, choices)
-    return verdict
-
-
-def verify_batch(responses, golds, *, choices=None, timeout: float = 5.0, workers: int | None = None) -> list[Verdict]:
-    """``verify`` over many samples; ``choices`` is one list for all or one per sample."""
-    n = len(responses)
-    per = _per_sample_choices(choices, n)
-    return [verify(r, g, choices=c, timeout=timeout) for r, g, c in zip(responses, golds, per)]
+    start = time.monotonic()
+    try:
+        verdict, sym = fast_verify(response or "", gold, choices)
+    except Exception:  # a sample the parser mishandles is wrong, never a crash
+        return Verdict(False, None, "parse_error")
+    if sym is None:
+        return verdict
+    return _symbolic(verdict, sym, gold, timeout - (time.monotonic() - start))
 
 
 def _per_sample_choices(choices, n: int) -> list:
+    """One list of options for all samples, or one (possibly None) per sample."""
     if choices is None:
         return [None] * n
-    if len(choices) == n and all(c is None or isinstance(c, (list, tuple)) for c in choices) and \
-            any(isinstance(c, (list, tuple)) for c in choices):
-        return list(choices)
-    return [choices] * n
+    choices = list(choices)
+    if len(choices) == n and any(isinstance(c, (list, tuple)) for c in choices) and \
+            all(c is None or isinstance(c, (list, tuple)) for c in choices):
+        return [tuple(c) if c is not None else None for c in choices]
+    return [tuple(choices)] * n
 
 
-def warmup() -> None:
-    """Start the symbolic worker pool now instead of on first need."""
+def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any = None, timeout: float = 5.0,
+                 workers: int | None = None) -> list[Verdict]:
+    """``verify`` over many samples, in order; ``choices`` is one list for all or one per sample.
+
+    ``workers``: processes sharing the work (None: in-process for small batches, else
+    up to four); each sample still gets its own ``timeout`` on the symbolic path.
+
+    >>> [v.correct for v in verify_batch(["\\\\boxed{2}", "\\\\boxed{3}"], ["2", "2"], workers=1)]
+    [True, False]
+    """
+    n = len(responses)
+    if len(golds) != n:
+        raise ValueError(f"{n} responses but {len(golds)} golds")
+    per = _per_sample_choices(choices, n)
+    if workers is None:
+        workers = 1 if n < _INLINE_BATCH else _pool.default_size()
+    for g in set(map(str, golds)) if n <= 4096 else ():
+        parse_gold(g)  # warm the cache once per distinct gold
+    if workers <= 1:
+        fast = []
+        for r, g, c in zip(responses, golds, per):
+            try:
+                v, sym = fast_verify(r or "", g, c)
+            except Exception:
+                v, sym = Verdict(False, None, "parse_error"), None
+            fast.append((v, sym))
+    else:
+        fast = _fast_in_workers(responses, golds, per, workers, timeout)
+    out: list[Verdict | None] = [v if sym is None else None for v, sym in fast]
+    pending = [i for i, (_, sym) in enumerate(fast) if sym is not None]
+    if pending:
+        pool = _pool.get_pool(min_size=max(1, workers))
+
+        def one(i: int) -> Verdict:
+            v, sym = fast[i]
+            return _symbolic(v, sym, golds[i], timeout)
+
+        if workers <= 1 or len(pending) == 1:
+            for i in pending:
+                out[i] = one(i)
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, pool.size)) as ex:
+                for i, v in zip(pending, ex.map(one, pending)):
+                    out[i] = v
+    return out  # type: ignore[return-value]
+
+
+def _fast_in_workers(responses, golds, per, workers: int, timeout: float) -> list[tuple[Verdict, str | None]]:
+    n = len(responses)
+    pool = _pool.get_pool(min_size=workers)
+    size = max(8, -(-n // (workers * 4)))
+    chunks = [list(range(s, min(n, s + size))) for s in range(0, n, size)]
+
+    def run(idx: list[int]) -> list[tuple[Verdict, str | None]]:
+        payload = [(responses[i], golds[i], per[i]) for i in idx]
+        status, result = pool.call("batch", payload, timeout=timeout + _CHUNK_SECONDS_PER_ITEM * len(idx))
+        if status == "ok":
+            return [(Verdict(c, p, r), s) for c, p, r, s in result]
+        # The chunk could not be judged in a worker: judge it here (the fast path is bounded).
+        return [fast_verify(responses[i] or "", golds[i], per[i]) for i in idx]
+
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        results = list(ex.map(run, chunks))
+    return [x for part in results for x in part]
+
+
+def warmup(workers: int | None = None, wait: float = 30.0) -> None:
+    """Start the worker pool now (instead of on first need) and wait until it answers."""
+    _pool.get_pool(min_size=workers).start(n=workers, wait=wait)
 
 
 def shutdown() -> None:
-    """Stop the symbolic worker pool (also done at interpreter exit)."""
+    """Stop the worker processes (also done at interpreter exit)."""
+    _pool.shutdown()
+
+
+__all__ = ["verify", "verify_batch", "warmup", "shutdown"]
