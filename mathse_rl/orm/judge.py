@@ -42,6 +42,7 @@ class JudgeResult:
     source: str  # "judge" (the backend's own reply), "verifier" (fallback) or "none"
     failure: str | None = None  # None when source == "judge"
     notes: tuple[str, ...] = ()  # non-fatal parse gaps
+    raw: str = ""  # the backend's reply text, kept when a fallback replaced it
 
 
 class JudgeCounters:
@@ -140,14 +141,15 @@ class Judge:
                 self.counters.add("parse_partial")
             if report.judgment.parse_error is not None:
                 self.counters.add("parse_failures")
-                results.append(JudgeResult(None, "none", "parse:" + report.judgment.parse_error, report.notes))
+                results.append(JudgeResult(None, "none", "parse:" + report.judgment.parse_error, report.notes,
+                                           reply.text or ""))
                 failed.append(i)
                 continue
             j = report.judgment
             if reply.p_correct is not None:
                 j = _replace(j, score=float(reply.p_correct))
             self.counters.add("judged")
-            results.append(JudgeResult(j, "judge", None, report.notes))
+            results.append(JudgeResult(j, "judge", None, report.notes, j.raw))
         if failed:
             self._apply_fallback(items, results, failed)
         return results  # type: ignore[return-value]
@@ -164,7 +166,7 @@ class Judge:
         self.counters.add("fallback/verifier", len(failed))
         for i, b in zip(failed, backup):
             results[i] = JudgeResult(b.judgment, "verifier" if b.judgment is not None else "none",
-                                     results[i].failure, results[i].notes)
+                                     results[i].failure, results[i].notes, results[i].raw)
 
 
 def _replace(j: Judgment, **changes: Any) -> Judgment:
