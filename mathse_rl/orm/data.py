@@ -149,6 +149,7 @@ def to_example(row: Mapping[str, Any], target: Judgment, label_format: str = "fu
         "gold": row.get("gold"),
         "choices": list(row["choices"]) if row.get("choices") else None,
         "id": str(row.get("id", "")),
+        "reference_steps": list(row["reference_steps"]) if row.get("reference_steps") else None,
     }
 
 
@@ -226,7 +227,8 @@ def load_orm_split(path: str | Path, load_images: bool = True) -> list[dict[str,
 def eval_items(rows: Sequence[Mapping[str, Any]]) -> tuple[list[RewardInput], list[dict[str, Any]]]:
     """(items, labels) for :func:`mathse_rl.orm.evaluate.evaluate_judge` from dataset rows."""
     items = [RewardInput(question=r["question"], response=r["response"], gold=r.get("gold"),
-                         choices=tuple(r["choices"]) if r.get("choices") else None, images=tuple(r.get("images") or ()))
+                         choices=tuple(r["choices"]) if r.get("choices") else None, images=tuple(r.get("images") or ()),
+                         extra={"reference_steps": r["reference_steps"]} if r.get("reference_steps") else {})
              for r in rows]
     labels = [{"correct": r["label"] == "CORRECT", "error_step": r.get("error_step")} for r in rows]
     return items, labels
