@@ -1,0 +1,96 @@
+"""Fixtures for the verl integration tests: the tiny VLM behind verl's rollout-server interface.
+
+``TinyVLMServer`` stands in for verl's server manager (``LLMServerClient``) in process:
+the same ``generate(request_id, *, prompt_ids, sampling_params, image_data, ...)`` call,
+answered by the tiny Qwen2.5-VL with ``transformers`` ``generate``. Every call is recorded
+and checked: the prompt's image placeholder count must match the images sent with it.
+A ``script`` maps a marker found in the decoded prompt to a fixed answer, so a test can
+decide which answers are right; unscripted prompts get the model's own (random) tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+
+@dataclass
+class Call:
+    prompt_ids: list[int]
+    prompt_text: str
+    n_images: int
+    response_ids: list[int]
+    scripted: bool
+
+
+class TinyVLMServer:
+    # A plain class, not a dataclass: hydra.utils.instantiate would turn a dataclass into a config.
+    def __init__(self, model: Any, processor: Any, script: dict[str, str] | None = None, max_new_tokens: int = 8):
+        self.model, self.processor = model, processor
+        self.script = dict(script or {})
+        self.max_new_tokens = max_new_tokens
+        self.calls: list[Call] = []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, video_data=None,
+                       audio_data=None, mm_processor_kwargs=None, **kwargs):
+        from verl.workers.rollout.replica import TokenOutput
+
+        tokenizer = self.processor.tokenizer
+        text = tokenizer.decode(prompt_ids)
+        inputs: dict[str, Any] = {}
+        n_pad = sum(1 for t in prompt_ids if t == self.model.config.image_token_id)
+        if image_data:
+            vision = self.processor.image_processor(images=list(image_data), return_tensors="pt")
+            merge = self.processor.image_processor.merge_size ** 2
+            assert n_pad == int(vision["image_grid_thw"].prod(dim=-1).sum()) // merge, "image tokens != images"
+            inputs = {"pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
+        else:
+            assert n_pad == 0, "image tokens in the prompt but no images sent"
+        answer = next((v for k, v in self.script.items() if k in text), None)
+        if answer is not None:
+            ids = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        else:
+            ids_in = torch.tensor([prompt_ids])
+            with torch.no_grad():
+                out = self.model.generate(input_ids=ids_in, attention_mask=torch.ones_like(ids_in), do_sample=False,
+                                          max_new_tokens=self.max_new_tokens, **inputs)
+            ids = out[0, ids_in.shape[1]:].tolist()
+        self.calls.append(Call(list(prompt_ids), text, len(image_data or []), ids, answer is not None))
+        return TokenOutput(token_ids=ids, stop_reason="completed")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_vlm_path):
+    """The tiny VLM and its processor, loaded once."""
+    from mathse_rl.models.tiny import load_tiny
+
+    torch.set_num_threads(1)
+    model, processor = load_tiny(tiny_vlm_path)
+    model.eval()
+    bind_rope_index(processor, model.config)
+    return model, processor
+
+
+def bind_rope_index(processor: Any, config: Any) -> None:
+    """What verl's ``hf_processor`` does to a Qwen2.5-VL processor: the model's M-RoPE index
+    function bound to the processor, so the agent loop can compute position ids."""
+    import types
+
+    from transformers.models.qwen2_5_vl import Qwen2_5_VLModel
+
+    processor.config = config
+    processor.get_rope_index = types.MethodType(Qwen2_5_VLModel.get_rope_index, processor)
+    if hasattr(Qwen2_5_VLModel, "get_vision_position_ids"):
+        processor.get_vision_position_ids = types.MethodType(Qwen2_5_VLModel.get_vision_position_ids, processor)
+
+
+@pytest.fixture
+def make_server(tiny_vlm):
+    def make(script: dict[str, str] | None = None) -> TinyVLMServer:
+        model, processor = tiny_vlm
+        return TinyVLMServer(model, processor, dict(script or {}))
+
+    return make
