@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -54,5 +55,23 @@ def register_all() -> dict[str, str | None]:
     return results
 
 
+def enable_opt_in_backends() -> dict[str, str | None]:
+    """Backends a user switches on explicitly; never active on a default (GPU) run.
+
+    ``VERL_PLATFORM=cpu`` (verl's own platform switch) enables the CPU backend
+    (``mathse_rl.integrations.verl.cpu``: platform, engines, ``hf_cpu`` rollout).
+    """
+    results: dict[str, str | None] = {}
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
+        try:
+            importlib.import_module("mathse_rl.integrations.verl.cpu").enable()
+            results["cpu"] = None
+        except Exception as exc:  # never let a plugin failure break `import verl`
+            results["cpu"] = f"{type(exc).__name__}: {exc}"
+            logger.error("mathse-rl: could not enable the CPU backend: %s", results["cpu"])
+    return results
+
+
 COMPAT_STATUS = apply_compat_fixes()
+BACKEND_STATUS = enable_opt_in_backends()
 REGISTRATION_STATUS = register_all()
