@@ -130,7 +130,7 @@ class MathSERewardManager(RewardManagerBase):
                  reward_model_tokenizer=None, **_: Any):
         super().__init__(config, tokenizer, compute_score)
         settings = manager_settings(config)
-        self.reward = reward_for(settings["reward"], settings["reward_options"])
+        self.reward = reward_for(settings["reward"], settings["reward_options"], reward_router_address)
         self.unscored_value = settings["unscored_value"]
         self._batcher = _MicroBatcher(self.reward, settings["max_batch"], settings["batch_window_s"])
         self.reward_router_address = reward_router_address

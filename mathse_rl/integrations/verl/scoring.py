@@ -40,9 +40,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def reward_for(spec: Any = DEFAULT_REWARD, options: Mapping[str, Any] | None = None) -> Reward:
-    """The reward for a spec and options, built once per process (verl calls per sample)."""
+def reward_for(spec: Any = DEFAULT_REWARD, options: Mapping[str, Any] | None = None,
+               reward_router_address: str | None = None) -> Reward:
+    """The reward for a spec and options, built once per process (verl calls per sample).
+
+    ``reward_router_address`` (verl's reward-model router, when it runs one) is handed to
+    rewards that take it (the ORM) and dropped for those that do not.
+    """
     spec, options = _plain(spec), dict(_plain(options) or {})
+    if reward_router_address is not None and "reward_router_address" not in options:
+        try:
+            return reward_for(spec, {**options, "reward_router_address": reward_router_address})
+        except TypeError:
+            pass
     key = json.dumps([spec, options], sort_keys=True, default=repr)
     reward = _cache.get(key)
     if reward is None:
@@ -88,12 +98,13 @@ def result_dict(reward: Reward, out: RewardOutput, unscored_value: float = 0.0) 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None,
                   reward: Any = DEFAULT_REWARD, reward_options: Mapping[str, Any] | None = None,
-                  unscored_value: float = 0.0, **_verl_kwargs: Any) -> dict[str, Any]:
+                  unscored_value: float = 0.0, reward_router_address: str | None = None,
+                  **_verl_kwargs: Any) -> dict[str, Any]:
     """Score one response with the registry reward named ``reward`` (verl's custom reward function).
 
-    ``reward_options`` go to the reward's factory; other keyword arguments verl passes
-    (``reward_router_address``, ...) are accepted and ignored.
+    ``reward_options`` go to the reward's factory; ``reward_router_address`` to rewards that
+    take it; other keyword arguments verl passes are accepted and ignored.
     """
-    scorer = reward_for(reward, reward_options)
+    scorer = reward_for(reward, reward_options, reward_router_address)
     out = scorer([sample_from_verl(data_source, solution_str, ground_truth, extra_info)])[0]
     return result_dict(scorer, out, unscored_value)

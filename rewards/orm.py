@@ -1,0 +1,14 @@
+"""Path shim: the ``orm`` reward (the outcome reward model) for frameworks that load a reward from a file.
+
+    reward.custom_reward_function.path=rewards/orm.py
+    +reward.custom_reward_function.reward_kwargs.reward_options.backend=openai   # judge options, if any
+"""
+
+from mathse_rl.integrations.verl.scoring import compute_score as _compute_score
+
+REWARD = "orm"
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    kwargs.setdefault("reward", REWARD)
+    return _compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs)

@@ -1,0 +1,19 @@
+"""The top-level `rewards/*.py` path shims, loaded the way verl loads a custom reward file."""
+
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def test_path_shims_load_like_verl_loads_them():
+    from verl.utils.import_utils import load_extern_object
+
+    fn = load_extern_object(module_path=os.path.join(REPO, "rewards", "verifier.py"), object_name="compute_score")
+    assert fn("d", "The answer to this problem is 5.", "5")["score"] == 1.0
+    assert fn("d", "The answer to this problem is 4.", "5")["score"] == 0.0
+    # reward_kwargs from the config still win over the file's default
+    assert fn("d", "The answer to this problem is 4.", "5", reward="format")["score"] == 1.0
+    orm = load_extern_object(module_path=os.path.join(REPO, "rewards", "orm.py"), object_name="compute_score")
+    assert callable(orm)
