@@ -226,7 +226,8 @@ def parse_scalar(raw: str, s: str) -> Answer:
 
 _WORD_RUN = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 _MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "sqrt", "arcsin", "arccos", "arctan",
-               "sinh", "cosh", "tanh", "frac", "text", "mathrm", "infty", "cdot", "times", "circ", "pi", "mbox"}
+               "sinh", "cosh", "tanh", "frac", "text", "mathrm", "infty", "cdot", "times", "circ", "pi", "mbox",
+               "matrix", "pmatrix", "bmatrix", "vmatrix", "array", "cases", "aligned"}
 
 
 def _looks_like_text(s: str) -> bool:

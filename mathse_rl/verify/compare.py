@@ -40,9 +40,10 @@ def _rounds_to(literal: Scalar, other: complex) -> bool:
 
 
 def _num_equal(p: Scalar, g: Scalar, pv: complex, gv: complex, scaled: bool) -> bool:
-    if not scaled and p.exact is not None and g.exact is not None and p.exact == g.exact:
+    both_exact = not scaled and p.exact is not None and g.exact is not None
+    if both_exact and p.exact == g.exact:
         return True
-    if _close(pv, gv):
+    if not both_exact and _close(pv, gv):
         return True
     if scaled or (p.literal and g.literal):
         return False  # two written numbers must agree exactly: 2.99 is not 3

@@ -72,7 +72,8 @@ def tokenize(s: str) -> list[tuple[str, str]]:
             if text in _FUNCS or text == "sqrt":
                 out.append(("cmd", "\\" + text))
             else:
-                out.extend(("var", ch) for ch in text)
+                # i is the imaginary unit (answers like 3+4i, e^{i\pi}); e is Euler's number.
+                out.extend(("const", ch) if ch in ("i", "e") else ("var", ch) for ch in text)
         else:
             out.append((kind, text))
         if len(out) > MAX_TOKENS:
@@ -123,7 +124,7 @@ class _Parser:
 
     def _starts_primary(self, tok) -> bool:
         kind, text = tok
-        if kind in ("num", "var"):
+        if kind in ("num", "var", "const"):
             return True
         if kind == "op":
             return text in ("(", "{", "[")
@@ -210,6 +211,8 @@ class _Parser:
         node = None
         if kind == "num":
             node = ("num", text)
+        elif kind == "const":
+            node = ("const", text)
         elif kind == "var":
             node = self._subscript(("var", text))
         elif kind == "op" and text in ("(", "{", "["):
@@ -337,12 +340,14 @@ def has_const(node, name: str) -> bool:
     return False
 
 
-_CONSTS = {"pi": math.pi, "e": math.e}
+_CONSTS = {"pi": math.pi, "e": math.e, "i": 1j}
 
 
 def _fact(z: complex) -> complex:
-    if z.imag != 0 or z.real < 0 or z.real != int(z.real) or z.real > 170:
-        raise ArithmeticError("factorial outside small naturals")
+    if z.imag != 0 or z.real < 0 or z.real != int(z.real):
+        raise ArithmeticError("factorial outside the naturals")
+    if z.real > 170:
+        raise OverflowError("factorial beyond float range")
     return complex(math.factorial(int(z.real)))
 
 

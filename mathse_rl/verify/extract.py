@@ -53,6 +53,7 @@ _PHRASES = [
 _OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 _LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
 
 
@@ -132,6 +133,10 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
             ans = _sentence(text[last.end():])
             if ans:
                 return Extraction(ans, "phrase", (ans,))
+    tail_line = text.rstrip().rsplit("\n", 1)[-1].strip()
+    bare = _BARE_LETTER.match(tail_line)
+    if bare:
+        return Extraction(bare.group(1), "option", (bare.group(1),))
     if choices:
         last = None
         for last in _OPTION.finditer(text):

@@ -9,7 +9,7 @@ isolation as the ``spawn`` context, but without re-importing the caller's
 ``__main__``, so a script without a main guard or a Ray actor is fine); they start
 lazily and are killed at interpreter exit.
 
->>> pool = WorkerPool(size=1)
+>>> pool = WorkerPool(size=1, preload=False)
 >>> pool.call("echo", 3, timeout=30.0)
 ('ok', 3)
 >>> pool.close()
@@ -85,7 +85,7 @@ class _Worker:
     busy: bool = False
 
 
-def _spawn_worker() -> tuple[_Proc, _Duplex]:
+def _spawn_worker(preload: bool) -> tuple[_Proc, _Duplex]:
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
     env = dict(os.environ)
@@ -93,7 +93,7 @@ def _spawn_worker() -> tuple[_Proc, _Duplex]:
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "mathse_rl.verify.worker", str(to_child_r), str(to_parent_w)],
+            [sys.executable, "-m", "mathse_rl.verify.worker", str(to_child_r), str(to_parent_w), str(int(preload))],
             pass_fds=(to_child_r, to_parent_w), stdin=subprocess.DEVNULL, env=env, close_fds=True,
         )
     finally:
@@ -106,20 +106,23 @@ def _spawn_worker() -> tuple[_Proc, _Duplex]:
 class WorkerPool:
     """Up to ``size`` worker processes, each answering one task at a time."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = 2, preload: bool = True):
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size = size
+        self.preload = preload  # warm math-verify in each worker before it takes tasks
         self._workers: list[_Worker] = []
         self._cond = threading.Condition()
         self._closed = False
         self.killed = 0  # workers killed for overrunning a task (for tests and logs)
+        self.started: list[int] = []  # pids of every worker ever started
         _POOLS.add(self)
 
     # -------------------------------------------------------------- lifecycle
     def _start_worker(self) -> None:
-        proc, conn = _spawn_worker()
+        proc, conn = _spawn_worker(self.preload)
         self._workers.append(_Worker(proc, conn))
+        self.started.append(proc.pid)
 
     def _drop(self, w: _Worker, kill: bool) -> None:
         if kill and w.proc.is_alive():
@@ -237,7 +240,14 @@ class WorkerPool:
             self._drop(w, kill=True)
             return "error", f"worker died: {err!r}"
         self._drop(w, kill=True)
+        self._replace()
         return "timeout", None
+
+    def _replace(self) -> None:
+        """Start a successor for a killed worker now, so it is warm by the next task."""
+        with self._cond:
+            if not self._closed and len(self._workers) < self.size:
+                self._start_worker()
 
 
 _POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()

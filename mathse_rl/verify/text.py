@@ -47,8 +47,12 @@ def _mixed_vulgar(s: str) -> str:
     return re.sub(r"(\d)\s*(?=[" + "".join(_VULGAR) + "])", r"\1+", s)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def clean(s: str) -> str:
-    """Unicode to ASCII/LaTeX: full-width digits, minus signs, ½, π, √, ², °."""
+    """Unicode to ASCII/LaTeX: full-width digits, minus signs, ½, π, √, ², °; control characters dropped."""
+    s = _CONTROL.sub("", s)
     if not s.isascii():
         s = _mixed_vulgar(s)
         s = _NEEDS_MAP.sub(_map_char, s)
@@ -135,6 +139,24 @@ _THOUSANDS_SPACE = re.compile(r"(?<=\d)(?:\\,|\\ |\\;|\\!| |\u2009|\u202f)(?=\d{
 _THOUSANDS_COMMA = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
+_MIXED = re.compile(r"(?:(?<=^)|(?<=[\s=(,-]))(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\(?:overline|dot)\{(\d+)\}")
+
+
+def _repeating(m: re.Match) -> str:
+    whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
+    num = int(whole + fixed + rep) - int(whole + fixed)
+    den = 10 ** len(fixed) * (10 ** len(rep) - 1)
+    return rf"\frac{{{num}}}{{{den}}}"
+
+
+def _mixed(m: re.Match) -> str:
+    a, b, c = m.groups()
+    if int(b) >= int(c):
+        return m.group(0)  # not a proper fraction: keep the product reading
+    return rf"({a}+\frac{{{b}}}{{{c}}})"
+
+
 def normalise_latex(s: str) -> str:
     """LaTeX spelling variants to one form; thousands separators removed; spacing collapsed."""
     s = clean(s)
@@ -146,6 +168,10 @@ def normalise_latex(s: str) -> str:
     s = s.replace(r"\lbrace", r"\{").replace(r"\rbrace", r"\}").replace(r"\{,\}", ",")
     s = _SPACES.sub(" ", s)
     s = re.sub(r"\s+", " ", s).strip()
+    if "\\frac" in s:
+        s = _MIXED.sub(_mixed, s)
+    if "\\overline" in s or "\\dot" in s:
+        s = _REPEATING.sub(_repeating, s)
     if _THOUSANDS_COMMA.match(s.replace(" ", "")):
         s = s.replace(",", "").replace(" ", "")
     return s

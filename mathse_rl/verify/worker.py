@@ -2,15 +2,14 @@
 
 Tasks arrive as ``(kind, payload)`` on a pipe and are answered with
 ``("ok", result)`` or ``("error", message)``. ``None`` asks the worker to exit.
-The worker announces itself, then imports math-verify in a background thread so
-the first symbolic task rarely waits for it.
+The worker imports math-verify and runs one tiny check before announcing itself,
+so no task's time limit is spent on start-up.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Callable
 
 _MEMORY_LIMIT = 4 << 30  # bytes of address space a worker may use; an expansion past it fails, not the host
@@ -29,7 +28,7 @@ def _limit_memory() -> None:
 
 def _preload() -> None:
     try:
-        import math_verify  # noqa: F401
+        symbolic(("1+1", "2"))  # imports math-verify and SymPy's lazily loaded parts
     except Exception:  # a broken install shows up as an error on the first task instead
         pass
 
@@ -78,10 +77,12 @@ def sleep(payload: float) -> float:
 HANDLERS: dict[str, Callable[[Any], Any]] = {"symbolic": symbolic, "batch": batch, "echo": echo, "sleep": sleep}
 
 
-def main(conn) -> None:
+def main(conn, preload: bool = True) -> None:
     _limit_memory()
+    if preload:
+        _preload()
+    # Announced only once warm: the pool never hands a task to a worker still importing.
     conn.send(("ready", os.getpid()))
-    threading.Thread(target=_preload, daemon=True).start()
     while True:
         try:
             msg = conn.recv()
@@ -113,4 +114,5 @@ if __name__ == "__main__":
         def send(self, obj):
             self.tx.send(obj)
 
-    main(_Conn(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)))
+    main(_Conn(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)),
+         preload=sys.argv[3:4] != ["0"])

@@ -1,0 +1,65 @@
+"""Where the answer is found in a free-form response, most specific form first."""
+
+from __future__ import annotations
+
+import pytest
+
+from mathse_rl.verify import extract_answer
+from mathse_rl.verify.extract import MAX_SCAN_CHARS, extract
+
+C4 = ["10", "12", "14", "16"]
+
+
+@pytest.mark.parametrize("response, expected", [
+    # after the last </think>; reasoning left open means no answer yet
+    ("<think>maybe \\boxed{3}</think> The answer is \\boxed{4}", "4"),
+    ("<think>a</think><think>b \\boxed{1}</think>so 2", "2"),
+    ("<think>unfinished \\boxed{5}", None),
+    # the last box wins; nested braces; \fbox; several boxes written together form a set
+    ("first \\boxed{1}\n\nthen \\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{1}{\\sqrt{2}}"),
+    ("\\fbox{7}", "7"),
+    ("\\boxed{2} and \\boxed{3}", "2, 3"),
+    ("step: \\boxed{5}\nlots more reasoning on a new line\nfinally \\boxed{7}", "7"),
+    ("\\boxed 5", "5"),
+    # phrases
+    ("So x=2. The answer to this problem is $\\frac{3}{4}$.", "\\frac{3}{4}"),
+    ("Therefore, the final answer is $x = 4$.", "x = 4"),
+    ("Final answer: 12", "12"),
+    ("Answer: (A) 45°", "(A) 45°"),
+    ("The answer is C. 14", "C. 14"),
+    ("所以答案是 $2\\sqrt{2}$。", "2\\sqrt{2}"),
+    ("答案为 5", "5"),
+    ("故选 B", "B"),
+    ("The answer is 7, because 3 + 4 = 7.", "7"),
+    # a bare option letter on the last line
+    ("Comparing the options...\nB.", "B"),
+    # last number, and a final math span around it
+    ("I computed 3 + 4 = 7, so there are 7 apples.", "7"),
+    ("The point is $(−1, 3)$.", "(−1, 3)"),
+    ("There are 1,000 ways.", "1,000"),
+    ("no digits at all", None),
+    ("", None),
+])
+def test_extract_answer(response, expected):
+    assert extract_answer(response) == expected
+
+
+@pytest.mark.parametrize("response, letter", [
+    ("So the correct option is (C).", "(C)"),
+    ("Looking at the figure, option D fits best", "D"),
+    ("It must be (B) given the angle", "B"),
+])
+def test_option_letters_with_choices(response, letter):
+    assert extract_answer(response, choices=C4) == letter
+
+
+def test_several_boxes_are_kept_as_parts():
+    ex = extract("roots: \\boxed{-1}, \\boxed{2}")
+    assert ex.source == "boxed" and ex.parts == ("-1", "2")
+
+
+def test_only_the_tail_of_a_huge_output_is_scanned():
+    huge = "\\boxed{1} " + "1 " * (MAX_SCAN_CHARS) + "The answer is \\boxed{3}"
+    assert extract_answer(huge) == "3"
+    # an early box beyond the scanned tail is not seen
+    assert extract_answer("\\boxed{9}" + " x" * MAX_SCAN_CHARS) is None
