@@ -62,14 +62,11 @@ class Level:
 
 LEVELS: dict[int, Level] = {
     1: Level(("red", "blue"), ("+",),
-             "The bar chart shows a red bar and a blue bar. What is the height of the red bar "
-             "plus the height of the blue bar?"),
+             "Add the heights of the red and blue bars."),
     2: Level(("red", "blue", "green"), ("+", "+"),
-             "The bar chart shows a red, a blue and a green bar. What is the total height of "
-             "the red, blue and green bars?"),
+             "Add the heights of the red, blue and green bars."),
     3: Level(("red", "blue", "green"), ("+", "-"),
-             "The bar chart shows a red, a blue and a green bar. What is the height of the red "
-             "bar plus the height of the blue bar minus the height of the green bar?"),
+             "Add the heights of the red and blue bars, then subtract the green bar."),
 }
 
 
