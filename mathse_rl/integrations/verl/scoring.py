@@ -108,3 +108,15 @@ def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_
     scorer = reward_for(reward, reward_options, reward_router_address)
     out = scorer([sample_from_verl(data_source, solution_str, ground_truth, extra_info)])[0]
     return result_dict(scorer, out, unscored_value)
+
+
+async def compute_score_async(data_source: Any, solution_str: str, ground_truth: Any,
+                              extra_info: Mapping[str, Any] | None = None, reward: Any = DEFAULT_REWARD,
+                              reward_options: Mapping[str, Any] | None = None, unscored_value: float = 0.0,
+                              reward_router_address: str | None = None, **_verl_kwargs: Any) -> dict[str, Any]:
+    """``compute_score`` as a coroutine, for rewards that call a model or a service (the ORM):
+    verl awaits it instead of running it in a thread
+    (``reward.custom_reward_function.name=compute_score_async``)."""
+    scorer = reward_for(reward, reward_options, reward_router_address)
+    out = (await scorer.acall([sample_from_verl(data_source, solution_str, ground_truth, extra_info)]))[0]
+    return result_dict(scorer, out, unscored_value)

@@ -15,5 +15,16 @@ def test_path_shims_load_like_verl_loads_them():
     assert fn("d", "The answer to this problem is 4.", "5")["score"] == 0.0
     # reward_kwargs from the config still win over the file's default
     assert fn("d", "The answer to this problem is 4.", "5", reward="format")["score"] == 1.0
+
+
+def test_orm_shim_is_a_coroutine_verl_awaits():
+    import asyncio
+    import inspect
+
+    from verl.utils.import_utils import load_extern_object
+
     orm = load_extern_object(module_path=os.path.join(REPO, "rewards", "orm.py"), object_name="compute_score")
-    assert callable(orm)
+    assert inspect.iscoroutinefunction(orm)  # verl's test for awaiting instead of a thread
+    # the ORM's rule-verifier backend needs no model
+    result = asyncio.run(orm("d", "The answer to this problem is 5.", "5", reward_options={"backend": "verifier"}))
+    assert result["score"] == 1.0 and {"status", "source"} <= set(result)
