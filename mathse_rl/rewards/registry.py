@@ -183,8 +183,7 @@ def _build(name: str, options: Mapping[str, Any]) -> Reward:
         raise TypeError(f"reward {name!r} rejected options {sorted(options)}: {exc}") from exc
     if not isinstance(reward, Reward):
         raise TypeError(f"reward {name!r}: factory returned {type(reward).__name__}, not a Reward")
-    if not reward.name:
-        reward.name = name
+    reward.name = name  # the name the user wrote is what frameworks log (aliases included)
     return reward
 
 

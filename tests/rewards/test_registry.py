@@ -145,3 +145,12 @@ def test_rewards_package_imports_no_framework():
             "print([m for m in ('trl','verl','ray','vllm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_verifier_plus_orm_names_the_gated_reward_not_a_sum():
+    pytest.importorskip("mathse_rl.orm.reward")
+    reward = get_reward("verifier+orm", backend="verifier")  # the ORM's model-free backend
+    assert type(reward).__name__ == "GatedORMReward" and reward.name == "verifier+orm"
+    wrong = RewardInput(question="q", response="The answer to this problem is 4.", gold="5")
+    right = RewardInput(question="q", response="The answer to this problem is 5.", gold="5")
+    assert [o.score for o in reward([wrong, right])] == [0.0, 1.0]
