@@ -89,6 +89,7 @@ class _MicroBatcher:
         self.reward, self.max_batch, self.window_s = reward, max(1, max_batch), max(0.0, window_s)
         self._pending: list[tuple[RewardInput, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
     async def score(self, sample: RewardInput) -> RewardOutput:
         loop = asyncio.get_running_loop()
@@ -106,7 +107,9 @@ class _MicroBatcher:
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            asyncio.ensure_future(self._run(batch))
+            task = asyncio.ensure_future(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[RewardInput, asyncio.Future]]) -> None:
         samples = [s for s, _ in batch]
