@@ -5,8 +5,8 @@ its marks (``Scalar``: percent, degrees, units), tuples and intervals (``Seq``),
 ``\\pm`` and several answers (``Group``), equations and inequalities (``Relation``), and
 ``Latex`` for what the fast parser does not handle (left to the symbolic path).
 
->>> parse_answer("1.2\\\\text{ m}").unit
-('L', 1.2)
+>>> parse_answer("1.2\\\\text{ m}").unit  # (length, mass, time) exponents and factor to SI
+((1, 0, 0), 1.0)
 >>> parse_answer("[2, 5)").kind
 'seq'
 """

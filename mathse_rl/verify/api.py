@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from mathse_rl.types import Verdict
 from mathse_rl.verify import pool as _pool
 from mathse_rl.verify.core import fast_verify, parse_gold
+from mathse_rl.verify.extract import trim
 from mathse_rl.verify.text import normalise_latex, strip_wrappers
 
 # Batches smaller than this are verified in-process when ``workers`` is not given.
@@ -114,7 +115,7 @@ def _fast_in_workers(responses, golds, per, workers: int, timeout: float) -> lis
     chunks = [list(range(s, min(n, s + size))) for s in range(0, n, size)]
 
     def run(idx: list[int]) -> list[tuple[Verdict, str | None]]:
-        payload = [(responses[i], golds[i], per[i]) for i in idx]
+        payload = [(trim(responses[i]), golds[i], per[i]) for i in idx]
         status, result = pool.call("batch", payload, timeout=timeout + _CHUNK_SECONDS_PER_ITEM * len(idx))
         if status == "ok":
             return [(Verdict(c, p, r), s) for c, p, r, s in result]

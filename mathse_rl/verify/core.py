@@ -1,9 +1,9 @@
 """The verifier pipeline: extract -> parse -> compare (fast path) -> symbolic pool (rare).
 
->>> verify("The answer to this problem is 12.", "12").correct
-True
->>> verify(r"\\boxed{C}", "14", choices=["10", "12", "14", "16"]).reason
-'choice'
+>>> fast_verify("The answer to this problem is 12.", "12")
+(Verdict(correct=True, pred='12', reason='exact'), None)
+>>> fast_verify(r"\\boxed{\\int_0^1 x\\,dx}", "1/2")[1]  # undecided: goes to the worker pool
+'\\\\int_0^1 x dx'
 """
 
 from __future__ import annotations

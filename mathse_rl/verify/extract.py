@@ -113,6 +113,17 @@ def _sentence(text: str) -> str:
     return piece.strip().rstrip(".").strip()
 
 
+def trim(response: str) -> str:
+    """The part of a response extraction looks at (equivalent for ``extract``): what follows
+    the last ``</think>``, at most ``MAX_SCAN_CHARS`` from the end. Used to ship less to workers."""
+    if not response:
+        return ""
+    text = _after_think(response)
+    if text is None:
+        return "<think>"
+    return text[-MAX_SCAN_CHARS:]
+
+
 def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
     """The answer in ``response`` with the rule that found it; see the module docstring."""
     if not response:

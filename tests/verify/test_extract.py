@@ -63,3 +63,14 @@ def test_only_the_tail_of_a_huge_output_is_scanned():
     assert extract_answer(huge) == "3"
     # an early box beyond the scanned tail is not seen
     assert extract_answer("\\boxed{9}" + " x" * MAX_SCAN_CHARS) is None
+
+
+@pytest.mark.parametrize("response", [
+    "<think>a \\boxed{1}</think> so \\boxed{2}", "<think>open \\boxed{1}", "", "x" * (3 * MAX_SCAN_CHARS) + " \\boxed{5}",
+    "plain 7", "<think>a</think>" + "y" * (2 * MAX_SCAN_CHARS) + "Answer: 3",
+])
+def test_trim_keeps_what_extraction_sees(response):
+    from mathse_rl.verify.extract import trim
+
+    assert extract(trim(response)) == extract(response)
+    assert len(trim(response)) <= MAX_SCAN_CHARS
