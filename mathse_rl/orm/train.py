@@ -102,20 +102,22 @@ def train_orm(config: Any = None, *, rows: Sequence[Mapping[str, Any]] | None = 
 
     from mathse_rl.orm.backends.local import load_judge_model
 
-    model, processor = load_judge_model(cfg.model, device="cpu" if cfg.use_cpu else "auto",
-                                        dtype="bfloat16" if cfg.bf16 else "float32")
+    # Loaded on CPU: the Trainer places it (one device per rank under torchrun/accelerate).
+    model, processor = load_judge_model(cfg.model, device="cpu", dtype="bfloat16" if cfg.bf16 else "float32")
     is_vlm = hasattr(processor, "image_processor")
     keys = _TRAIN_KEYS if is_vlm else _TRAIN_KEYS[:2]
     dataset = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
-    args = SFTConfig(
+    fields = dict(
         output_dir=cfg.output_dir, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
         use_cpu=cfg.use_cpu, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps, seed=cfg.seed, report_to=cfg.report_to, save_strategy="no",
-        dataloader_num_workers=0, **cfg.sft_kwargs,
+        dataloader_num_workers=0,
     )
+    fields.update(cfg.sft_kwargs)  # recipe-level SFTConfig fields win
+    args = SFTConfig(**fields)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     trainer.train()
     out = Path(cfg.output_dir)
