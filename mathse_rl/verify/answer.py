@@ -275,7 +275,7 @@ def split_top(s: str, seps: re.Pattern) -> list[str]:
 _LIST_SEP = re.compile(r"\s*(?:,|;|\\text\{\s*(?:and|or)\s*\}|\s(?:and|or)\s)\s*")
 _REL_SEP = re.compile(r"\s*(<=|>=|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<|>|=)\s*")
 _UNION = re.compile(r"\s*(?:\\cup|∪|\bU\b)\s*")
-_LETTER = re.compile(r"^(?:\\text\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、]\s*(.*)|\s+(.*))?$", re.S)
+_LETTER = re.compile(r"^(?:\\(?:text|textbf|mathrm|mathbf|mbox)\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、]\s*(.*)|\s+(.*))?$", re.S)
 _OPTION_WORD = re.compile(r"^(?:option|choice)\s+", re.I)
 _INF = re.compile(r"^([-+]?)\s*\\infty$|^([-+]?)\s*(?:inf|infinity|oo)$")
 
@@ -292,12 +292,9 @@ def _parse(s: str, allow_letter: bool) -> Answer:
     if not s:
         return Text("text", raw, key="")
     if allow_letter:
-        m = _LETTER.match(_OPTION_WORD.sub("", s))
-        if m:
-            rest_text = (m.group(2) or m.group(3) or "").strip()
-            if not rest_text or not re.match(r"^(?:or|and|/|,)\b", rest_text):
-                rest = _parse(rest_text, allow_letter=False) if rest_text else None
-                return Letter("letter", raw, letter=m.group(1), rest=rest)
+        letter = _letter(s)
+        if letter is not None:
+            return letter
     if "\\pm" in s or "\\mp" in s:
         plus = s.replace("\\pm", "+").replace("\\mp", "-")
         minus = s.replace("\\pm", "-").replace("\\mp", "+")
@@ -331,6 +328,20 @@ def _parse(s: str, allow_letter: bool) -> Answer:
     return parse_scalar(raw, s)
 
 
+def _letter(s: str) -> Letter | None:
+    """"B", "(B)", "B. 2\\sqrt{3}", "Option B", "\\text{(B)}" -> Letter; "A or B" is not one."""
+    m = _LETTER.match(_OPTION_WORD.sub("", s))
+    if not m:
+        return None
+    rest_text = (m.group(2) or m.group(3) or "").strip()
+    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)", rest_text):
+        return None
+    rest = None
+    if rest_text and balanced(rest_text.replace("\\{", "").replace("\\}", "")):
+        rest = _parse(rest_text, allow_letter=False)
+    return Letter("letter", s, letter=m.group(1), rest=rest)
+
+
 def _one_group(s: str) -> bool:
     """Whether the outer brackets of s enclose all of it: "(1,2)" yes, "(1)+(2)" no."""
     depth = 0
@@ -359,6 +370,8 @@ def parse_answer(s: str, allow_letter: bool = True) -> Answer:
         raise AnswerError("too_long")
     s = normalise_latex(s)
     s = strip_wrappers(s)
+    if allow_letter and (letter := _letter(s)) is not None:
+        return letter
     if not balanced(s.replace("\\{", "").replace("\\}", "")):
         raise AnswerError("parse_error")
     return _parse(s, allow_letter)

@@ -244,8 +244,8 @@ def equal(p: Answer, g: Answer) -> Outcome:
             return equal(rel.parts[1], other) if rel is p else equal(other, rel.parts[1])
         if rel.ops == ("=",) and _is_var(rel.parts[1]):
             return equal(rel.parts[0], other) if rel is p else equal(other, rel.parts[0])
-        if rel.ops == ("=",) and isinstance(rel.parts[-1], Scalar) and not rel.parts[-1].vars and rel is p:
-            return equal(rel.parts[-1], other)  # "3 + 4 = 7" answers 7
+        if rel is p and rel.ops == ("=",) and all(isinstance(x, Scalar) and not x.vars for x in rel.parts):
+            return equal(rel.parts[-1], other)  # "3 + 4 = 7" answers 7 (but "x^2 = 4" does not answer 4)
         iv = _as_interval(rel)
         if iv is not None and isinstance(other, (Seq, Group)):
             return equal(iv, other) if rel is p else equal(other, iv)

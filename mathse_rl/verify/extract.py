@@ -49,6 +49,7 @@ _PHRASES = [
     re.compile(r"\banswer\s*[:：]\s*", re.I),
     re.compile(r"(?:答案|结果)\s*(?:是|为|應為|应为|:|：)\s*[:：]?\s*"),
     re.compile(r"(?:故选|因此选|所以选|应选|选择)\s*[:：]?\s*"),
+    re.compile(r"^#### ?", re.M),
 ]
 _OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
@@ -97,7 +98,7 @@ def _last_box_group(text: str) -> list[str]:
 
 def _sentence(text: str) -> str:
     """The answer written after a phrase: up to the end of its sentence or line."""
-    text = text.lstrip()
+    text = text.lstrip().lstrip("*_").lstrip()  # markdown emphasis: "**Answer:** 12"
     line = text.split("\n", 1)[0]
     seg = _MATH_SEGMENT.match(line)
     if seg:
@@ -110,7 +111,7 @@ def _sentence(text: str) -> str:
     inner = _MATH_SEGMENT.search(piece)
     if inner:
         return next(g for g in inner.groups() if g is not None).strip()
-    return piece.strip().rstrip(".").strip()
+    return piece.strip().rstrip(".*_").strip()
 
 
 def trim(response: str) -> str:

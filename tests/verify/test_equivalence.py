@@ -102,7 +102,7 @@ def test_sets_tuples_intervals(response, gold, expected):
 
 @pytest.mark.parametrize("response, gold, expected", [
     ("\\boxed{y=2x+1}", "y=1+2x", 1), ("\\boxed{2y = 4x + 2}", "y=2x+1", 1), ("\\boxed{y=2x+1}", "y=2x-1", 0),
-    ("\\boxed{x=2}", "2", 1), ("\\boxed{2}", "x=2", 1), ("\\boxed{a=2, b=3}", "a=2,b=3", 1), ("\\boxed{x=3}", "2", 0),
+    ("\\boxed{x=2}", "2", 1), ("\\boxed{2}", "x=2", 1), ("\\boxed{3+4=7}", "7", 1), ("\\boxed{x^2=4}", "4", 0), ("\\boxed{a=2, b=3}", "a=2,b=3", 1), ("\\boxed{x=3}", "2", 0),
 ])
 def test_equations(response, gold, expected):
     check(response, gold, expected)
@@ -113,7 +113,8 @@ def test_equations(response, gold, expected):
     ("\\boxed{B. 2\\sqrt{3}}", "B", 1, ROOT), ("\\boxed{(B)}", "B", 1, C4), ("\\boxed{(B)}", "12", 1, C4),
     ("\\boxed{2\\sqrt{3}}", "B", 1, ROOT), ("\\boxed{\\sqrt{12}}", "B", 1, ROOT), ("\\boxed{\\sqrt{12}}", "C", 0, ROOT),
     ("\\boxed{\\text{(C)}}", "C", 1, C4), ("\\boxed{45}", "45^{\\circ}", 1, ["30°", "45°"]),
-    ("\\boxed{A}", "14", 0, C4), ("\\boxed{D}", "D", 1, None), ("\\boxed{D}", "B", 0, None),
+    ("\\boxed{A}", "14", 0, C4), ("The correct answer is B) 12", "12", 1, C4), ("\\boxed{\\textbf{(B)}}", "B", 1, C4),
+    ("\\boxed{12 cm}", "B", 1, ["10 cm", "12 cm"]), ("\\boxed{E}", "A", 0, C4), ("\\boxed{D}", "D", 1, None), ("\\boxed{D}", "B", 0, None),
 ])
 def test_multiple_choice_both_ways(response, gold, expected, choices):
     check(response, gold, expected, choices)

@@ -31,6 +31,10 @@ C4 = ["10", "12", "14", "16"]
     ("答案为 5", "5"),
     ("故选 B", "B"),
     ("The answer is 7, because 3 + 4 = 7.", "7"),
+    ("**Answer:** 12", "12"),
+    ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
+    ("6 * 7 = 42 so\n#### 42", "42"),
+    ("the answer is \\(\\frac{1}{2}\\).", "\\frac{1}{2}"),
     # a bare option letter on the last line
     ("Comparing the options...\nB.", "B"),
     # last number, and a final math span around it
