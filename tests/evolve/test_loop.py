@@ -1,0 +1,184 @@
+"""The self-evolving loop with a scripted policy: stages, pool, metrics, resume after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scripted_parts import (
+    RecordingTrainer, ScriptedGenerator, TeacherRefiner, make_problems, scripted_config, seed_for,
+)
+
+from mathse_rl.evolve import run_evolve
+from mathse_rl.evolve.pool import read_jsonl
+from mathse_rl.types import Problem
+
+TRAIN = make_problems(6)
+HELDOUT = make_problems(2, prefix="h", start=10)
+SEED = seed_for(TRAIN[:2])  # q0 right (accepted), q1 wrong (rejected by the judge)
+
+
+def _run(out: Path, gen=None, trainer=None, **kw):
+    cfg = kw.pop("cfg", None) or scripted_config(out)
+    return run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=gen or ScriptedGenerator(),
+                      trainer=trainer or RecordingTrainer(), **kw)
+
+
+def _pool(out: Path) -> set[tuple]:
+    return {(r["problem_id"], r["response"], r["source"], r["round"]) for r in read_jsonl(out / "pool.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    trainer = RecordingTrainer()
+    result = _run(out, trainer=trainer)
+    return out, result, trainer
+
+
+def test_two_rounds_then_reflection_then_final_fine_tune(reference):
+    out, result, trainer = reference
+    expected = ["distill.judge", "distill.train", "distill.eval", "r1.generate", "r1.judge", "r1.train", "r1.eval",
+                "r2.generate", "r2.judge", "r2.train", "r2.eval", "reflect", "final.train", "final.eval"]
+    assert list(result.stages) == expected
+    s = result.stages
+    # The judge filtered the teacher's seed: one of two kept.
+    assert s["distill.judge"]["seed_paths"] == 2 and s["distill.judge"]["accepted"] == 1
+    # Round 1 attempts every question not solved by the seed, n=2 paths each.
+    assert s["r1.generate"]["questions_attempted"] == 5 and s["r1.generate"]["paths"] == 10
+    assert s["r1.judge"]["accepted"] + s["r1.judge"]["wrong"] == 10
+    assert s["r1.judge"]["accept_rate"] == pytest.approx(s["r1.judge"]["accepted"] / 10)
+    # Round 2 only attempts questions still unsolved after round 1.
+    solved_after_r1 = 1 + s["r1.judge"]["questions_solved"]
+    assert s["r2.generate"]["questions_attempted"] == 6 - solved_after_r1
+    # Reflection covers every stored wrong path of both rounds; success rate = verified / refined.
+    wrong = s["r1.judge"]["wrong"] + s["r2.judge"]["wrong"]
+    assert s["reflect"]["wrong_paths"] == wrong == s["reflect"]["refined"]
+    assert 0 < s["reflect"]["verified"] < wrong
+    assert s["reflect"]["reflection_success_rate"] == pytest.approx(s["reflect"]["verified"] / wrong)
+    # The pool accumulates by source and matches the file on disk.
+    pool = read_jsonl(out / "pool.jsonl")
+    by_source = {src: sum(r["source"] == src for r in pool) for src in ("distilled", "sampled", "reflected")}
+    assert by_source == result.pool_counts and by_source["distilled"] == 1
+    assert by_source["sampled"] == s["r1.judge"]["added"] + s["r2.judge"]["added"] > 0
+    assert by_source["reflected"] == s["reflect"]["added"] > 0
+    assert all(r["parent"] for r in pool if r["source"] == "reflected")
+    # Each fine-tune continues from the last checkpoint on the whole pool so far; the final one sees everything.
+    inits = [Path(c["init"]).name for c in trainer.calls]
+    assert inits == ["base", "m0", "r1", "r2"]
+    final_rows = json.loads((Path(s["final.train"]["checkpoint"]) / "rows.json").read_text())
+    assert len(final_rows) == len(pool) and s["final.train"]["rows_by_source"] == by_source
+    # Images are saved once under the run directory and referenced by path.
+    assert all(Path(i).parent == out / "images" and Path(i).exists() for r in final_rows for i in r["images"])
+    # Held-out evaluation after M0, each round and the final fine-tune, with pass@k.
+    assert [h["stage"] for h in result.heldout] == ["distill.eval", "r1.eval", "r2.eval", "final.eval"]
+    assert all(0.0 <= h["accuracy"] <= 1.0 and "pass@2" in h for h in result.heldout)
+    assert result.best_accuracy == max(h["accuracy"] for h in result.heldout)
+    # Time per stage and bookkeeping time are recorded for every stage.
+    assert all(r["seconds"] >= r["bookkeeping_seconds"] >= 0 for r in s.values())
+    assert json.loads((out / "result.json").read_text())["pool_size"] == len(pool)
+
+
+def test_a_started_run_is_not_overwritten_without_resume(reference):
+    out, _, _ = reference
+    with pytest.raises(FileExistsError, match="resume"):
+        _run(out)
+
+
+def test_resume_of_a_finished_run_redoes_nothing(reference, tmp_path):
+    out, result, _ = reference
+    trainer, gen = RecordingTrainer(), ScriptedGenerator()
+    again = _run(out, gen=gen, trainer=trainer, resume=True)
+    assert trainer.calls == [] and gen.calls == []
+    assert again.pool_counts == result.pool_counts and again.heldout == result.heldout
+
+
+class Crash(RuntimeError):
+    pass
+
+
+CHUNKED = ("r1.generate", "r2.generate", "r1.judge", "r2.judge", "reflect")
+STAGES = ["distill.judge", "distill.train", "distill.eval", "r1.generate", "r1.judge", "r1.train", "r1.eval",
+          "r2.generate", "r2.judge", "r2.train", "r2.eval", "reflect", "final.train", "final.eval"]
+CASES = [(s, p) for s in STAGES for p in ("start", "end")] + [(s, "chunk") for s in CHUNKED]
+
+
+@pytest.mark.parametrize("stage,point", CASES)
+def test_resume_after_a_crash_loses_no_accepted_sample(reference, tmp_path, stage, point):
+    ref_out, ref_result, _ = reference
+
+    def fault(s, p):
+        if (s, p) == (stage, point):
+            raise Crash(f"{s}:{p}")
+
+    with pytest.raises(Crash):
+        _run(tmp_path, faults=fault)
+    pool_at_crash = _pool(tmp_path)
+    finished = {r["stage"]: r["finished_at"] for r in read_jsonl(tmp_path / "stages.jsonl")}
+    assert stage not in finished
+
+    result = _run(tmp_path, resume=True)
+    # Nothing accepted before the crash is lost, and the run ends exactly where an uninterrupted one does.
+    assert pool_at_crash <= _pool(tmp_path)
+    assert _pool(tmp_path) == _pool(ref_out)
+    assert list(result.stages) == list(ref_result.stages)
+    assert [h["accuracy"] for h in result.heldout] == [h["accuracy"] for h in ref_result.heldout]
+    # Stages finished before the crash were not run again.
+    after = {r["stage"]: r["finished_at"] for r in read_jsonl(tmp_path / "stages.jsonl")}
+    assert all(after[s] == t for s, t in finished.items())
+
+
+def test_reflection_every_round_and_a_teacher_refiner(tmp_path):
+    cfg = scripted_config(tmp_path, reflect={"when": "every_round"})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
+                        trainer=RecordingTrainer(), refiner=TeacherRefiner())
+    assert "r1.reflect" in result.stages and "reflect" not in result.stages and "final.train" not in result.stages
+    r1 = result.stages["r1.reflect"]
+    assert r1["verified"] == r1["refined"] == result.stages["r1.judge"]["wrong"]  # the teacher is always right
+    # The teacher rescued every question round 1 got wrong, so round 2 has nothing left to attempt.
+    assert r1["questions_rescued"] > 0 and result.stages["r2.generate"]["questions_attempted"] == 0
+    reflected = [r for r in read_jsonl(tmp_path / "pool.jsonl") if r["source"] == "reflected"]
+    assert reflected and all("(teacher)" in r["response"] for r in reflected)
+
+
+def test_early_stop_when_heldout_accuracy_falls_and_keep_the_best(tmp_path):
+    # Held-out questions (a >= 11) are right with M0 and wrong after round 1.
+    def rule(r, a, b, k, reflecting):
+        if a >= 11:
+            return r == 0
+        return (a + r + k) % 3 == 0
+
+    trainer = RecordingTrainer()
+    cfg = scripted_config(tmp_path, eval={"k": 0})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(rule), trainer=trainer)
+    assert result.early_stopped and result.stages["r1.eval"].get("early_stop")
+    assert "r2.generate" not in result.stages
+    assert Path(result.best_checkpoint).name == "m0" and result.best_accuracy == 1.0
+    # The final fine-tune starts from the best model, not the worse last one.
+    assert Path(result.stages["final.train"]["init"]).name == "m0"
+
+
+def test_bad_rows_are_reported_with_ids_and_skipped(tmp_path):
+    bad = [Problem(id="no-answer", question="What is 1 + 1?", gold=None),
+           Problem(id="bad-image", question="What is 1 + 2?", gold="3", images=(str(tmp_path / "missing.png"),))]
+    cfg = scripted_config(tmp_path / "run", rounds=1, reflect={"enabled": False})
+    result = run_evolve(cfg, TRAIN[:2] + bad, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
+                        trainer=RecordingTrainer())
+    skipped = {s["id"]: s["reason"] for s in result.skipped_problems}
+    assert set(skipped) == {"no-answer", "bad-image"}
+    assert skipped["no-answer"] == "missing answer" and skipped["bad-image"].startswith("unreadable image")
+    assert result.stages["distill.judge"]["skipped_problems"] == 2
+    assert result.stages["r1.generate"]["questions_attempted"] == 1  # q1 only (q0 solved by the seed)
+
+
+def test_pool_cap_and_no_accumulation(tmp_path):
+    cfg = scripted_config(tmp_path, pool={"max_per_question": 1, "accumulate": False}, rounds=1,
+                          generate={"n": 3}, reflect={"enabled": False})
+    trainer = RecordingTrainer()
+    run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(), trainer=trainer)
+    pool = read_jsonl(tmp_path / "pool.jsonl")
+    per_q = {}
+    for r in pool:
+        per_q[r["problem_id"]] = per_q.get(r["problem_id"], 0) + 1
+    assert max(per_q.values()) == 1
