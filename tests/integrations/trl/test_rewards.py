@@ -12,6 +12,7 @@ from PIL import Image
 from mathse_rl.integrations.trl import make_reward_func
 from mathse_rl.integrations.trl.rewards import AsyncRewardFunc, RewardFunc, completion_text, prompt_text
 from mathse_rl.rewards import Reward, get_reward, register_reward, unregister_reward
+from mathse_rl.rewards.builtin import VerifierReward
 from mathse_rl.types import RewardInput, RewardOutput
 
 # Row i asks item i; rows without gold must be left out by the verifier (None), not scored.
@@ -53,9 +54,25 @@ def _train(tiny_vlm_path, tmp_path, names, steps):
     return trainer
 
 
+class AsyncVerifier(VerifierReward):
+    """The verifier declared async (as a reward that calls a service would be); counts awaited calls."""
+
+    is_async = True
+    awaited = 0
+
+    async def acall(self, samples):
+        AsyncVerifier.awaited += 1
+        return await super().acall(samples)
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_vlm_path, tmp_path_factory):
-    return _train(tiny_vlm_path, tmp_path_factory.mktemp("grpo"), ["verifier", "verifier+format"], steps=2)
+    register_reward("async-verifier")(AsyncVerifier)
+    try:
+        return _train(tiny_vlm_path, tmp_path_factory.mktemp("grpo"),
+                      ["verifier", "verifier+format", "async-verifier"], steps=2)
+    finally:
+        unregister_reward("async-verifier")
 
 
 @pytest.mark.slow
@@ -64,6 +81,11 @@ def test_grpo_steps_complete_and_log_reward_by_name(trained):
     logged = set().union(*trained.state.log_history)
     assert {"rewards/verifier/mean", "rewards/verifier+format/mean"} <= logged
     assert "verifier/unscored_frac" in logged
+    # the async reward ran on trl's event loop, once per step, and scored like its sync twin
+    assert AsyncVerifier.awaited == 2
+    sync, awaited = list(trained._logs["rewards"]["verifier"]), list(trained._logs["rewards"]["async-verifier"])
+    assert [math.isnan(x) for x in sync] == [math.isnan(x) for x in awaited]
+    assert [x for x in sync if not math.isnan(x)] == [x for x in awaited if not math.isnan(x)]
 
 
 @pytest.mark.slow
