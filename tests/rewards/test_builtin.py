@@ -20,8 +20,9 @@ def test_verifier_scores_right_wrong_and_leaves_out_missing_gold():
         sample("The answer to this problem is 5.", gold=None),
         sample("The answer to this problem is 5.", gold="  "),
         sample(r"\boxed{14}", gold="C", choices=("10", "12", "14", "16")),
+        sample("The answer to this problem is 5.", gold=r"\frac{"),  # unreadable gold
     ])
-    assert [o.score for o in outs] == [1.0, 0.0, None, None, 1.0]
+    assert [o.score for o in outs] == [1.0, 0.0, None, None, 1.0, None]
     assert outs[0].extras["pred"] == "5" and list(outs[0].extras) == ["pred", "reason"]
     assert outs[2].extras["reason"] == "no_gold"
     assert outs[4].extras["reason"] == "choice"
