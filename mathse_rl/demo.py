@@ -262,18 +262,19 @@ class DemoConfig:
     batch_size: int = 32  # training batch
     gen_batch_size: int = 64  # generation batch
     lr: float = 1e-3  # policy learning rate (tiny models from scratch need a large one)
-    m0_steps: int = 200  # optimiser steps distilling M0
-    round_steps: int = 100  # optimiser steps per round's fine-tune (same in every arm)
-    orm_steps: int = 150  # optimiser steps training the ORM
+    m0_steps: int = 150  # optimiser steps distilling M0
+    round_steps: int = 60  # optimiser steps per round's fine-tune (same in every arm)
+    orm_steps: int = 100  # optimiser steps training the ORM
+    judge_max_new_tokens: int = 96  # tokens the ORM may write (its JSON verdict)
     orm_lr: float = 1e-3  # ORM learning rate
     trainer: str = "torch"  # trainer backend of the rounds: torch (plain loop) | sft (trl SFTTrainer)
-    threads: int = 2  # torch CPU threads
+    threads: int = 0  # torch CPU threads (0: two, or one when the machine is already busy)
     arms: tuple[str, ...] = ("rs", "mathse", "distill")  # which arms run
 
 
-QUICK = dict(size="XS", seed_problems=8, pool_problems=8, heldout_problems=8, orm_problems=6, rounds=1,
-             samples=1, m0_steps=2, round_steps=2, orm_steps=2, batch_size=4, gen_batch_size=16,
-             max_new_tokens=24, trainer="sft")
+QUICK = dict(size="XS", seed_problems=4, pool_problems=4, heldout_problems=4, orm_problems=4, rounds=1,
+             samples=1, m0_steps=1, round_steps=1, orm_steps=1, batch_size=4, gen_batch_size=16,
+             max_new_tokens=16, judge_max_new_tokens=12, trainer="sft")
 
 ARM_TITLES = {
     "distill": "distillation only (more teacher data)",
@@ -380,6 +381,21 @@ def _loop_arm_stats(result: Any, by_id: dict[str, Problem], rounds: int) -> list
     return out
 
 
+def _default_threads() -> int:
+    """Two threads on an idle 2-core machine; one when other work already fills the cores.
+
+    Measured: with the cores oversubscribed, a two-thread torch job ran a training step
+    ~10x slower than a one-thread job (threads spin-waiting for each other)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0] > cores - 1
+    except OSError:
+        busy = False
+    return 1 if busy or cores < 2 else 2
+
+
 def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole demo; returns every number (also written to ``demo_results.json``)."""
     import json
@@ -399,6 +415,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
     os.environ.setdefault("WANDB_SILENT", "true")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cfg.threads = cfg.threads or _default_threads()
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -460,7 +477,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
     # 5. MathSE: ORM judge (verifier-gated), ORM critiques, reflection, re-judge, fine-tune
     if "mathse" in cfg.arms:
         judge_opts = {"backend": "local", "model": orm_info["path"], "device": "cpu", "batch_size": cfg.gen_batch_size,
-                      "max_new_tokens": 96, "fallback": "verifier"}
+                      "max_new_tokens": cfg.judge_max_new_tokens, "fallback": "verifier"}
         loop_arm("mathse", fields={"judge": "orm_gated", "critic": judge_opts,
                                    "reflect": {"enabled": True, "when": "every_round", "max_per_question": 1}},
                  judge=Judge("orm_gated", 0.5, **judge_opts), critic=Critic(judge_opts), refiner=TeacherRefiner())
@@ -563,7 +580,7 @@ def _train_orm(cfg: DemoConfig, out: Path, m0: str, judge_base: str, problems: S
                      per_device_train_batch_size=cfg.batch_size, use_cpu=True, seed=cfg.seed,
                      logging_steps=max(1, cfg.orm_steps // 10), sft_kwargs={"disable_tqdm": False})
     judge = load_judge({"backend": "local", "model": path, "device": "cpu", "batch_size": cfg.gen_batch_size,
-                        "max_new_tokens": 96})
+                        "max_new_tokens": cfg.judge_max_new_tokens})
     items, labels = eval_items(ds.test)
     report = evaluate_judge(judge, items, labels) if items else {"n": 0}
     report.pop("counters", None)
@@ -678,7 +695,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, the models and the trainers")
     parser.add_argument("--trainer", choices=("torch", "sft"), default=None,
                         help="fine-tune backend of the rounds: torch (plain loop, default) or sft (trl SFTTrainer)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 2, or 1 when the machine is already busy)")
     parser.add_argument("--rounds", type=int, default=None, help="self-evolving rounds per arm")
 
 

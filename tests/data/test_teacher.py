@@ -113,3 +113,13 @@ def test_sft_example_is_trl_conversational():
     assert ex["completion"][0]["role"] == "assistant" and len(ex["images"]) == 1
     att = teacher.teacher_attempt(p)
     assert att.source == "distilled" and att.correct
+
+
+def test_the_project_verifier_agrees_with_the_teacher_and_the_injector(problems):
+    from mathse_rl.verify import verify
+
+    rng = random.Random(4)
+    for p in problems[:40]:
+        assert verify(teacher.teacher_solution(p), p.gold, choices=p.choices).correct
+        wrong = teacher.inject_error(p, rng.choice(teacher.ERROR_KINDS), rng)
+        assert not verify(wrong.response, p.gold, choices=p.choices).correct
