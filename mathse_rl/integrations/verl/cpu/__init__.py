@@ -33,6 +33,9 @@ SUPPORTED_VERL = "0.9.1"
 # Environment switch (verl's own) that selects the platform.
 PLATFORM_ENV = "VERL_PLATFORM"
 
+# Name of the smoke-test reward registered while the backend is on.
+DEBUG_REWARD = "length_parity"
+
 _ENABLED = False
 
 
@@ -84,8 +87,16 @@ def enable() -> bool:
     processor.patch_auto_processor()
     vision.install()
     rollout_registry.register_rollout()
+    _register_debug_reward()
     _ENABLED = True
     return True
+
+
+def _register_debug_reward() -> None:
+    """The smoke-test reward ``length_parity`` (varies within a group even for a random model)."""
+    from mathse_rl.rewards import registry
+
+    registry.register_reward(DEBUG_REWARD, "mathse_rl.integrations.verl.cpu.debug:LengthParityReward")
 
 
 def cpu_overrides(num_workers: int = 1) -> list[str]:

@@ -5,6 +5,8 @@
 - :func:`length_parity`: a ``compute_score`` for verl's custom-reward hook that varies
   inside a GRPO group even for a random model (1 for an even response length in
   characters, else 0), so a smoke run shows non-zero advantages and gradients.
+  The same score is the reward ``length_parity`` in our rewards registry while the CPU
+  backend is enabled (for ``reward.reward_manager.name=mathse``).
 - :func:`main_ppo_command`: the full ``python -m verl.trainer.main_ppo`` command line with
   the CPU overrides, for a tiny model and a few steps.
 
@@ -80,6 +82,28 @@ def length_parity(data_source: str, solution_str: str, ground_truth: str, extra_
     (1.0, 0.0)
     """
     return 1.0 if len(solution_str) % 2 == 0 else 0.0
+
+
+def _length_parity_reward():
+    from mathse_rl.rewards.base import Reward
+    from mathse_rl.types import RewardOutput
+
+    class LengthParityReward(Reward):
+        """1.0 for a response with an even number of characters, else 0.0 (smoke tests only)."""
+
+        name = "length_parity"
+        extras_keys = ("chars",)
+
+        def score(self, samples):
+            return [RewardOutput(length_parity("", s.response, s.gold or ""), {"chars": len(s.response)})
+                    for s in samples]
+
+    return LengthParityReward
+
+
+def LengthParityReward(**options: Any):
+    """Factory for the registry name ``length_parity`` (registered while the CPU backend is on)."""
+    return _length_parity_reward()(**options)
 
 
 def main_ppo_command(model_path: str, train_file: str, out_dir: str, *, steps: int = 2, batch_size: int = 2,

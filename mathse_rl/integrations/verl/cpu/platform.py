@@ -210,15 +210,54 @@ def register_platform() -> None:
     PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
 
 
-def patch_ragged_position_ids() -> None:
-    """Restore the ragged dimension of 3-D (M-RoPE) ``position_ids`` before verl slices a batch.
+def canonical_3d_position_ids(data: Any) -> None:
+    """Put nested 3-D (M-RoPE) ``position_ids`` in the layout verl slices: ragged on the last dim.
 
-    A nested tensor loses its ``_ragged_idx`` when a TensorDict crosses Ray (pickle);
-    verl repairs it with ``maybe_fix_3d_position_ids`` after building its mini-batch
-    iterator, but the iterator's own ``index_select`` runs first and fails for Qwen2.5-VL
-    batches. The same repair is applied at the entry of verl's slicing helpers.
+    verl expects each sample's ``(4, L_i)`` block to be stored as ``values`` of shape
+    ``(4, sum L_i)`` with ``_ragged_idx = 2``. A batch can also arrive (after crossing Ray
+    and verl's transfer queue) either with ``_ragged_idx`` reset by pickling, or, when every
+    sample has the same length, nested along the first dim (``values`` ``(4 * B, L)``,
+    offsets stepping by 4). verl's ``maybe_fix_3d_position_ids`` only sets ``_ragged_idx = 2``,
+    which repairs the first case and corrupts the second; this repairs both.
     """
     from verl.utils import tensordict_utils as tu
+
+    if data is None or "position_ids" not in data.keys():
+        return
+    pos = data["position_ids"]
+    if not (isinstance(pos, torch.Tensor) and pos.is_nested and pos.dim() == 3):
+        return
+    values, offsets = pos.values(), pos.offsets()
+    total = int(offsets[-1])
+    if values.dim() != 2:
+        return
+    if values.shape[1] == total and values.shape[0] != total:
+        pos._ragged_idx = 2  # right layout, lost attribute
+        return
+    if values.shape[0] == total:  # nested along the rows: each component is (rows_i, L)
+        blocks = list(values.split(offsets.diff().tolist(), dim=0))
+        data["position_ids"] = tu.nested_tensor_from_tensor_list(blocks, ragged_idx=2)
+
+
+def patch_ragged_position_ids() -> None:
+    """Use :func:`canonical_3d_position_ids` wherever verl repairs or slices a batch.
+
+    Replaces verl's ``maybe_fix_3d_position_ids`` (in its module and where it was imported
+    by name) and repairs the batch at the entry of verl's slicing helpers, since a
+    mini-batch iterator slices before verl's own repair runs.
+    """
+    import sys
+
+    from verl.utils import tensordict_utils as tu
+
+    original_fix = tu.maybe_fix_3d_position_ids
+    if not getattr(original_fix, "_mathse_cpu", False):
+        canonical_3d_position_ids._mathse_cpu = True  # type: ignore[attr-defined]
+        for name, module in list(sys.modules.items()):
+            # Look in verl's own modules only, and without getattr: lazy modules import on access.
+            if name.startswith("verl.") and vars(module).get("maybe_fix_3d_position_ids") is original_fix:
+                module.maybe_fix_3d_position_ids = canonical_3d_position_ids
+        tu.maybe_fix_3d_position_ids = canonical_3d_position_ids
 
     for name in ("index_select_tensor_dict", "chunk_tensordict"):
         original = getattr(tu, name)
@@ -226,8 +265,7 @@ def patch_ragged_position_ids() -> None:
             continue
 
         def repaired(td, *args, __original=original, **kwargs):
-            if td is not None:
-                tu.maybe_fix_3d_position_ids(td)
+            canonical_3d_position_ids(td)
             return __original(td, *args, **kwargs)
 
         functools.update_wrapper(repaired, original)
