@@ -19,13 +19,13 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from mathse_rl.verify.text import braced
 
 # Only the tail of a very long output is searched: the answer is at the end, and a
 # bound on the scanned length bounds the time of every regex below.
 MAX_SCAN_CHARS = 16_000
 # Boxes separated by at most this much text on one line are one answer ("\boxed{2} and \boxed{3}").
 _BOX_JOIN_GAP = 40
+_MAX_SENTENCE = 2000  # an answer sentence longer than this is not read further
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,37 @@ def _after_think(response: str) -> str | None:
     return response
 
 
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each unescaped "{" -> index of its matching "}", in one pass (unclosed ones absent)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    prev = ""
+    for i, c in enumerate(text):
+        if prev != "\\":
+            if c == "{":
+                stack.append(i)
+            elif c == "}" and stack:
+                pairs[stack.pop()] = i
+        prev = c if prev != "\\" else ""
+    return pairs
+
+
 def _boxes(text: str) -> list[tuple[int, int, str]]:
-    out = []
+    """Outermost \\boxed{...}/\\fbox{...} spans as (start, end, content); linear in the text."""
+    out: list[tuple[int, int, str]] = []
+    pairs: dict[int, int] | None = None
     for m in _BOX_START.finditer(text):
+        if out and m.start() < out[-1][1]:
+            continue  # nested inside the previous box
         if text[m.end():m.end() + 1] == "{":
-            inner, end = braced(text, m.end())
-            if inner is None:
+            if pairs is None:
+                pairs = _brace_pairs(text)
+            close = pairs.get(m.end())
+            if close is None:
                 continue
+            inner, end = text[m.end() + 1:close], close + 1
         else:
-            tail = re.match(r"[^\s$]+", text[m.end():])
+            tail = re.match(r"[^\s$]+", text[m.end():m.end() + 200])
             if tail is None:
                 continue
             inner, end = tail.group(0), m.end() + tail.end()
@@ -99,7 +121,7 @@ def _last_box_group(text: str) -> list[str]:
 def _sentence(text: str) -> str:
     """The answer written after a phrase: up to the end of its sentence or line."""
     text = text.lstrip().lstrip("*_").lstrip()  # markdown emphasis: "**Answer:** 12"
-    line = text.split("\n", 1)[0]
+    line = text[:_MAX_SENTENCE].split("\n", 1)[0]
     seg = _MATH_SEGMENT.match(line)
     if seg:
         return next(g for g in seg.groups() if g is not None).strip()

@@ -33,6 +33,10 @@ PATHOLOGICAL = {
     "big_expansion": "\\boxed{\\frac{(x+1)^{80}-(x-1)^{80}}{x}}",
     "nul_and_controls": "\\boxed{\x00\x01\x02}",
     "many_boxes": "\\boxed{1} " * 5000,
+    "unclosed_boxes": "\\boxed{" * 3000,
+    "nested_boxes": "\\boxed{" * 3000 + "}" * 3000,
+    "open_math_spans": "The answer is " + "\\(" * 6000 + " x",
+    "long_sum": "\\boxed{" + "+".join(["1"] * 400) + "}",
 }
 
 
