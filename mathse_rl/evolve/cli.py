@@ -1,0 +1,63 @@
+"""``mathse-rl evolve``: run the self-evolving rounds from a recipe.
+
+    mathse-rl evolve --config recipes/trl/tiny_cpu.yaml model=/path/to/model data.train=train.jsonl
+    mathse-rl evolve --config recipes/trl/tiny_cpu.yaml output_dir=runs/a --resume   # after a kill
+    mathse-rl evolve --config recipes/trl/qwen2_5_vl_7b.yaml judge=orm critic.backend=local \\
+        critic.model=/ckpt/orm reflect.refiner=openai
+
+Overrides are ``key=value`` in OmegaConf dot-list form; bad keys fail before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", default=None, help="YAML recipe (see recipes/trl/)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in output_dir at the first unfinished stage")
+    parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=3 generate.n=4")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mathse_rl.data.loaders import load_problems, load_seed_attempts
+    from mathse_rl.evolve.config import load_config, to_yaml
+    from mathse_rl.evolve.loop import run_evolve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        print(f"overrides must be key=value, got {bad}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    if not cfg.model:
+        print("no model: set model=<path or hub id>", file=sys.stderr)
+        return 2
+    if not cfg.data.train:
+        print("no training problems: set data.train=<jsonl | parquet | dir | hf:name:split>", file=sys.stderr)
+        return 2
+    train, bad_train = load_problems(cfg.data.train, image_root=cfg.data.image_root, limit=cfg.data.limit)
+    heldout, bad_eval = (load_problems(cfg.data.eval, image_root=cfg.data.image_root)
+                         if cfg.data.eval else ([], []))
+    seed, bad_seed = load_seed_attempts(cfg.data.seed) if cfg.data.seed else ([], [])
+    for name, rows in (("train", bad_train), ("eval", bad_eval), ("seed", bad_seed)):
+        if rows:
+            print(f"skipped {len(rows)} bad {name} rows: " + ", ".join(f"{r['id']} ({r['reason']})" for r in rows[:10]),
+                  file=sys.stderr)
+    if not train:
+        print("no usable training problems", file=sys.stderr)
+        return 2
+    result = run_evolve(cfg, train, heldout, seed_attempts=seed, resume=args.resume)
+    summary = {"output_dir": result.output_dir, "pool": result.pool_counts, "final": result.final_checkpoint,
+               "best": result.best_checkpoint, "best_accuracy": result.best_accuracy,
+               "heldout": [{k: h.get(k) for k in ("stage", "accuracy")} for h in result.heldout]}
+    print(json.dumps(summary, indent=1))
+    return 0
