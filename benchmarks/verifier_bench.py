@@ -69,6 +69,9 @@ ENDINGS = [
     "So the final answer is ${a}$.",
     "所以答案是 ${a}$。",
     "</think>\n\nPutting it together, the answer is $\\boxed{{{a}}}$.",
+    "**Answer:** {a}",
+    "Final Answer: The final answer is ${a}$. I hope it is correct.",
+    "</think>\n<answer>{a}</answer>",
 ]
 
 
@@ -129,7 +132,7 @@ def _case(rng: random.Random):
         return (str(big), [f"{big:,}", f"{big:,}".replace(",", "{,}"), f"{big:,}".replace(",", "\\,")],
                 [f"{big + 1000:,}", str(big // 10)], None, kind)
     if kind == "equation":
-        m, c = rng.randint(2, 9), rng.randint(1, 9)
+        m, c = rng.sample(range(2, 10), 2)  # distinct, so "y = cx + m" is really wrong
         return (f"y = {m}x + {c}", [f"y={c}+{m}x", f"y = {m}x+{c}", f"2y = {2 * m}x + {2 * c}"],
                 [f"y = {m}x - {c}", f"y = {c}x + {m}"], None, kind)
     e = rng.randint(3, 7)

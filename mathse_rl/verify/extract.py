@@ -1,8 +1,9 @@
 """Find the final answer in a free-form response, most specific form first.
 
 Order: text after the last ``</think>``; the last ``\\boxed{}``/``\\fbox{}`` group (several
-boxes written together form a set); the answer phrases ("The answer to this problem is",
-"final answer is", "Answer:", 答案是/答案为/故选, "the correct option is"); an option written
+boxes written together form a set); the last ``<answer>...</answer>`` block; the answer
+phrases ("The answer to this problem is", "final answer is", "Answer:", 答案是/答案为/故选,
+"the correct option is", "####"); an option written
 as ``Option B``/``(B)`` when choices are given; the last number in the text.
 
 >>> extract_answer("so x = 2. The answer to this problem is $\\\\frac{3}{4}$.")
@@ -25,7 +26,8 @@ from typing import Sequence
 MAX_SCAN_CHARS = 16_000
 # Boxes separated by at most this much text on one line are one answer ("\boxed{2} and \boxed{3}").
 _BOX_JOIN_GAP = 40
-_MAX_SENTENCE = 2000  # an answer sentence longer than this is not read further
+_MAX_SENTENCE = 2000
+_MAX_TAG_ANSWER = 300  # a longer <answer> block is searched like free text  # an answer sentence longer than this is not read further
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ _PHRASES = [
     re.compile(r"(?:故选|因此选|所以选|应选|选择)\s*[:：]?\s*"),
     re.compile(r"^#### ?", re.M),
 ]
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
@@ -136,6 +139,18 @@ def _sentence(text: str) -> str:
     return piece.strip().rstrip(".*_").strip()
 
 
+def _from_phrases(text: str) -> Extraction | None:
+    for rx in _PHRASES:
+        last = None
+        for last in rx.finditer(text):
+            pass
+        if last is not None:
+            ans = _sentence(text[last.end():])
+            if ans:
+                return Extraction(ans, "phrase", (ans,))
+    return None
+
+
 def trim(response: str) -> str:
     """The part of a response extraction looks at (equivalent for ``extract``): what follows
     the last ``</think>``, at most ``MAX_SCAN_CHARS`` from the end. Used to ship less to workers."""
@@ -159,14 +174,21 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
     parts = _last_box_group(text)
     if parts:
         return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts))
-    for rx in _PHRASES:
-        last = None
-        for last in rx.finditer(text):
-            pass
-        if last is not None:
-            ans = _sentence(text[last.end():])
-            if ans:
-                return Extraction(ans, "phrase", (ans,))
+    tag = None
+    for tag in _ANSWER_TAG.finditer(text):
+        pass
+    if tag is not None:
+        inner = tag.group(1).strip()
+        found = _from_phrases(inner)
+        if found is not None:
+            return found
+        if inner and len(inner) <= _MAX_TAG_ANSWER:
+            inner = _sentence(inner) if "$" in inner or "\\(" in inner else inner.rstrip(".")
+            return Extraction(inner, "tag", (inner,))
+        text = inner or text
+    found = _from_phrases(text)
+    if found is not None:
+        return found
     tail_line = text.rstrip().rsplit("\n", 1)[-1].strip()
     bare = _BARE_LETTER.match(tail_line)
     if bare:

@@ -35,6 +35,10 @@ C4 = ["10", "12", "14", "16"]
     ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
     ("6 * 7 = 42 so\n#### 42", "42"),
     ("the answer is \\(\\frac{1}{2}\\).", "\\frac{1}{2}"),
+    # <answer> tags
+    ("<think>x</think><answer>12</answer>", "12"),
+    ("<answer>So the answer is $\\frac{1}{2}$.</answer>", "\\frac{1}{2}"),
+    ("<answer>$x = 3$</answer>", "x = 3"),
     # a bare option letter on the last line
     ("Comparing the options...\nB.", "B"),
     # last number, and a final math span around it
