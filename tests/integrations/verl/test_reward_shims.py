@@ -28,3 +28,13 @@ def test_orm_shim_is_a_coroutine_verl_awaits():
     # the ORM's rule-verifier backend needs no model
     result = asyncio.run(orm("d", "The answer to this problem is 5.", "5", reward_options={"backend": "verifier"}))
     assert result["score"] == 1.0 and {"status", "source"} <= set(result)
+
+
+def test_shims_also_give_trl_reward_functions_by_dotted_path(monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(REPO)  # what `trl grpo` does with the working directory
+    module = importlib.import_module("rewards.verifier")
+    f = module.verifier
+    assert f.__name__ == "verifier"
+    assert f(prompts=["q"], completions=["The answer to this problem is 5."], solution=["5"]) == [1.0]
