@@ -8,14 +8,19 @@ the supervised worker pool with a hard wall-clock limit.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from mathse_rl.types import Verdict
-from mathse_rl.verify import pool as _pool
 from mathse_rl.verify.core import fast_verify, parse_gold
 from mathse_rl.verify.extract import trim
 from mathse_rl.verify.text import normalise_latex, strip_wrappers
+
+def _pools():
+    # Imported on first use: the pool module pulls in subprocess, which plain fast-path use never needs.
+    from mathse_rl.verify import pool
+
+    return pool
+
 
 # Batches smaller than this are verified in-process when ``workers`` is not given.
 _INLINE_BATCH = 64
@@ -24,7 +29,7 @@ _CHUNK_SECONDS_PER_ITEM = 0.05  # fast-path allowance per sample when a chunk ru
 
 def _symbolic(provisional: Verdict, pred_norm: str, gold: str, timeout: float) -> Verdict:
     gold_norm = normalise_latex(strip_wrappers(str(gold)))
-    status, result = _pool.get_pool().call("symbolic", (pred_norm, gold_norm), timeout)
+    status, result = _pools().get_pool().call("symbolic", (pred_norm, gold_norm), timeout)
     if status == "timeout":
         return Verdict(False, provisional.pred, "timeout")
     if status != "ok" or result is None:
@@ -76,7 +81,7 @@ def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any
         raise ValueError(f"{n} responses but {len(golds)} golds")
     per = _per_sample_choices(choices, n)
     if workers is None:
-        workers = 1 if n < _INLINE_BATCH else _pool.default_size()
+        workers = 1 if n < _INLINE_BATCH else _pools().default_size()
     for g in set(map(str, golds)) if n <= 4096 else ():
         parse_gold(g)  # warm the cache once per distinct gold
     if workers <= 1:
@@ -92,7 +97,7 @@ def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any
     out: list[Verdict | None] = [v if sym is None else None for v, sym in fast]
     pending = [i for i, (_, sym) in enumerate(fast) if sym is not None]
     if pending:
-        pool = _pool.get_pool(min_size=max(1, workers))
+        pool = _pools().get_pool(min_size=max(1, workers))
 
         def one(i: int) -> Verdict:
             v, sym = fast[i]
@@ -102,6 +107,8 @@ def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any
             for i in pending:
                 out[i] = one(i)
         else:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=min(workers, pool.size)) as ex:
                 for i, v in zip(pending, ex.map(one, pending)):
                     out[i] = v
@@ -110,7 +117,7 @@ def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any
 
 def _fast_in_workers(responses, golds, per, workers: int, timeout: float) -> list[tuple[Verdict, str | None]]:
     n = len(responses)
-    pool = _pool.get_pool(min_size=workers)
+    pool = _pools().get_pool(min_size=workers)
     size = max(8, -(-n // (workers * 4)))
     chunks = [list(range(s, min(n, s + size))) for s in range(0, n, size)]
 
@@ -122,6 +129,8 @@ def _fast_in_workers(responses, golds, per, workers: int, timeout: float) -> lis
         # The chunk could not be judged in a worker: judge it here (the fast path is bounded).
         return [fast_verify(responses[i] or "", golds[i], per[i]) for i in idx]
 
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers) as ex:
         results = list(ex.map(run, chunks))
     return [x for part in results for x in part]
@@ -129,12 +138,12 @@ def _fast_in_workers(responses, golds, per, workers: int, timeout: float) -> lis
 
 def warmup(workers: int | None = None, wait: float = 30.0) -> None:
     """Start the worker pool now (instead of on first need) and wait until it answers."""
-    _pool.get_pool(min_size=workers).start(n=workers, wait=wait)
+    _pools().get_pool(min_size=workers).start(n=workers, wait=wait)
 
 
 def shutdown() -> None:
     """Stop the worker processes (also done at interpreter exit)."""
-    _pool.shutdown()
+    _pools().shutdown()
 
 
 __all__ = ["verify", "verify_batch", "warmup", "shutdown"]
