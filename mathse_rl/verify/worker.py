@@ -77,7 +77,20 @@ def sleep(payload: float) -> float:
 HANDLERS: dict[str, Callable[[Any], Any]] = {"symbolic": symbolic, "batch": batch, "echo": echo, "sleep": sleep}
 
 
+def _exit_with_parent(ppid: int) -> None:
+    """End this worker when its parent dies without closing it (a SIGKILLed Ray actor)."""
+    import time
+
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != ppid:
+            os._exit(0)
+
+
 def main(conn, preload: bool = True) -> None:
+    import threading
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _limit_memory()
     if preload:
         _preload()

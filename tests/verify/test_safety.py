@@ -178,3 +178,28 @@ def test_import_is_cheap_and_starts_no_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info == {"heavy": [], "pool": False, "fast": True, "heavy_after": []}
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A parent killed with SIGKILL (as Ray kills actors) runs no atexit: its workers go anyway,
+    even one busy with a task."""
+    import signal
+
+    code = (
+        "import sys, time, threading; from mathse_rl.verify import pool;"
+        "p = pool.WorkerPool(size=1, preload=False); p.call('echo', 1, timeout=60.0);"
+        "threading.Thread(target=p.call, args=('sleep', 600.0, 900.0), daemon=True).start(); time.sleep(0.5);"
+        "print(p.pids[0], flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert not _gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not _gone(child):
+            time.sleep(0.1)
+        assert _gone(child)
+    finally:
+        parent.kill()
