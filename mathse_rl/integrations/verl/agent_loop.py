@@ -14,7 +14,9 @@ One rollout sample, MathSE's online form:
    (prompt ids, images and hence position ids are those of the dataset prompt), so the
    policy learns to answer the question directly; extra fields ``is_refined``,
    ``refine_verified``, ``first_correct`` and ``refine_attempts`` travel with it into verl's
-   batch for rewards, advantages and metrics.
+   batch for rewards, advantages and metrics. ``num_turns`` counts the reflection turns
+   (2 + 2 per refinement attempt), so verl's own ``num_turns/mean`` and ``num_turns/max``
+   metrics show how much reflection a step did.
 
 A correct first answer (or any answer when reflection is off) is returned unchanged, exactly
 as verl's single-turn loop would return it.
@@ -198,7 +200,7 @@ def problem_from_row(row: Mapping[str, Any], images: Sequence[Any]) -> tuple[Pro
     problem = Problem(
         id=str(extra.get("id", extra.get("index", row.get("index", "")))),
         question=str(question),
-        gold=None if gold is None else str(gold),
+        gold=None if gold is None or str(gold) == "" else str(gold),  # "" = no reference answer
         images=tuple(images),
         choices=_choices(extra.get("choices")),
         data_source=str(row.get("data_source", "")),
@@ -337,7 +339,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             response_logprobs=response_logprobs[: self.response_length] if response_logprobs else None,
             multi_modal_data=multi_modal_data,
             mm_processor_kwargs=mm_processor_kwargs,
-            num_turns=2,
+            num_turns=2 + 2 * int(extra["refine_attempts"]),  # user, assistant, then a pair per reflection
             metrics=metrics,
             extra_fields=extra_fields,
         )

@@ -112,6 +112,7 @@ def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_promp
     assert len(out.multi_modal_data["images"]) == 1
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
     assert out.extra_fields["first_correct"] is False and out.extra_fields["refine_attempts"] == 1
+    assert out.num_turns == 4  # verl logs num_turns/mean: reflection shows in its own metrics
 
     padded = verl_postprocess(out, tiny_vlm)
     assert padded.position_ids.shape == (1, 4, PROMPT_LEN + RESPONSE_LEN)  # text + 3 M-RoPE rows
@@ -126,6 +127,7 @@ def test_correct_first_answer_is_returned_unchanged(make_server, tiny_vlm):
     assert out.prompt_ids == only.prompt_ids and out.response_ids == only.response_ids
     assert out.extra_fields["first_correct"] is True
     assert not out.extra_fields["is_refined"] and out.extra_fields["refine_attempts"] == 0
+    assert out.num_turns == 2
 
 
 def test_sample_matches_verls_single_turn_loop_when_no_reflection_happens(make_server, tiny_vlm):
@@ -142,7 +144,7 @@ def test_failed_refinements_use_every_attempt_and_the_last_is_returned(make_serv
     out = run_loop(server, tiny_vlm, cfg=trainer_config(max_attempts=2))
     assert len(server.calls) == 3
     assert out.extra_fields["is_refined"] and not out.extra_fields["refine_verified"]
-    assert out.extra_fields["refine_attempts"] == 2
+    assert out.extra_fields["refine_attempts"] == 2 and out.num_turns == 6
     assert out.response_ids == server.calls[-1].response_ids[:RESPONSE_LEN]
     assert out.prompt_ids == server.calls[0].prompt_ids
 
