@@ -60,6 +60,8 @@ class EvolveResult:
     early_stopped: bool = False
     skipped_problems: list[dict[str, str]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0  # this invocation, start to end
+    bookkeeping_seconds: float = 0.0  # of which durable files and stage records
 
 
 def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: Sequence[Problem],
@@ -288,6 +290,7 @@ class _Loop:
     # ------------------------------------------------------------------ the stages
     def run(self) -> EvolveResult:
         cfg = self.cfg
+        self._t0, self._b0 = time.perf_counter(), Bookkeeping.seconds
         try:
             self._stage("distill.judge", self._distill_judge, step=0)
             if cfg.distill_train and len(self.pool) > 0:
@@ -487,4 +490,5 @@ class _Loop:
             pool_counts=self.pool.counts_by_source(), pool_size=len(self.pool), final_checkpoint=self.current_model,
             best_checkpoint=best["model"] if best else self.current_model,
             best_accuracy=best["accuracy"] if best else None, early_stopped=self.early_stopped,
-            skipped_problems=list(self.skipped), metrics=list(getattr(self.tracker, "history", [])))
+            skipped_problems=list(self.skipped), metrics=list(getattr(self.tracker, "history", [])),
+            wall_seconds=time.perf_counter() - self._t0, bookkeeping_seconds=Bookkeeping.seconds - self._b0)
