@@ -221,6 +221,23 @@ def _print_table(rows):
               f"{r['median_ms']:>12.3f}{r['p99_ms']:>11.2f}{r['total_s']:>10.2f}")
 
 
+def machine_parallelism(seconds: float = 1.0) -> float:
+    """Throughput of two busy processes over one, right now: what any 2-worker speed-up is bounded by
+    on a shared machine."""
+    import subprocess
+
+    code = f"import time\nt=time.process_time()\nwhile time.process_time()-t<{seconds}: pass"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    for p in procs:
+        p.wait()
+    two = time.perf_counter() - t
+    return 2 * one / two
+
+
 def bench_batch(corpus, copies: int, repeats: int = 3):
     from mathse_rl.verify import verify_batch, warmup
 
@@ -287,6 +304,7 @@ def main(argv=None) -> int:
 
     n, times = bench_batch(corpus, args.batch_copies)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine parallelism now (2 busy processes vs 1, throughput): {machine_parallelism():.2f}x")
     print(f"verify_batch on {n} samples (best of 3): 1 worker {times[1]:.2f} s, 2 workers {times[2]:.2f} s, "
           f"speed-up {times[1] / times[2]:.2f}x (cpu count {os.cpu_count()}, load average {load:.1f})")
     return 0

@@ -144,7 +144,7 @@ def _as_interval(r: Relation) -> Seq | None:
         if op in (">", ">="):
             return Seq("seq", r.raw, open="(" if op == ">" else "[", close=")", items=(b, inf))
         return Seq("seq", r.raw, open="(", close=")" if op == "<" else "]", items=(ninf, b))
-    if len(parts) == 3 and _is_var(parts[1]) and ops[0] == ops[1][:1] or (len(parts) == 3 and ops[0][:1] == ops[1][:1]):
+    if len(parts) == 3 and _is_var(parts[1]) and ops[0][:1] == ops[1][:1]:  # a < x <= b, a > x > b
         lo, hi = parts[0], parts[2]
         if ops[0].startswith(">"):
             lo, hi = hi, lo
@@ -158,7 +158,7 @@ def _relation_equal(p: Relation, g: Relation) -> Outcome:
         pl, pr = p.parts
         gl, gr = g.parts
         if any(not isinstance(x, Scalar) for x in (pl, pr, gl, gr)):
-            return _fallback(p, g)
+            return None, "symbolic_needed"
         if _is_var(pl) and _is_var(gl) and pl.node == gl.node:
             return equal(pr, gr)
         diff_p = ("add", pl.node, ("neg", pr.node))
@@ -167,10 +167,6 @@ def _relation_equal(p: Relation, g: Relation) -> Outcome:
     pi, gi = _as_interval(p), _as_interval(g)
     if pi is not None and gi is not None:
         return equal(pi, gi)
-    return _fallback(p, g)
-
-
-def _fallback(p: Answer, g: Answer) -> Outcome:
     return None, "symbolic_needed"
 
 
@@ -251,10 +247,7 @@ def equal(p: Answer, g: Answer) -> Outcome:
             return equal(iv, other) if rel is p else equal(other, iv)
         return False, "mismatch"
     if isinstance(p, Group) and isinstance(g, Group):
-        ok, why = _group_equal(p.items, g.items)
-        if ok is False and (p.bare or g.bare) and len(p.items) == len(g.items):
-            return ok, why
-        return ok, why
+        return _group_equal(p.items, g.items)
     if isinstance(p, Group) or isinstance(g, Group):
         grp, other = (p, g) if isinstance(p, Group) else (g, p)
         if len(grp.items) == 1:

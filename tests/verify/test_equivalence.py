@@ -90,7 +90,7 @@ def test_symbolic_path_in_the_worker_pool(response, gold, expected, warm_pool):
     ("\\boxed{[2, 5)}", "[2,5)", 1), ("\\boxed{[2, 5)}", "(2,5)", 0),
     ("\\boxed{(-\\infty, 2) \\cup (3, \\infty)}", "(3,\\infty)\\cup(-\\infty,2)", 1),
     ("\\boxed{x > 2}", "(2, \\infty)", 1), ("\\boxed{x \\le 3}", "(-\\infty, 3]", 1), ("\\boxed{2 < x \\le 5}", "(2,5]", 1),
-    ("\\boxed{x \\ge 2}", "(2, \\infty)", 0),
+    ("\\boxed{x \\ge 2}", "(2, \\infty)", 0), ("\\boxed{5 > x \\ge 2}", "[2,5)", 1), ("\\boxed{x < 2}", "(-\\infty, 2]", 0),
     ("\\boxed{1 \\pm \\sqrt{2}}", "1+\\sqrt2, 1-\\sqrt2", 1), ("\\boxed{x = 1 \\pm \\sqrt{2}}", "1-\\sqrt{2}, 1+\\sqrt{2}", 1),
     ("\\boxed{1 + \\sqrt{2}}", "1 \\pm \\sqrt2", 0),
     ("\\boxed{2} and \\boxed{3}", "2, 3", 1), ("\\boxed{2} and \\boxed{3}", "2", 0), ("\\boxed{2 \\text{ and } 3}", "\\{2,3\\}", 1),
