@@ -23,7 +23,7 @@ def _pools():
 
 
 # Batches smaller than this are verified in-process when ``workers`` is not given.
-_INLINE_BATCH = 64
+_INLINE_BATCH = 512
 _CHUNK_SECONDS_PER_ITEM = 0.05  # fast-path allowance per sample when a chunk runs in a worker
 
 

@@ -18,6 +18,7 @@ from mathse_rl.verify.compare import equal
 from mathse_rl.verify.extract import extract
 from mathse_rl.verify.text import normalise_latex, strip_wrappers
 
+_CHOICE_PREFIX = re.compile(r"^\(?([A-J])\)?\s*[.:)：]\s*(.+)$", re.S)
 _HEDGE = re.compile(r"^\(?[A-J]\)?\s*(?:or|/|或|、|,)\s*\(?[A-J]\)?(?![a-zA-Z])", re.I)
 
 
@@ -49,9 +50,13 @@ def gold_is_valid(gold: str | None) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _parse_choices(choices: tuple[str, ...]) -> tuple[Answer | None, ...]:
     out = []
-    for c in choices:
+    for i, c in enumerate(choices):
+        text = str(c).strip()
+        m = _CHOICE_PREFIX.match(text)
+        if m and m.group(1) == chr(ord("A") + i):
+            text = m.group(2)  # options written with their own letter: "B. 60°"
         try:
-            out.append(parse_answer(str(c), allow_letter=False))
+            out.append(parse_answer(text, allow_letter=False))
         except AnswerError:
             out.append(None)
     return tuple(out)

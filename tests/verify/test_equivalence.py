@@ -114,7 +114,8 @@ def test_equations(response, gold, expected):
     ("\\boxed{2\\sqrt{3}}", "B", 1, ROOT), ("\\boxed{\\sqrt{12}}", "B", 1, ROOT), ("\\boxed{\\sqrt{12}}", "C", 0, ROOT),
     ("\\boxed{\\text{(C)}}", "C", 1, C4), ("\\boxed{45}", "45^{\\circ}", 1, ["30°", "45°"]),
     ("\\boxed{A}", "14", 0, C4), ("The correct answer is B) 12", "12", 1, C4), ("\\boxed{\\textbf{(B)}}", "B", 1, C4),
-    ("\\boxed{12 cm}", "B", 1, ["10 cm", "12 cm"]), ("\\boxed{E}", "A", 0, C4), ("\\boxed{D}", "D", 1, None), ("\\boxed{D}", "B", 0, None),
+    ("\\boxed{12 cm}", "B", 1, ["10 cm", "12 cm"]), ("\\boxed{E}", "A", 0, C4),
+    ("The answer to this problem is 60°.", "B", 1, ["A. 30°", "B. 60°"]), ("\\boxed{30}", "B", 0, ["(A) 30°", "(B) 60°"]), ("\\boxed{D}", "D", 1, None), ("\\boxed{D}", "B", 0, None),
 ])
 def test_multiple_choice_both_ways(response, gold, expected, choices):
     check(response, gold, expected, choices)
