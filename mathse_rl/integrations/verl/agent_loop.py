@@ -22,7 +22,7 @@ A correct first answer (or any answer when reflection is off) is returned unchan
 as verl's single-turn loop would return it.
 
 Options (:class:`ReflectConfig`) come from the trainer config section ``mathse.reflect``
-(``+mathse.reflect.max_attempts=2`` on a command line) and, above that, from keyword
+(``+mathse.reflect.max_attempts=2`` on a plain verl command line, no ``+`` with our recipes) and, above that, from keyword
 arguments in a verl agent-loop config file (``rollout.agent.agent_loop_config_path``).
 Select the loop for every row with ``actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect``.
 """

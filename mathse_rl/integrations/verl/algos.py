@@ -16,7 +16,8 @@ verl's PPO loop, that becomes reward-filtered fine-tuning:
 Select them with ``algorithm.adv_estimator=mathse_rft`` and
 ``actor_rollout_ref.actor.policy_loss.loss_mode=mathse_rft``. Estimator options live under
 ``algorithm.mathse_rft`` (see :class:`RFTConfig`), e.g.
-``+algorithm.mathse_rft.normalize_per_group=true`` on the command line.
+``+algorithm.mathse_rft.normalize_per_group=true`` on a plain verl command line (no ``+``
+with our recipes, which declare the section).
 
     >>> import numpy as np, torch
     >>> rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
