@@ -152,3 +152,40 @@ def test_loss_ignores_negative_advantages():
     loss, _ = rft_loss(log_prob, adv)
     loss.backward()
     assert torch.all(log_prob.grad[1:] == 0) and torch.all(log_prob.grad[0] != 0)
+
+
+def test_loss_through_verls_ppo_loss_entry_point():
+    """verl's FSDP engine calls ``workers.utils.losses.ppo_loss``; with loss_mode=mathse_rft
+    it must route to our loss with verl's global batch info, and return our metrics."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.losses import ppo_loss
+
+    torch.manual_seed(0)
+    resp_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    batch, prompt_len = 3, 2
+    attention = torch.cat([torch.ones(batch, prompt_len, dtype=torch.long), resp_mask], dim=1)
+    flat_log_probs = (-torch.rand(int(attention.sum()))).requires_grad_()  # the model's unpadded output
+    data = TensorDict({
+        "prompts": torch.ones(batch, prompt_len, dtype=torch.long),
+        "responses": torch.ones(batch, 4, dtype=torch.long),
+        "attention_mask": attention,
+        "response_mask": resp_mask,
+        "old_log_probs": torch.zeros(batch, 4),
+        "advantages": torch.tensor([1.0, 0.0, 1.0]).unsqueeze(-1) * resp_mask,  # sample 1 rejected
+    }, batch_size=[batch])
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(resp_mask.sum()), global_batch_size=batch)
+    config = actor_config(policy_loss={"loss_mode": "mathse_rft"}, use_kl_loss=False)
+
+    loss, metrics = ppo_loss(config, {"log_probs": flat_log_probs}, data)
+    loss.backward()
+
+    # Response token t of a sample is predicted at flat position (start + prompt_len - 1 + t).
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), attention.sum(dim=1).cumsum(0)[:-1]])
+    accepted_positions = [int(starts[i]) + prompt_len - 1 + t for i in (0, 2) for t in range(int(resp_mask[i].sum()))]
+    expected = -flat_log_probs.detach()[accepted_positions].sum() / resp_mask.sum()
+    assert torch.allclose(loss, expected)
+    grad = flat_log_probs.grad
+    assert torch.count_nonzero(grad) == len(accepted_positions)
+    assert torch.allclose(grad[accepted_positions], torch.full((7,), -1 / 9))
+    assert {"actor/rft_accepted_frac", "actor/rft_nll", "actor/pg_loss"} <= set(metrics)
