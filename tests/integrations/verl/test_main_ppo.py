@@ -25,6 +25,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.verl_e2e]
 
 STEPS = 2
+BATCH, GROUP = 2, 4  # prompts per step, samples per prompt: 4 make a group with no reward spread rare
 TIMEOUT_S = 420
 REWARD = "verifier+length_parity"  # max score 2.0
 
@@ -45,11 +46,16 @@ FLAVOURS = {
 }
 
 
+SYNC_FIELDS = ("step", "tensors", "missing", "unexpected", "requests", "batches", "max_batch")
+SYNC_LINE = re.compile(r"weights synced replica=0 " + " ".join(rf"{f}=(\d+)" for f in SYNC_FIELDS))
+
+
 def run_main_ppo(model: str, train: str, out: Path, overrides: list[str]) -> tuple[list[dict], str]:
     from mathse_rl.integrations.verl.cpu.debug import main_ppo_command
 
     metrics = out / "metrics.jsonl"
-    cmd = main_ppo_command(model, train, str(out), steps=STEPS, extra=overrides)
+    cmd = main_ppo_command(model, train, str(out), steps=STEPS, batch_size=BATCH, group_size=GROUP,
+                           extra=overrides)
     env = dict(os.environ, VERL_PLATFORM="cpu", VERL_FILE_LOGGER_PATH=str(metrics), HF_HUB_OFFLINE="1",
                WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", RAY_DEDUP_LOGS="0", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -82,14 +88,24 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
     # the reward varied inside a group and the policy got a gradient at least once
     assert any(d["actor/grad_norm"] > 0 for d in steps.values()), [d["actor/grad_norm"] for d in steps.values()]
 
-    # weights: the rollout received the actor's full state dict before each step, all keys matched,
-    # and its sampling log-probs agree with the actor's recomputation on the trained weights
-    syncs = re.findall(r"weights synced replica=0 step=(\d+) tensors=(\d+) missing=(\d+) unexpected=(\d+)", log)
-    assert [int(s[0]) for s in syncs][:STEPS] == list(range(STEPS)), syncs
-    assert all(int(t) > 0 and m == "0" and u == "0" for _, t, m, u in syncs), syncs
-    for data in steps.values():
-        assert data["training/rollout_probs_diff_max"] < 1e-3, data["training/rollout_probs_diff_max"]
+    # weights: the rollout received the actor's full state dict before each step (step 0 = initial
+    # sync) and all keys matched
+    syncs = [dict(zip(SYNC_FIELDS, map(int, m))) for m in SYNC_LINE.findall(log)]
+    assert [s["step"] for s in syncs] == list(range(STEPS + 1)), syncs
+    assert all(s["tensors"] > 0 and s["missing"] == 0 and s["unexpected"] == 0 for s in syncs), syncs
+    if flavour == "grpo_mathse_reward":
+        # every response was sampled from the weights the actor then recomputed log-probs with
+        # (refined responses are not: they were written after a reflection prompt, not the original)
+        for data in steps.values():
+            assert data["training/rollout_probs_diff_max"] < 1e-3, data["training/rollout_probs_diff_max"]
 
+    # the rollout batched the concurrent requests of a step
+    assert syncs[-1]["max_batch"] >= 2, syncs[-1]
+    # requests per step: one per sample, plus one per reflection in the reflect loop
+    samples = BATCH * GROUP
+    per_step = [b["requests"] - a["requests"] for a, b in zip(syncs, syncs[1:])]
     if flavour == "mathse_rft_reflect":
-        refined = [d.get("mathse/refined_frac", d.get("reward_extra_info/is_refined/mean")) for d in steps.values()]
-        assert any(r is not None and r > 0 for r in refined), sorted(k for k in steps[1] if "refine" in k)
+        # a random model answers wrong, so wrong first answers were reflected on (refined samples)
+        assert all(samples < n <= 2 * samples for n in per_step), per_step
+    else:
+        assert per_step == [samples] * STEPS, per_step

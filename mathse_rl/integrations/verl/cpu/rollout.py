@@ -128,8 +128,11 @@ class HFRolloutServer:
         self.stats["weight_syncs"] += 1
         report = {"tensors": len(weights), "missing": len(missing), "unexpected": len(unexpected),
                   "global_steps": global_steps}
+        # Request counts so far say what the agent loops asked for (e.g. reflections) and how
+        # well concurrent requests were batched.
         print(f"{SYNC_LOG_PREFIX} replica={self.replica_rank} step={global_steps} tensors={len(weights)} "
-              f"missing={len(missing)} unexpected={len(unexpected)}", flush=True)
+              f"missing={len(missing)} unexpected={len(unexpected)} requests={self.stats['requests']} "
+              f"batches={self.stats['batches']} max_batch={self.stats['max_batch']}", flush=True)
         if missing or unexpected:
             logger.warning("weight sync mismatch: missing %s unexpected %s", missing[:5], list(unexpected)[:5])
         return report
