@@ -21,6 +21,11 @@ One rollout sample, MathSE's online form:
 A correct first answer (or any answer when reflection is off) is returned unchanged, exactly
 as verl's single-turn loop would return it.
 
+Rollout log-probs (``rollout.calculate_log_probs``) of a refined sample are the server's, taken
+under the reflection prompt: they measure how the critique shifted the policy, so verl's
+``training/rollout_probs_diff_*`` metrics grow with reflection, and ``algorithm.rollout_correction``
+weights refinements by the ratio of the two contexts. The recipes leave them off.
+
 Options (:class:`ReflectConfig`) come from the trainer config section ``mathse.reflect``
 (``+mathse.reflect.max_attempts=2`` on a plain verl command line, no ``+`` with our recipes) and, above that, from keyword
 arguments in a verl agent-loop config file (``rollout.agent.agent_loop_config_path``).
