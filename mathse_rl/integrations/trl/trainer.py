@@ -239,3 +239,22 @@ def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Te
     w = weight.to(per_token_logps.dtype).unsqueeze(1) * mask.to(per_token_logps.dtype)
     denom = w.sum().clamp(min=1.0)
     return -(per_token_logps * w).sum() / denom
+
+
+def online_dataset(problems):
+    """trl rows for ``MathSETrainer`` from problems: solve prompt, images, reference answer, question.
+
+    Images given as paths decode lazily (datasets' Image feature); PIL images are kept as they are.
+    """
+    from datasets import Dataset, Image, Sequence as HFSequence
+
+    from mathse_rl.evolve.prompts import build_solve_messages
+
+    data = {"id": [p.id for p in problems], "prompt": [build_solve_messages(p) for p in problems],
+            "solution": [p.gold for p in problems], "question": [p.question for p in problems]}
+    if any(p.images for p in problems):
+        data["images"] = [list(p.images) for p in problems]
+    ds = Dataset.from_dict(data)
+    if "images" in data and all(isinstance(i, str) for p in problems for i in p.images):
+        ds = ds.cast_column("images", HFSequence(Image()))
+    return ds
