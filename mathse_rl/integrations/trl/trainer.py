@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
+import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from mathse_rl.evolve.components import Critic, Judge
@@ -45,6 +46,8 @@ from mathse_rl.types import Judgment, Problem
 logger = logging.getLogger(__name__)
 
 LOSSES = ("grpo", "rft")
+# The private hooks below are those of this trl line (see the module docstring).
+SUPPORTED_TRL = "1.16."
 
 
 @dataclass
@@ -74,6 +77,9 @@ class MathSETrainer(GRPOTrainer):
     """GRPO with MathSE's reflection-rejection sampling inside each generation batch."""
 
     def __init__(self, *args: Any, judge: Judge | None = None, critic: Any = None, **kwargs: Any):
+        if not trl.__version__.startswith(SUPPORTED_TRL):
+            raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
+                               f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, MathSEConfig):
             raise TypeError("MathSETrainer needs args=MathSEConfig(...)")

@@ -181,3 +181,29 @@ def test_config_rejects_an_unknown_loss(tmp_path):
 
     with pytest.raises(ValueError, match="loss must be one of"):
         MathSEConfig(output_dir=str(tmp_path), loss="dpo", use_cpu=True, bf16=False)
+
+
+def test_the_private_trl_hooks_we_rely_on_keep_their_shape():
+    """MathSETrainer overrides or calls these trl 1.16 internals; a trl upgrade that moves them fails here."""
+    import inspect
+
+    import trl
+    from trl import GRPOTrainer
+
+    assert trl.__version__.startswith("1.16.")
+    expected = {
+        "_generate_and_score_completions": ["self", "inputs"],
+        "_generate": ["self", "prompts"],
+        "_compute_loss": ["self", "model", "inputs"],
+        "_tokenize_prompts": ["self", "prompts"],
+        "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations",
+                                  "has_tool_images"],
+        "_get_per_token_logps_and_entropies": None,
+    }
+    for name, params in expected.items():
+        fn = getattr(GRPOTrainer, name)
+        if params is not None:
+            assert list(inspect.signature(fn).parameters) == params, name
+    # _generate returns 8 fields; we rewrite completion ids, tool mask, completions and logprobs (1..4).
+    src = inspect.getsource(GRPOTrainer._generate)
+    assert "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images" in src
