@@ -150,7 +150,7 @@ def parse_unit(spec: str):
 
 # ---------------------------------------------------------------- scalars
 
-_TEXT_CMD = r"\\(?:text|mathrm|mbox|textrm|textbf|mathbf|operatorname)\s*\{([^{}]*)\}"
+_TEXT_CMD = r"\\(?:text|textnormal|mathrm|mbox|textrm|textbf|mathbf|operatorname)\s*\{([^{}]*)\}"
 _DEGREE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°|\s*(?:\\text\{\s*)?(?:degrees?|deg)\b\}?)\s*$")
 _PERCENT = re.compile(r"\s*(?:\\%|%|\s*(?:\\text\{\s*)?percent\}?)\s*$")
 _TRAIL_UNIT = re.compile(r"^(.*?\S)\s*(?:" + _TEXT_CMD + r"(\s*\^\s*\{?\d\}?)?|\s([a-zA-Z][a-zA-Z ./]*(?:\^\{?\d\}?)?)|(?<=\d)([a-zA-Z]{2,}(?:/[a-zA-Z]+)?(?:\^\{?\d\}?)?))\s*$", re.S)
@@ -275,7 +275,7 @@ def split_top(s: str, seps: re.Pattern) -> list[str]:
 _LIST_SEP = re.compile(r"\s*(?:,|;|\\text\{\s*(?:and|or)\s*\}|\s(?:and|or)\s)\s*")
 _REL_SEP = re.compile(r"\s*(<=|>=|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<|>|=)\s*")
 _UNION = re.compile(r"\s*(?:\\cup|∪|\bU\b)\s*")
-_LETTER = re.compile(r"^(?:\\(?:text|textbf|mathrm|mathbf|mbox)\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、]\s*(.*)|\s+(.*))?$", re.S)
+_LETTER = re.compile(r"^(?:\\(?:text|textnormal|textbf|mathrm|mathbf|mbox)\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、]\s*(.*)|\s+(.*))?$", re.S)
 _OPTION_WORD = re.compile(r"^(?:option|choice)\s+", re.I)
 _INF = re.compile(r"^([-+]?)\s*\\infty$|^([-+]?)\s*(?:inf|infinity|oo)$")
 

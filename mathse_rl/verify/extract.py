@@ -55,7 +55,10 @@ _PHRASES = [
 ]
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
-_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
+_NUMBER = re.compile(r"(?<![A-Za-z_\d.])-?(?:\d+(?:[.,]\d+)*|\.\d+)(?:/\d+)?")
+_ANSWER_WORDS = {"yes", "no", "true", "false"}
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+_IS = re.compile(r"\b(?:is|are|was|equals|would be|will be)\s+(?=\S)", re.I)
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 _LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
@@ -108,17 +111,19 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def _last_box_group(text: str) -> list[str]:
+def _last_box_group(text: str) -> tuple[int, list[str]] | None:
+    """End of the last group of boxes and their contents, or None when there is no box."""
     boxes = _boxes(text)
     if not boxes:
-        return []
+        return None
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         gap = text[box[1]:group[0][0]]
         if len(gap) > _BOX_JOIN_GAP or "\n" in gap:
             break
         group.insert(0, box)
-    return [b[2] for b in group if b[2]]
+    parts = [b[2] for b in group if b[2]]
+    return (group[-1][1], parts) if parts else None
 
 
 def _sentence(text: str) -> str:
@@ -133,14 +138,44 @@ def _sentence(text: str) -> str:
         return re.split(r"(?<=\S)[.。]\s*$", line.strip())[0].strip().replace("$", "")
     cut = re.search(r"(?<!\d)\.(?:\s|$)|\.(?=\s+[A-Z])|。|[!?](?:\s|$)|,\s+(?:so|which|because|since|and)\b|\s+(?:because|since|which)\b", line)
     piece = line[: cut.start()] if cut else line
+    is_ = None
+    for is_ in _IS.finditer(piece[:300]):
+        pass
+    if is_ is not None:
+        piece = piece[is_.end():]  # "The largest $n$ is 34" -> "34"
     inner = _MATH_SEGMENT.search(piece)
     if inner:
         return next(g for g in inner.groups() if g is not None).strip()
-    return piece.strip().rstrip(".*_").strip()
+    piece = piece.strip().rstrip(".*_").strip()
+    if _is_prose(piece):
+        nums = _NUMBER.findall(piece)
+        if nums:
+            return nums[-1]  # "Jane started growing 3 hours ago" -> "3"
+    return piece
 
 
-def _from_phrases(text: str) -> Extraction | None:
-    for rx in _PHRASES:
+def _is_prose(s: str) -> bool:
+    """Two or more plain words outside LaTeX commands and \\text{...} (units stay units)."""
+    plain = re.sub(r"\\(?:text|mathrm|textnormal|textbf|mbox)\s*\{[^{}]*\}|\\[a-zA-Z]+", " ", s)
+    return len(_PROSE_WORD.findall(plain)) >= 2
+
+
+def _bare_answer(text: str) -> str | None:
+    """A response that is only an answer ("$E$", "\\frac{10}{9}", "1 000"): all of it, delimiters off."""
+    t = text.strip()
+    if not t or len(t) > 120 or "\n" in t:
+        return None
+    seg = _MATH_SEGMENT.fullmatch(t.rstrip("."))
+    if seg:
+        return next(g for g in seg.groups() if g is not None).strip()
+    words = re.findall(r"[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", " ", t))
+    if "$" in t or any(w.lower() not in _ANSWER_WORDS for w in words):
+        return None
+    return t.rstrip(".").strip()
+
+
+def _from_phrases(text: str, phrases: Sequence[re.Pattern] = ()) -> Extraction | None:
+    for rx in phrases or _PHRASES:
         last = None
         for last in rx.finditer(text):
             pass
@@ -171,8 +206,14 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
         return Extraction(None, "none")
     if len(text) > MAX_SCAN_CHARS:
         text = text[-MAX_SCAN_CHARS:]
-    parts = _last_box_group(text)
-    if parts:
+    boxes = _last_box_group(text)
+    if boxes:
+        end, parts = boxes
+        # A final-answer sentence written after the last box overrides it ("...\boxed{255} ...
+        # Final Answer: The final answer is $10,455$").
+        later = _from_phrases(text[end:], _PHRASES[:2])
+        if later is not None:
+            return later
         return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts))
     tag = None
     for tag in _ANSWER_TAG.finditer(text):
@@ -200,6 +241,9 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
         if last is not None:
             letter = last.group(1) or last.group(2)
             return Extraction(letter, "option", (letter,))
+    bare_answer = _bare_answer(text)
+    if bare_answer is not None:
+        return Extraction(bare_answer, "whole", (bare_answer,))
     window = text[-2000:]
     last = None
     for last in _NUMBER.finditer(window):

@@ -133,10 +133,12 @@ def balanced(s: str) -> bool:
     return depth_curly == 0 and depth_round == 0
 
 
+_INLINE_DOLLAR = re.compile(r"(?<!\\)\$")  # "$125$ miles": math delimiters inside an answer
 _SPACES = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\big[lr]?|\\Big[lr]?")
-_THOUSANDS_BRACED = re.compile(r"(?<=\d)\{,\}(?=\d{3})")
+_THOUSANDS_BRACED = re.compile(r"(?<=\d)(?:\{,\}|,\\!\s*)(?=\d{3}(?!\d))")  # 1{,}000 and 32,\! 349
 _THOUSANDS_SPACE = re.compile(r"(?<=\d)(?:\\,|\\ |\\;|\\!| |\u2009|\u202f)(?=\d{3}(?!\d))")
-_THOUSANDS_COMMA = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+# 1,000,000 and $16,386.20 at the start of an answer with no other comma: one number.
+_THOUSANDS_LEAD = re.compile(r"^(\\?\$\s*)?([-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?![\d,])")
 
 
 _MIXED = re.compile(r"(?:(?<=^)|(?<=[\s=(,-]))(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
@@ -162,6 +164,7 @@ def normalise_latex(s: str) -> str:
     s = clean(s)
     s = _THOUSANDS_BRACED.sub("", s)
     s = _THOUSANDS_SPACE.sub("", s)
+    s = _INLINE_DOLLAR.sub("", s)
     s = s.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac").replace(r"\cfrac", r"\frac")
     s = s.replace(r"\leq", r"\le").replace(r"\geq", r"\ge").replace(r"\leqslant", r"\le").replace(r"\geqslant", r"\ge")
     s = s.replace(r"\lt", "<").replace(r"\gt", ">").replace(r"\neq", r"\ne")
@@ -172,8 +175,9 @@ def normalise_latex(s: str) -> str:
         s = _MIXED.sub(_mixed, s)
     if "\\overline" in s or "\\dot" in s:
         s = _REPEATING.sub(_repeating, s)
-    if _THOUSANDS_COMMA.match(s.replace(" ", "")):
-        s = s.replace(",", "").replace(" ", "")
+    m = _THOUSANDS_LEAD.match(s)
+    if m and "," not in s[m.end():]:
+        s = s[: m.start(2)] + m.group(2).replace(",", "") + s[m.end():]
     return s
 
 
@@ -184,7 +188,7 @@ def text_key(s: str) -> str:
     'isosceles'
     """
     s = clean(s)
-    s = re.sub(r"\\(?:text|textbf|mathrm|mathbf|textit|operatorname|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\(?:text|textbf|textnormal|textrm|mathrm|mathbf|textit|operatorname|mbox)\s*\{([^{}]*)\}", r"\1", s)
     s = s.replace("\\", " ").lower()
     s = re.sub(r"[\s{}$.,;:!?\"'`*]+", " ", s).strip()
     return s

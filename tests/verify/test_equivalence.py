@@ -34,6 +34,8 @@ def test_numbers_and_fractions(response, gold, expected):
     ("\\boxed{1.5 \\times 10^{-3}}", "0.0015", 1), ("\\boxed{1.5e-3}", "0.0015", 1), ("\\boxed{2.5 \\cdot 10^{3}}", "2500", 1),
     ("\\boxed{−3}", "-3", 1), ("答案是 １２", "12", 1), ("\\boxed{½}", "\\frac{1}{2}", 1), ("\\boxed{1½}", "1.5", 1),
     ("\\boxed{\\$12.50}", "12.5", 1), ("\\boxed{12 dollars}", "12", 1),
+    ("\\boxed{\\$16,\\!386.20}", "16386.2", 1), ("\\boxed{32,\\! 349}", "32349", 1), ("\\boxed{32, 349}", "32349", 0),
+    ("The distance is $\\boxed{125\\textnormal{ miles}}.$", "$125$ miles", 1),
 ])
 def test_separators_notation_and_unicode(response, gold, expected):
     check(response, gold, expected)

@@ -46,6 +46,14 @@ C4 = ["10", "12", "14", "16"]
     ("The point is $(−1, 3)$.", "(−1, 3)"),
     ("There are 1,000 ways.", "1,000"),
     ("no digits at all", None),
+    # a response that is only an answer is taken whole
+    ("$E$", "E"), ("\\frac{10}{9}", "\\frac{10}{9}"), ("1 000", "1 000"), ("Yes", "Yes"), ("-.5", "-.5"),
+    # the final-answer sentence after the last box overrides it
+    ("so \\boxed{255} is the interest. Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455"),
+    # "X is Y" inside the answer sentence, and numbers inside prose
+    ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120"),
+    ("Final Answer: Jane started growing the sphere 3 hours ago. I hope it is correct.", "3"),
+    ("AZYUK2A", None),
     ("", None),
 ])
 def test_extract_answer(response, expected):
