@@ -8,9 +8,13 @@ verl's ``RLHFDataset`` reads one row per problem::
     ability       "math"
     reward_model  {"style": "rule", "ground_truth": gold}
     extra_info    {"split", "index", "id", "question", "choices"}              # choices: options or None
+    agent_name    (optional) the verl agent loop for this row
 
 ``extra_info.question`` (the bare question) and ``extra_info.choices`` are what our reward
 manager and the ``mathse_reflect`` agent loop read; the prompt is MathSE's solve prompt.
+Rows of every split but ``train`` get ``agent_name=single_turn_agent`` by default: verl runs
+validation through the same agent loop as training, and validation should score the
+policy's first answers, not reflected ones.
 
     >>> from mathse_rl.types import Problem
     >>> row = problem_to_row(Problem(id="q1", question="What is 2 + 3?", gold="5", choices=("4", "5")), 0)
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"  # verl's placeholder, replaced by the row's images in order
 ABILITY = "math"
+VALIDATION_AGENT_LOOP = "single_turn_agent"  # verl's plain loop, for rows that must not be reflected on
 
 # ---------------------------------------------------------------------------------------------
 # record formats: name -> (record, index) -> Problem
@@ -167,9 +172,9 @@ def solve_prompt(problem: Problem, template: str = SOLVE_TEMPLATE) -> str:
 
 
 def problem_to_row(problem: Problem, index: int, split: str = "train", template: str = SOLVE_TEMPLATE,
-                   base_dir: Path | None = None) -> dict[str, Any]:
-    """One verl parquet row for ``problem``."""
-    return {
+                   base_dir: Path | None = None, agent_name: str | None = None) -> dict[str, Any]:
+    """One verl parquet row for ``problem`` (with an ``agent_name`` column when one is given)."""
+    row = {
         "data_source": problem.data_source or "mathse",
         "prompt": [{"role": "user", "content": solve_prompt(problem, template)}],
         "images": [image_to_cell(im, base_dir) for im in problem.images],
@@ -183,6 +188,9 @@ def problem_to_row(problem: Problem, index: int, split: str = "train", template:
             "choices": list(problem.choices) if problem.choices else None,
         },
     }
+    if agent_name:
+        row["agent_name"] = agent_name
+    return row
 
 
 def row_to_problem(row: Mapping[str, Any]) -> Problem:
@@ -205,8 +213,12 @@ def row_to_problem(row: Mapping[str, Any]) -> Problem:
 
 
 def write_verl_parquet(problems: Iterable[Problem], path: str | Path, split: str = "train",
-                       template: str = SOLVE_TEMPLATE, base_dir: Path | None = None) -> int:
+                       template: str = SOLVE_TEMPLATE, base_dir: Path | None = None,
+                       agent_name: str | None = None) -> int:
     """Write ``problems`` as a verl parquet; returns the number of rows written.
+
+    ``agent_name`` fills verl's per-row agent-loop column (left out when None, so the
+    trainer's ``rollout.agent.default_agent_loop`` applies).
 
     A problem that cannot be converted (unreadable image, missing field) is logged and
     skipped; the count of skipped problems is logged at the end.
@@ -217,7 +229,7 @@ def write_verl_parquet(problems: Iterable[Problem], path: str | Path, split: str
     rows, skipped = [], 0
     for index, problem in enumerate(problems):
         try:
-            rows.append(problem_to_row(problem, index, split, template, base_dir))
+            rows.append(problem_to_row(problem, index, split, template, base_dir, agent_name))
         except (OSError, ValueError, KeyError) as exc:
             skipped += 1
             logger.warning("skipping problem %s: %s", problem.id, exc)
@@ -227,7 +239,7 @@ def write_verl_parquet(problems: Iterable[Problem], path: str | Path, split: str
         raise ValueError(f"no problem could be converted for {path}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=row_schema()), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=row_schema(with_agent_name=bool(agent_name))), path)
     return len(rows)
 
 
@@ -237,11 +249,12 @@ def read_verl_parquet(path: str | Path) -> list[Problem]:
     return [row_to_problem(r) for r in pq.read_table(path).to_pylist()]
 
 
-def row_schema():
+def row_schema(with_agent_name: bool = False):
     """The parquet schema of a verl row (pyarrow comes with ``datasets``)."""
     import pyarrow as pa
 
-    return pa.schema([
+    agent = [("agent_name", pa.string())] if with_agent_name else []
+    return pa.schema(agent + [
         ("data_source", pa.string()),
         ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
         ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
@@ -329,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--limit", type=int, default=-1, help="at most this many problems per split (-1: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic source")
+    p.add_argument("--val-agent-loop", default=VALIDATION_AGENT_LOOP,
+                   help="agent_name of rows in splits other than train ('' = none: the trainer's default loop)")
     return p
 
 
@@ -346,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_dir = args.input[0].parent if args.input else None
     for split, problems in splits.items():
         path = args.out / f"{split}.parquet"
-        n = write_verl_parquet(problems, path, split=split, base_dir=base_dir)
+        agent = None if split == "train" else (args.val_agent_loop or None)
+        n = write_verl_parquet(problems, path, split=split, base_dir=base_dir, agent_name=agent)
         print(f"{split}: {n} rows -> {path}")
     return 0
 

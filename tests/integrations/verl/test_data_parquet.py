@@ -56,8 +56,9 @@ def test_verl_dataset_reads_the_parquet(tmp_path, tiny_vlm):
     from omegaconf import OmegaConf
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    path = tmp_path / "train.parquet"
-    write_verl_parquet([get_format("mathvista")(MATHVISTA, 0), TWO_IMAGES], path)
+    path = tmp_path / "test.parquet"
+    write_verl_parquet([get_format("mathvista")(MATHVISTA, 0), TWO_IMAGES], path, split="test",
+                       agent_name="single_turn_agent")
     processor = tiny_vlm[1]
     config = OmegaConf.create({"image_key": "images", "prompt_key": "prompt", "max_prompt_length": 2048,
                                "filter_overlong_prompts": False, "return_raw_chat": True})
@@ -70,6 +71,8 @@ def test_verl_dataset_reads_the_parquet(tmp_path, tiny_vlm):
     assert second["reward_model"]["ground_truth"] == "B"
     assert list(first["extra_info"]["choices"]) == ["red", "green", "blue"]
     assert first["extra_info"]["question"] == "Which bar is tallest?"
+    # verl's agent-loop worker picks each row's loop from this column: validation is not reflected
+    assert first["agent_name"] == "single_turn_agent"
 
 
 def test_command_line_reads_jsonl_with_image_paths(tmp_path, capsys):
@@ -86,6 +89,11 @@ def test_command_line_reads_jsonl_with_image_paths(tmp_path, capsys):
     assert problem.question == "How many sides? (Unit: sides)" and problem.gold == "4"
     assert len(problem.images) == 1
     assert "test: 1 rows" in capsys.readouterr().out
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / "test.parquet").column("agent_name").to_pylist() == ["single_turn_agent"]
+    assert main(["--input", str(tmp_path / "in.jsonl"), "--format", "mathvista", "--out", str(out)]) == 0
+    assert "agent_name" not in pq.read_table(out / "train.parquet").column_names  # trainer's default loop
 
 
 def test_unknown_format_names_the_known_ones():
