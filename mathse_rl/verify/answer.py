@@ -272,7 +272,7 @@ def split_top(s: str, seps: re.Pattern) -> list[str]:
     return [p.strip() for p in out]
 
 
-_LIST_SEP = re.compile(r"\s*(?:,|;|\\text\{\s*(?:and|or)\s*\}|\s(?:and|or)\s)\s*")
+_LIST_SEP = re.compile(r"\s*(?:,\s*(?:and|or)\s+|,|;|\\text\{\s*(?:and|or)\s*\}|\s(?:and|or)\s)\s*")
 _REL_SEP = re.compile(r"\s*(<=|>=|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<|>|=)\s*")
 _UNION = re.compile(r"\s*(?:\\cup|∪|\bU\b)\s*")
 _LETTER = re.compile(r"^(?:\\(?:text|textnormal|textbf|mathrm|mathbf|mbox)\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、]\s*(.*)|\s+(.*))?$", re.S)
@@ -308,8 +308,8 @@ def _parse(s: str, allow_letter: bool) -> Answer:
     unions = split_top(s, _UNION)
     if len(unions) > 1:
         return Group("group", raw, items=tuple(_parse(p, False) for p in unions))
-    parts = split_top(s, _LIST_SEP)
-    if len(parts) > 1 and all(parts):
+    parts = [p for p in split_top(s, _LIST_SEP) if p]  # "19, 46, \text{ and } 82" leaves an empty piece
+    if len(parts) > 1:
         return Group("group", raw, items=tuple(_item(p) for p in parts), bare=True)
     if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _one_group(s):
         inner = s[1:-1]
@@ -336,6 +336,8 @@ def _letter(s: str) -> Letter | None:
     rest_text = (m.group(2) or m.group(3) or "").strip()
     if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)", rest_text):
         return None
+    if m.group(3) is not None and re.match(r"^[-+=<>*/^_\\]|^(?:or|and)\b", rest_text):
+        return None  # "D = (0, 1)" and "A + B" are expressions, not option D / A
     rest = None
     if rest_text and balanced(rest_text.replace("\\{", "").replace("\\}", "")):
         rest = _parse(rest_text, allow_letter=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import cmath
 import math
+import re
 
 from mathse_rl.verify import expr as E
 from mathse_rl.verify.answer import Answer, Group, Inf, Latex, Letter, Relation, Scalar, Seq, Text
@@ -179,10 +180,12 @@ def _seq_equal(p: Seq, g: Seq) -> Outcome:
     if p.close == ":":
         # 2:3 ~ 4:6 — a ratio is equal up to a common factor.
         items = [x for x in p.items + g.items]
-        if all(isinstance(x, Scalar) and x.value is not None and not x.vars for x in items):
+        if all(isinstance(x, Scalar) and x.value is not None and not x.vars and abs(x.value) > 0 for x in items) \
+                and not any(re.match(r"0\d", x.raw.strip()) for x in items):
             a, b = p.items[0].value, p.items[1].value
             c, d = g.items[0].value, g.items[1].value
             return (_close(a * d, b * c), "numeric" if _close(a * d, b * c) else "mismatch")
+        # a zero part or a clock-like "12:05": compare part by part
     return _all_equal(p.items, g.items)
 
 

@@ -96,7 +96,9 @@ def test_symbolic_path_in_the_worker_pool(response, gold, expected, warm_pool):
     ("\\boxed{1 \\pm \\sqrt{2}}", "1+\\sqrt2, 1-\\sqrt2", 1), ("\\boxed{x = 1 \\pm \\sqrt{2}}", "1-\\sqrt{2}, 1+\\sqrt{2}", 1),
     ("\\boxed{1 + \\sqrt{2}}", "1 \\pm \\sqrt2", 0),
     ("\\boxed{2} and \\boxed{3}", "2, 3", 1), ("\\boxed{2} and \\boxed{3}", "2", 0), ("\\boxed{2 \\text{ and } 3}", "\\{2,3\\}", 1),
-    ("\\boxed{2:3}", "2:3", 1), ("\\boxed{4:6}", "2:3", 1), ("\\boxed{3:2}", "2:3", 0), ("\\boxed{(2, 3)}", "2, 3", 1),
+    ("\\boxed{2:3}", "2:3", 1), ("\\boxed{4:6}", "2:3", 1), ("\\boxed{3:2}", "2:3", 0), ("\\boxed{1:00}", "12:00", 0), ("\\boxed{12:05}", "12:05", 1),
+    ("\\boxed{19, 46, \\text{ and } 82}", "19, 46, and 82", 1), ("\\boxed{D = (0, 1.5)}", "D = (0, 1)", 0),
+    ("\\boxed{D = (0, 1)}", "D=(0,1)", 1), ("\\boxed{(2, 3)}", "2, 3", 1),
 ])
 def test_sets_tuples_intervals(response, gold, expected):
     check(response, gold, expected)
