@@ -4,7 +4,9 @@ Prompts are rendered with the model's chat template, left-padded into batches of
 ``batch_size`` (images go through the processor), and primed with ``{"status": "`` so the
 first generated token is the status. P(CORRECT) is the softmax over the two logits of the
 first tokens of ``CORRECT`` and ``WRONG`` at that position; when the tokenizer does not
-split them cleanly the score is 1.0/0.0 from the parsed status instead.
+split them cleanly the score is 1.0/0.0 from the parsed status instead. With
+``constrain_status`` (default) the status is decoded as exactly one of the two words (the
+likelier, or a sample), as a server's guided JSON decoding would; the rest is free text.
 
     judge = load_judge({"backend": "local", "model": "path/to/judge", "batch_size": 16})
 """
@@ -71,18 +73,24 @@ class LocalJudge(Judge):
         self.tokenizer = tokenizer_of(processor)
         self.tokenizer.padding_side = "left"
         self.is_vlm = hasattr(processor, "image_processor")
-        self.status_token_ids = self._status_token_ids() if config.score_from_logits else None
+        self.status_words = self._status_words()
+        self.status_token_ids = None
+        if config.score_from_logits and self.status_words is not None:
+            self.status_token_ids = (self.status_words[0][0], self.status_words[1][0])
 
-    def _status_token_ids(self) -> tuple[int, int] | None:
-        """Ids of the first tokens of CORRECT and WRONG right after the status prefix."""
+    def _status_words(self) -> tuple[list[int], list[int]] | None:
+        """Token ids of ``CORRECT"`` and ``WRONG"`` after the status prefix (None if not separable).
+
+        The closing quote is part of the word so a constrained status always ends cleanly.
+        """
         base = self.tokenizer(STATUS_PREFIX, add_special_tokens=False)["input_ids"]
-        ids = []
-        for word in ("CORRECT", "WRONG"):
+        words = []
+        for word in ('CORRECT"', 'WRONG"'):
             full = self.tokenizer(STATUS_PREFIX + word, add_special_tokens=False)["input_ids"]
             if full[: len(base)] != base or len(full) == len(base):
                 return None
-            ids.append(full[len(base)])
-        return (ids[0], ids[1]) if ids[0] != ids[1] else None
+            words.append(full[len(base):])
+        return (words[0], words[1]) if words[0][0] != words[1][0] else None
 
     def _prompt(self, item: RewardInput) -> tuple[str, list[Any]]:
         images = [to_pil(x) for x in item.images] if self.is_vlm else []
@@ -117,6 +125,8 @@ class LocalJudge(Judge):
         sampling: dict[str, Any] = {"do_sample": False}
         if self.config.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.config.temperature}
+        if self.config.constrain_status and self.status_words is not None:
+            sampling["logits_processor"] = _status_constraint(inputs["input_ids"].shape[1], self.status_words)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, max_new_tokens=self.config.max_new_tokens, output_logits=True,
@@ -128,3 +138,26 @@ class LocalJudge(Judge):
             pair = out.logits[0][:, list(self.status_token_ids)].float()
             p_correct = torch.softmax(pair, dim=-1)[:, 0].tolist()
         return [Reply(text=STATUS_PREFIX + d, p_correct=p) for d, p in zip(decoded, p_correct)]
+
+
+def _status_constraint(prompt_len: int, words: Sequence[Sequence[int]]):
+    """A logits processor that lets the first generated tokens spell exactly one of ``words``."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class StatusConstraint(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            n = input_ids.shape[1] - prompt_len
+            if n >= max(len(w) for w in words):
+                return scores
+            for b in range(input_ids.shape[0]):
+                done = input_ids[b, prompt_len:].tolist()
+                allowed = {w[n] for w in words if len(w) > n and list(w[:n]) == done}
+                if allowed:
+                    keep = torch.full_like(scores[b], float("-inf"))
+                    idx = torch.tensor(sorted(allowed), device=scores.device)
+                    keep[idx] = scores[b, idx]
+                    scores[b] = keep
+            return scores
+
+    return LogitsProcessorList([StatusConstraint()])
