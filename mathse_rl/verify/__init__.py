@@ -14,11 +14,11 @@ math-verify.
 """
 
 from mathse_rl.types import Verdict
-from mathse_rl.verify.api import shutdown, verify, verify_batch, warmup
+from mathse_rl.verify.api import averify, shutdown, verify, verify_batch, warmup
 from mathse_rl.verify.core import gold_is_valid, parse_gold
 from mathse_rl.verify.extract import extract_answer
 
 __all__ = [
-    "Verdict", "verify", "verify_batch", "extract_answer", "parse_gold", "gold_is_valid",
+    "Verdict", "verify", "averify", "verify_batch", "extract_answer", "parse_gold", "gold_is_valid",
     "warmup", "shutdown",
 ]

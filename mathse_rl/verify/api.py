@@ -55,6 +55,19 @@ def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, ti
     return _symbolic(verdict, sym, gold, timeout - (time.monotonic() - start))
 
 
+async def averify(response: str, gold: str, *, choices: Sequence[str] | None = None,
+                  timeout: float = 5.0) -> Verdict:
+    """``verify`` for coroutines: runs in a thread so a symbolic wait never blocks the event loop.
+
+    >>> import asyncio
+    >>> asyncio.run(averify("The answer to this problem is 7.", "7")).correct
+    True
+    """
+    import asyncio
+
+    return await asyncio.to_thread(verify, response, gold, choices=choices, timeout=timeout)
+
+
 def _per_sample_choices(choices, n: int) -> list:
     """One list of options for all samples, or one (possibly None) per sample."""
     if choices is None:
@@ -146,4 +159,4 @@ def shutdown() -> None:
     _pools().shutdown()
 
 
-__all__ = ["verify", "verify_batch", "warmup", "shutdown"]
+__all__ = ["verify", "averify", "verify_batch", "warmup", "shutdown"]

@@ -126,6 +126,28 @@ def test_verify_inside_a_running_event_loop(warm_pool):
     assert direct == expected and threaded == expected
 
 
+def test_averify_keeps_the_event_loop_responsive(warm_pool):
+    from mathse_rl.verify import averify
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        v = await averify(*HANG, timeout=1.0)  # a full second of waiting on the pool
+        task.cancel()
+        return v, ticks
+
+    v, ticks = asyncio.run(main())
+    assert v.reason == "timeout"
+    assert ticks >= 5  # the loop kept running while the call waited
+
+
 def test_batch_with_two_workers_matches_one(warm_pool):
     rows = MIXED[:-1] * 40 + [("\\boxed{C}", "14", True), ("\\boxed{B}", "14", False)]
     responses, golds = [r for r, _, _ in rows], [g for _, g, _ in rows]
