@@ -219,6 +219,13 @@ class HFRolloutServer:
         return results
 
 
+def _field(config: Any, key: str, default: Any = None) -> Any:
+    """A key of a dataclass or DictConfig model config (verl passes either)."""
+    if hasattr(config, "get"):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
 class HFRolloutReplica(RolloutReplica):
     """One ``hf_cpu`` rollout server per replica, started next to the trainer workers."""
 
@@ -227,14 +234,13 @@ class HFRolloutReplica(RolloutReplica):
 
     async def launch_servers(self) -> None:
         cfg = self.config
-        model_path = self.model_config.path if hasattr(self.model_config, "path") else self.model_config["path"]
-        trust = bool(getattr(self.model_config, "trust_remote_code", False) or
-                     (self.model_config.get("trust_remote_code", False) if hasattr(self.model_config, "get") else False))
         name = server_actor_name(self.replica_rank)
+        # num_cpus=0: the server shares the CPU slots of the trainer worker it stands next to.
         server = ray.remote(HFRolloutServer).options(
             name=name, num_cpus=0, max_concurrency=self.max_concurrency,
-        ).remote(model_path, int(cfg.response_length), getattr(cfg, "max_model_len", None) or None,
-                 trust, self.replica_rank)
+        ).remote(str(_field(self.model_config, "path")), int(cfg.response_length),
+                 getattr(cfg, "max_model_len", None) or None,
+                 bool(_field(self.model_config, "trust_remote_code", False)), self.replica_rank)
         await server.get_stats.remote()  # surface start-up errors here, not at the first request
         self.servers = [server]
         self._server_handle = server
