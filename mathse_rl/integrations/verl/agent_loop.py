@@ -54,7 +54,8 @@ NAME = "mathse_reflect"
 # Trainer-config section holding the loop's options.
 CONFIG_SECTION = ("mathse", "reflect")
 # Extra fields every sample of this loop carries (same keys on every sample, so verl can stack them).
-EXTRA_FIELDS = ("is_refined", "refine_verified", "first_correct", "refine_attempts", "reflect_too_long")
+EXTRA_FIELDS = ("is_refined", "refine_verified", "first_correct", "refine_attempts", "reflect_too_long",
+                "judge_error")
 
 
 @dataclass(frozen=True)
@@ -273,10 +274,10 @@ class MathSEReflectAgentLoop(AgentLoopBase):
         if cfg.enable:
             problem, from_extra = problem_from_row(kwargs, images or ())
             first_text = self._decode(first)
-            judge = JUDGES[cfg.judge]
+            judge = _guarded(JUDGES[cfg.judge], extra, problem.id)
             correct, judgment = await judge(cfg, problem, first_text)
             extra["first_correct"] = bool(correct)
-            if not correct and problem.gold is not None:
+            if not correct and problem.gold is not None and not extra["judge_error"]:
                 wrong = first_text
                 for attempt in range(1, cfg.max_attempts + 1):
                     reflect_msgs = reflection_messages(messages, problem, from_extra, wrong, judgment, cfg.template)
@@ -348,6 +349,21 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             metrics=metrics,
             extra_fields=extra_fields,
         )
+
+
+def _guarded(judge: JudgeFn, extra: dict[str, Any], sample_id: str) -> JudgeFn:
+    """A judge that never raises: a failure counts as "not verified", is flagged in the
+    sample's ``judge_error`` field and logged with the sample's id; the rollout goes on."""
+
+    async def call(cfg: ReflectConfig, problem: Problem, response: str) -> tuple[bool, Judgment | None]:
+        try:
+            return await judge(cfg, problem, response)
+        except Exception as exc:  # one bad sample must not end the step
+            extra["judge_error"] = True
+            logger.warning("mathse_reflect: judging sample %s failed: %s: %s", sample_id, type(exc).__name__, exc)
+            return False, None
+
+    return call
 
 
 @functools.lru_cache(maxsize=None)

@@ -171,6 +171,19 @@ def test_reflection_prompt_over_the_limit_is_skipped_not_fatal(make_server, tiny
     assert out.extra_fields["reflect_too_long"] and not out.extra_fields["is_refined"]
 
 
+def test_a_failing_judge_flags_the_sample_and_the_rollout_goes_on(make_server, tiny_vlm, monkeypatch):
+    from mathse_rl.integrations.verl.agent_loop import JUDGES
+
+    async def unreachable(cfg, problem, response):
+        raise ConnectionError("judge endpoint down")
+
+    monkeypatch.setitem(JUDGES, "unreachable", unreachable)  # judges are a registry: add one
+    server = make_server()
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="unreachable"))
+    assert len(server.calls) == 1 and out.response_ids == server.calls[0].response_ids
+    assert out.extra_fields["judge_error"] and not out.extra_fields["is_refined"]
+
+
 def test_bad_options_fail_loudly(make_server, tiny_vlm):
     from hydra.errors import InstantiationException  # verl builds loops with hydra, which wraps the error
 
