@@ -67,7 +67,6 @@ def tiny_vlm(tiny_vlm_path):
     """The tiny VLM and its processor, loaded once."""
     from mathse_rl.models.tiny import load_tiny
 
-    torch.set_num_threads(1)
     model, processor = load_tiny(tiny_vlm_path)
     model.eval()
     bind_rope_index(processor, model.config)
