@@ -37,6 +37,9 @@ class Generator(Protocol):
         """Point the generator at a new checkpoint (after a fine-tune)."""
         ...
 
+    # Optional: ``release()`` frees the generator's accelerator memory before a fine-tune; the
+    # loop calls it when present and calls ``load`` again before the next generation.
+
 
 @runtime_checkable
 class Trainer(Protocol):

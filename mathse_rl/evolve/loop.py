@@ -97,6 +97,9 @@ class _Loop:
             raise FileExistsError(f"{self.out} holds a started run; pass resume=True (--resume) or a new output_dir")
         if resume and not (self.out / "config.yaml").exists():
             logger.info("resume requested but %s has no run yet; starting fresh", self.out)
+        elif resume and (self.out / "config.yaml").read_text() != to_yaml(cfg):
+            logger.warning("resuming %s with a config that differs from the one it started with; finished "
+                           "stages keep their results", self.out)
         atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
         self.faults = faults or (lambda stage, point: None)
         self.skipped: list[dict[str, str]] = []
@@ -459,6 +462,9 @@ class _Loop:
         if not rows:
             logger.warning("stage %s: the pool is empty; keeping %s", name, self.current_model)
             return {"round": round_, "rows": 0, "checkpoint": self.current_model, "init": init}
+        if self._generator is not None and hasattr(self._generator, "release"):
+            self._generator.release()  # hand the accelerator memory to the fine-tune (vLLM, HF on GPU)
+            self.loaded_model = None
         checkpoint = self._trainer().train(rows, init, target)
         return {"round": round_, "rows": len(rows), "checkpoint": checkpoint, "init": init,
                 "rows_by_source": {s: sum(r.source == s for r in rows) for s in ("distilled", "sampled", "reflected")}}

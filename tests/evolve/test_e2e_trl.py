@@ -124,11 +124,11 @@ def test_cli_runs_a_recipe_and_resumes(tiny_vlm_path, tmp_path):
     rows.append({"id": "broken", "question": "What is 1 + 1?", "answer": "2", "images": ["nope.png"]})
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mathse_rl", "evolve", "--config", "recipes/trl/tiny_cpu.yaml",
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "mathse_rl", "evolve", "--config", str(root / "recipes" / "trl" / "tiny_cpu.yaml"),
            f"model={tiny_vlm_path}", f"data.train={tmp_path / 'train.jsonl'}", f"output_dir={out}",
            "rounds=1", "generate.n=1", "generate.max_new_tokens=4", "reflect.enabled=false", "eval.enabled=false",
            "distill_train=false", "tracking.progress=false"]
-    root = Path(__file__).resolve().parents[2]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "broken (unreadable image" in first.stderr
@@ -136,7 +136,11 @@ def test_cli_runs_a_recipe_and_resumes(tiny_vlm_path, tmp_path):
     assert summary["output_dir"] == str(out)
     stages = [r["stage"] for r in read_jsonl(out / "stages.jsonl")]
     assert stages[:3] == ["distill.judge", "distill.eval", "r1.generate"] and "r1.train" in stages
-    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, cwd=root, timeout=300)
-    assert again.returncode == 0 and [r["stage"] for r in read_jsonl(out / "stages.jsonl")] == stages
-    refused = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
-    assert refused.returncode != 0 and "resume" in refused.stderr
+    # Resume (nothing left to do) and the refusal to overwrite, through the same entry point in-process.
+    from mathse_rl.cli import main
+
+    args = cmd[3:]
+    assert main(args + ["--resume"]) == 0
+    assert [r["stage"] for r in read_jsonl(out / "stages.jsonl")] == stages
+    with pytest.raises(FileExistsError, match="resume"):
+        main(args)

@@ -122,7 +122,20 @@ class HFGenerator:
         self.model.eval()
         self.model_path = model_path
 
+    def release(self) -> None:
+        """Free the model before a fine-tune (it is reloaded from the new checkpoint afterwards)."""
+        import gc
+
+        import torch
+
+        self.model, self.processing, self.model_path = None, None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def generate(self, messages, images, *, n, temperature, max_new_tokens) -> list[list[str]]:
+        if self.model is None:
+            raise RuntimeError("generator released; call load(model_path) first")
         out: list[list[str]] = []
         for start in range(0, len(messages), self.batch_size):
             out.extend(self._batch(messages[start:start + self.batch_size], images[start:start + self.batch_size],
@@ -165,17 +178,33 @@ class VLLMGenerator:
         self.load(model_path)
 
     def load(self, model_path: str) -> None:
-        if model_path == self.model_path:
+        if model_path == self.model_path and self.llm is not None:
             return
-        import vllm  # noqa: F401  (fails loudly here when vLLM is absent)
+        import vllm  # fails loudly here when vLLM is absent
 
-        if self.llm is not None:
-            del self.llm
-            import gc
-
-            gc.collect()
+        self.release()
         self.llm = vllm.LLM(model=model_path, **self.options)
         self.model_path = model_path
+
+    def release(self) -> None:
+        """Tear the engine down so the fine-tune gets the GPU memory back."""
+        if self.llm is None:
+            return
+        import gc
+
+        import torch
+
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception as exc:  # older/newer vLLM layouts: deleting the engine is the fallback
+            logger.debug("vLLM teardown: %s", exc)
+        self.llm, self.model_path = None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def generate(self, messages, images, *, n, temperature, max_new_tokens) -> list[list[str]]:
         from vllm import SamplingParams
