@@ -172,3 +172,25 @@ def test_rollout_server_generates_with_the_weights_it_is_sent(server, tiny_vlm, 
         assert got == expected[0, len(ids):len(ids) + len(got)].tolist()
     finally:
         asyncio.run(server.load_weights(original, global_steps=None))
+
+
+def test_rollout_server_serves_a_text_only_model(tiny_lm_path):
+    from mathse_rl.integrations.verl.cpu.rollout import HFRolloutServer
+    from mathse_rl.models.tiny import load_processor
+
+    server = HFRolloutServer(tiny_lm_path, response_length=4)
+    tokenizer = load_processor(tiny_lm_path)
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+             for q in ("What is 1 + 1?", "What is 12 - 3?")]
+    prompts = [tokenizer.encode(chat, add_special_tokens=False) for chat in chats]
+
+    async def ask():
+        return await asyncio.gather(*[server.generate(str(i), prompt_ids=ids, sampling_params={"max_tokens": 3})
+                                      for i, ids in enumerate(prompts)])
+
+    outs = asyncio.run(ask())
+    assert server.stats["max_batch"] == 2
+    assert all(1 <= len(o.token_ids) <= 3 and o.log_probs is None for o in outs)
+    with pytest.raises(ValueError, match="text-only"):
+        asyncio.run(server.generate("x", prompt_ids=prompts[0], sampling_params={},
+                                    image_data=[Image.new("RGB", (56, 56))]))
