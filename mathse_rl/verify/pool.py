@@ -156,27 +156,17 @@ class WorkerPool:
             time.sleep(0.02)
 
     def close(self) -> None:
+        """Kill every worker (they hold no state worth a graceful exit) and reap them."""
         with self._cond:
             self._closed = True
             workers = list(self._workers)
-        for w in workers:
-            try:
-                if w.proc.is_alive() and not w.busy:
-                    w.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        for w in workers:
-            w.proc.join(0.5)
-            if w.proc.is_alive():
-                w.proc.kill()
-                w.proc.join(_KILL_GRACE)
-            try:
-                w.conn.close()
-            except OSError:
-                pass
-        with self._cond:
             self._workers.clear()
             self._cond.notify_all()
+        for w in workers:
+            w.proc.kill()
+        for w in workers:
+            w.proc.join(_KILL_GRACE)
+            w.conn.close()
 
     @property
     def pids(self) -> list[int]:

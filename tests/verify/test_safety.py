@@ -116,14 +116,14 @@ def test_verify_from_many_threads(warm_pool):
 
 def test_verify_inside_a_running_event_loop(warm_pool):
     async def main():
-        direct = _run_mixed()  # blocking call from inside the loop
-        threaded = await asyncio.gather(*(asyncio.to_thread(verify, r, g, timeout=1.5 if r == HANG[0] else 20.0)
+        direct = _run_mixed(with_hang=False)  # blocking calls from inside the loop
+        threaded = await asyncio.gather(*(asyncio.to_thread(verify, r, g, timeout=1.0 if r == HANG[0] else 20.0)
                                           for r, g, _ in MIXED))
         return direct, [v.correct for v in threaded]
 
     direct, threaded = asyncio.run(main())
     expected = [e for _, _, e in MIXED]
-    assert direct == expected and threaded == expected
+    assert direct == expected[:-1] and threaded == expected
 
 
 def test_averify_keeps_the_event_loop_responsive(warm_pool):
@@ -163,10 +163,10 @@ def test_batch_with_two_workers_matches_one(warm_pool):
 def test_batch_timeout_is_per_sample(workers, warm_pool):
     warm_pool.start(wait=60.0)  # a worker killed by an earlier test has a warm successor
     start = time.monotonic()
-    out = verify_batch([HANG[0], "\\boxed{7}", "\\boxed{\\sum_{k=1}^{3} k}"], [HANG[1], "7", "6"], timeout=2.0,
+    out = verify_batch([HANG[0], "\\boxed{7}", "\\boxed{\\sum_{k=1}^{3} k}"], [HANG[1], "7", "6"], timeout=1.5,
                        workers=workers)
     assert [(v.correct, v.reason) for v in out] == [(False, "timeout"), (True, "exact"), (True, "symbolic")]
-    assert time.monotonic() - start < 2 * (2.0 + SLACK)
+    assert time.monotonic() - start < 2 * (1.5 + SLACK)
 
 
 @pytest.mark.slow
