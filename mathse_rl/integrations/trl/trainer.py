@@ -115,6 +115,9 @@ class MathSETrainer(GRPOTrainer):
         problems = [self._problem(x, p) for x, p in zip(inputs, prompts)]
         texts = [completion_text(c) for c in completions]
 
+        spent0 = dict(self.mathse_seconds)
+        originals = [""] * len(prompts)  # the failed completion a verified refinement replaced
+        critique_texts = [""] * len(prompts)
         t0 = time.perf_counter()
         verdicts = [r.correct for r in self.judge.judge(problems, texts)]
         self.mathse_seconds["judge"] += time.perf_counter() - t0
@@ -152,6 +155,8 @@ class MathSETrainer(GRPOTrainer):
                         logprobs[i] = [math.nan] * len(completion_ids[i])
                     accepted[i] = True
                     refined[i] = True
+                    originals[i] = texts[i]
+                    critique_texts[i] = critiques[k].error_analysis if critiques[k] is not None else ""
                     n_verified += 1
         if tool_mask is not None:
             for i in range(len(prompts)):
@@ -160,6 +165,9 @@ class MathSETrainer(GRPOTrainer):
         if self.args.loss == "rft":
             self._pending_extra_logs["mathse_weight"].extend(float(a) for a in accepted)
         self._pending_extra_logs["mathse_refined"].extend(refined)
+        # With log_completions, trl's completions table shows what a refinement replaced and why.
+        self._pending_extra_logs["mathse_wrong_path"].extend(originals)
+        self._pending_extra_logs["mathse_critique"].extend(critique_texts)
 
         n = max(len(prompts), 1)
         metrics = self._metrics[mode]
@@ -168,6 +176,8 @@ class MathSETrainer(GRPOTrainer):
         metrics["mathse/refined"].append(float(n_refined))
         metrics["mathse/refinement_verified"].append(float(n_verified))
         metrics["mathse/reflection_success_rate"].append(n_verified / n_refined if n_refined else 0.0)
+        for k, v in self.mathse_seconds.items():
+            metrics[f"mathse/{k}_seconds"].append(v - spent0[k])
         self._mathse_rows = {"accepted": accepted, "refined": refined}
         result[1], result[2], result[3], result[4] = completion_ids, tool_mask, completions, logprobs
         return tuple(result)

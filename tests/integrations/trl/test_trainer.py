@@ -127,6 +127,12 @@ def test_refined_rows_keep_the_original_prompt_and_rejected_rows_weigh_zero(taug
     metrics = trainer._metrics["train"]
     assert metrics["mathse/refinement_verified"][-1] == 2.0 and metrics["mathse/refined"][-1] == 4.0
     assert metrics["mathse/reflection_success_rate"][-1] == 0.5
+    assert metrics["mathse/refine_seconds"][-1] > 0
+    # trl's completions table gets what each refinement replaced (and the critique that guided it).
+    extra = trainer._logs["extra"]
+    wrong = list(extra["mathse_wrong_path"])[-len(batch):]
+    assert [w.strip() for w, k in zip(wrong, keys) if k == "seven"] == [SOLVE_ANSWER] * 2
+    assert all(w == "" for w, k in zip(wrong, keys) if k != "seven")
 
     # rft: what a rejected row says does not change the loss (zero weight, zero gradient).
     loss = trainer._compute_loss(trainer.model, out)
