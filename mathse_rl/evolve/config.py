@@ -152,6 +152,8 @@ def validate(cfg: EvolveConfig) -> None:
         raise ValueError(f"rounds must be >= 0, got {cfg.rounds}")
     if cfg.generate.n < 1:
         raise ValueError(f"generate.n must be >= 1, got {cfg.generate.n}")
+    if cfg.reflect.n < 1:
+        raise ValueError(f"reflect.n must be >= 1, got {cfg.reflect.n}")
     if cfg.reflect.when not in REFLECT_WHEN:
         raise ValueError(f"reflect.when must be one of {REFLECT_WHEN}, got {cfg.reflect.when!r}")
     if cfg.pool.max_per_question is not None and cfg.pool.max_per_question < 1:

@@ -81,6 +81,10 @@ def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: S
                  eval_judge, tracker, resume, faults).run()
 
 
+def _problem_id(request: Any) -> str:
+    return request.id if isinstance(request, Problem) else request.problem_id
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
 
@@ -254,8 +258,12 @@ class _Loop:
         for k, chunk in enumerate(tqdm(chunks, desc=desc, disable=not self.cfg.tracking.progress, leave=False)):
             part = sdir / f"part-{k:05d}.jsonl"
             if part.exists():
-                rows.extend(read_jsonl(part))
-                continue
+                saved = read_jsonl(part)
+                if {r["problem_id"] for r in saved} == {_problem_id(x) for x in chunk}:
+                    rows.extend(saved)
+                    continue
+                logger.warning("%s: %s was written for other questions (data changed?); regenerating it",
+                               stage, part.name)
             out = make(chunk)
             write_jsonl(part, out)
             rows.extend(out)
