@@ -42,7 +42,7 @@ class GenerateConfig:
 @dataclass
 class ReflectConfig:
     enabled: bool = True  # run the reflection stage at all
-    when: str = "after"  # after: once after the rounds (Algorithm 1) | every_round: after each round's judging
+    when: str = "after"  # after: once after the rounds (Algorithm 1) | every_round: after each round's judging | never
     template: str = "paper"  # reflection prompt: paper | short | a format string (see evolve.prompts)
     refiner: str = "policy"  # refiner registry name: policy (the model writes its own) | openai (a teacher)
     n: int = 1  # refinements per wrong path

@@ -182,3 +182,34 @@ def test_pool_cap_and_no_accumulation(tmp_path):
     for r in pool:
         per_q[r["problem_id"]] = per_q.get(r["problem_id"], 0) + 1
     assert max(per_q.values()) == 1
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {here!r})
+from pathlib import Path
+import test_loop as t
+
+def fault(stage, point):
+    if (stage, point) == ({stage!r}, {point!r}):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+t._run(Path({out!r}), faults=fault)
+"""
+
+
+@pytest.mark.parametrize("stage,point", [("r1.generate", "chunk"), ("reflect", "chunk")])
+def test_sigkill_mid_stage_then_resume(reference, tmp_path, stage, point):
+    import subprocess
+    import sys
+
+    ref_out, _, _ = reference
+    here = str(Path(__file__).parent)
+    code = _KILLED_RUN.format(here=here, stage=stage, point=point, out=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    parts = sorted((tmp_path / "stages" / stage).glob("part-*.jsonl"))
+    assert len(parts) == 1 and not list((tmp_path / "stages" / stage).glob(".part-*"))  # no half-written file
+    pool_at_kill = _pool(tmp_path)
+    _run(tmp_path, resume=True)
+    assert pool_at_kill <= _pool(tmp_path) and _pool(tmp_path) == _pool(ref_out)
