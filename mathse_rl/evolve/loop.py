@@ -118,10 +118,12 @@ class _Loop:
             heldout = [p for p in self.train if p.id in held_ids]
             self.train = [p for p in self.train if p.id not in held_ids]
         else:
-            heldout = self._prepare(heldout, "eval")
+            heldout = self._prepare(heldout, "eval", exclude={p.id for p in self.train})
         self.heldout = heldout
         self.by_id = {p.id: p for p in list(self.train) + list(self.heldout)}
-        self.seed = [a for a in seed if a.problem_id in self.by_id]
+        train_ids = {p.id for p in self.train}
+        # Teacher solutions of held-out questions would leak them into training: they are dropped.
+        self.seed = [a for a in seed if a.problem_id in train_ids]
         self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
         self._generator = generator
         self.trainer = trainer
@@ -171,14 +173,18 @@ class _Loop:
         return self.trainer
 
     # ------------------------------------------------------------------ problems and images
-    def _prepare(self, problems: Sequence[Problem], split: str) -> list[Problem]:
+    def _prepare(self, problems: Sequence[Problem], split: str, exclude: set[str] = frozenset()) -> list[Problem]:
         """Save in-memory images under the run directory and reference them by path; skip bad rows."""
         img_dir = self.out / "images"
         kept: list[Problem] = []
         seen: set[str] = set()
+        first_new = len(self.skipped)
         for p in problems:
             if p.id in seen:
                 self.skipped.append({"id": p.id, "split": split, "reason": "duplicate id"})
+                continue
+            if p.id in exclude:
+                self.skipped.append({"id": p.id, "split": split, "reason": "also in the training split"})
                 continue
             if p.gold is None or str(p.gold).strip() == "":
                 self.skipped.append({"id": p.id, "split": split, "reason": "missing answer"})
@@ -192,7 +198,7 @@ class _Loop:
                 continue
             seen.add(p.id)
             kept.append(dataclasses.replace(p, images=tuple(paths)))
-        for s in self.skipped:
+        for s in self.skipped[first_new:]:
             logger.warning("skipped problem %s (%s): %s", s["id"], s["split"], s["reason"])
         return kept
 

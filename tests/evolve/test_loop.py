@@ -163,12 +163,15 @@ def test_bad_rows_are_reported_with_ids_and_skipped(tmp_path):
     bad = [Problem(id="no-answer", question="What is 1 + 1?", gold=None),
            Problem(id="bad-image", question="What is 1 + 2?", gold="3", images=(str(tmp_path / "missing.png"),))]
     cfg = scripted_config(tmp_path / "run", rounds=1, reflect={"enabled": False})
-    result = run_evolve(cfg, TRAIN[:2] + bad, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
-                        trainer=RecordingTrainer())
+    leak = seed_for(HELDOUT)[:1]  # a teacher solution of a held-out question must not reach the pool
+    result = run_evolve(cfg, TRAIN[:2] + bad, HELDOUT + TRAIN[:1], seed_attempts=SEED + leak,
+                        generator=ScriptedGenerator(), trainer=RecordingTrainer())
     skipped = {s["id"]: s["reason"] for s in result.skipped_problems}
-    assert set(skipped) == {"no-answer", "bad-image"}
+    assert set(skipped) == {"no-answer", "bad-image", "q0"}
     assert skipped["no-answer"] == "missing answer" and skipped["bad-image"].startswith("unreadable image")
-    assert result.stages["distill.judge"]["skipped_problems"] == 2
+    assert skipped["q0"] == "also in the training split"
+    assert result.stages["distill.judge"]["skipped_problems"] == 3 and result.stages["distill.judge"]["seed_paths"] == 2
+    assert not any(r["problem_id"].startswith("h") for r in read_jsonl(tmp_path / "run" / "pool.jsonl"))
     assert result.stages["r1.generate"]["questions_attempted"] == 1  # q1 only (q0 solved by the seed)
 
 
