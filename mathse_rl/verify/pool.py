@@ -116,6 +116,7 @@ class WorkerPool:
         self._closed = False
         self.killed = 0  # workers killed for overrunning a task (for tests and logs)
         self.started: list[int] = []  # pids of every worker ever started
+        self._waiting = 0  # callers waiting for a free worker
         _POOLS.add(self)
 
     # -------------------------------------------------------------- lifecycle
@@ -188,22 +189,28 @@ class WorkerPool:
 
     def _acquire(self, deadline: float) -> _Worker | None:
         with self._cond:
-            while True:
-                if self._closed:
-                    raise RuntimeError("worker pool is closed")
-                self._collect_ready()
-                for w in self._workers:
-                    if w.ready and not w.busy:
-                        w.busy = True
-                        return w
-                if len(self._workers) < self.size:
-                    self._start_worker()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                # Starting workers announce themselves on their pipe, not via the condition.
-                self._cond.wait(min(remaining, 0.01))
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("worker pool is closed")
+                    self._collect_ready()
+                    for w in self._workers:
+                        if w.ready and not w.busy:
+                            w.busy = True
+                            return w
+                    # One new worker per waiting caller beyond those already starting.
+                    starting = sum(not w.ready for w in self._workers)
+                    if len(self._workers) < self.size and starting < self._waiting:
+                        self._start_worker()
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    # Starting workers announce themselves on their pipe, not via the condition.
+                    self._cond.wait(min(remaining, 0.01))
+            finally:
+                self._waiting -= 1
 
     def _release(self, w: _Worker) -> None:
         with self._cond:

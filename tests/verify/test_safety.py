@@ -225,3 +225,20 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
         assert _gone(child)
     finally:
         parent.kill()
+
+
+def test_workers_are_cleaned_up_at_normal_exit():
+    code = (
+        "from mathse_rl.verify import verify, pool;"
+        "print(verify('\\\\boxed{\\\\sum_{k=1}^{3} k}', '6', timeout=60.0).reason);"
+        "print(*pool.get_pool().pids, flush=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    reason, pids = out.stdout.strip().splitlines()[-2:]
+    assert reason == "symbolic"
+    pids = [int(p) for p in pids.split()]
+    assert pids  # the symbolic path did start workers
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+        time.sleep(0.1)
+    assert all(_gone(p) for p in pids)
