@@ -126,7 +126,8 @@ class MathSETrainer(GRPOTrainer):
         failed = [i for i, ok in enumerate(verdicts) if not ok]
 
         n_refined = n_verified = 0
-        if self.args.reflect and self._any_process(len(failed) > 0):
+        # Evaluation measures the policy as it is: no refinement outside training.
+        if self.args.reflect and mode == "train" and self._any_process(len(failed) > 0):
             t0 = time.perf_counter()
             critiques = self._critique([problems[i] for i in failed], [texts[i] for i in failed])
             self.mathse_seconds["critique"] += time.perf_counter() - t0
