@@ -153,6 +153,7 @@ class ServerHandle:
 
     url: str
     port: int
+    app: Any
     _server: Any
     _thread: threading.Thread
 
@@ -177,4 +178,4 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: f
         if not thread.is_alive() or time.monotonic() - start > timeout:
             raise RuntimeError(f"judge server on {host}:{port} did not start")
         time.sleep(0.02)
-    return ServerHandle(f"http://{host}:{port}", port, server, thread)
+    return ServerHandle(f"http://{host}:{port}", port, app, server, thread)

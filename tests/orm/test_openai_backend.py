@@ -27,7 +27,7 @@ def _wrong_items(n=3):
 
 
 def _judge(server, prefix="", **kw):
-    cfg = {"backend": "openai", "endpoint": f"{server.url}{prefix}/v1", "model": "orm", "timeout": 1.0,
+    cfg = {"backend": "openai", "endpoint": f"{server.url}{prefix}/v1", "model": "orm", "timeout": 30.0,
            "max_retries": 1, "backoff": 0.01, "max_new_tokens": 40, "concurrency": 4, **kw}
     return load_judge(cfg)
 
@@ -120,3 +120,16 @@ def test_reward_is_async_and_configured_from_reward_kwargs(judge_server):
     assert [o.score for o in outs] == [0.0] * 4  # verifier fallback: wrong answers stay 0.0
     assert all(o.extras["source"] == "verifier" and o.extras["failure"] == "http_500" for o in outs)
     assert reward.metrics()["orm/error/http_500"] == 4
+
+
+def test_verl_compute_score_reaches_the_served_judge_through_the_reward_router(judge_server):
+    from mathse_rl.integrations.verl.scoring import compute_score_async
+
+    before = judge_server.app.state.requests
+    result = asyncio.run(compute_score_async(
+        "toy", WRONG, "12", {"question": "The red bar is 5 and the blue bar is 7. Sum?"}, reward="orm",
+        reward_options={"backend": "openai", "model": "orm", "timeout": 30, "max_new_tokens": 40},
+        reward_router_address=f"127.0.0.1:{judge_server.port}"))
+    assert judge_server.app.state.requests == before + 1
+    assert result["scored"] and result["source"] in ("judge", "verifier")
+    assert result["score"] < 1.0 or result["source"] == "judge"  # a fallback never passes a wrong answer
