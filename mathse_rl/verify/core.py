@@ -18,6 +18,7 @@ from mathse_rl.verify.compare import equal
 from mathse_rl.verify.extract import extract
 from mathse_rl.verify.text import normalise_latex, strip_wrappers
 
+_MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
 _CHOICE_PREFIX = re.compile(r"^\(?([A-J])\)?\s*[.:)：]\s*(.+)$", re.S)
 _HEDGE = re.compile(r"^\(?[A-J]\)?\s*(?:or|/|或|、|,)\s*\(?[A-J]\)?(?![a-zA-Z])", re.I)
 
@@ -129,7 +130,7 @@ def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None) 
     try:
         p = parse_answer(pred_text)
     except AnswerError as err:
-        return Verdict(False, pred_text, str(err)), None
+        return Verdict(False, pred_text[:_MAX_PRED_IN_VERDICT], str(err)), None
     if normalise_latex(strip_wrappers(pred_text)) == normalise_latex(strip_wrappers(str(gold))) and not isinstance(p, Text):
         return Verdict(True, pred_text, "exact"), None
     outcome = _choice_outcome(p, g, choices_t)

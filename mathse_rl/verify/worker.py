@@ -57,7 +57,7 @@ def batch(payload: list[tuple[str, str, Any]]) -> list[tuple[bool, str | None, s
             v, sym = fast_verify(response or "", gold, choices)
             out.append((v.correct, v.pred, v.reason, sym))
         except Exception as err:  # one bad sample must not lose the chunk
-            out.append((False, None, f"parse_error", None))
+            out.append((False, None, "parse_error", None))
             logging.getLogger(__name__).debug("verify failed: %r", err)
     return out
 
