@@ -171,6 +171,14 @@ def test_reflection_off_leaves_failed_rows_alone(taught_vlm, tmp_path):
     assert out["mathse_weight"].tolist() == [1.0 if k == "three" else 0.0 for k in keys]
 
 
+def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path):
+    trainer = _trainer(taught_vlm, tmp_path, "rft")  # reflection on
+    batch = _batch(trainer)
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions(batch)
+    assert not out["mathse_refined"].any() and trainer._metrics["eval"]["mathse/refined"] == [0.0]
+
+
 @pytest.mark.parametrize("loss", ["rft", "grpo"])
 def test_trains_a_few_steps_with_each_loss(taught_vlm, tmp_path, loss):
     trainer = _trainer(taught_vlm, tmp_path, loss, max_steps=2)
