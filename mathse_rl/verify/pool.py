@@ -117,6 +117,7 @@ class WorkerPool:
         self.killed = 0  # workers killed for overrunning a task (for tests and logs)
         self.started: list[int] = []  # pids of every worker ever started
         self._waiting = 0  # callers waiting for a free worker
+        self._owner = os.getpid()  # a forked child must neither use nor kill its parent's workers
         _POOLS.add(self)
 
     # -------------------------------------------------------------- lifecycle
@@ -163,6 +164,8 @@ class WorkerPool:
             workers = list(self._workers)
             self._workers.clear()
             self._cond.notify_all()
+        if os.getpid() != self._owner:
+            return  # inherited through fork: the workers belong to the parent
         for w in workers:
             w.proc.kill()
         for w in workers:
@@ -260,7 +263,7 @@ def get_pool(min_size: int | None = None) -> WorkerPool:
     """The process-wide pool, created on first use (never at import)."""
     global _DEFAULT
     with _DEFAULT_LOCK:
-        if _DEFAULT is None or _DEFAULT._closed:
+        if _DEFAULT is None or _DEFAULT._closed or _DEFAULT._owner != os.getpid():
             _DEFAULT = WorkerPool(size=max(default_size(), min_size or 1))
         elif min_size:
             _DEFAULT.grow(min_size)

@@ -242,3 +242,23 @@ def test_workers_are_cleaned_up_at_normal_exit():
     while time.monotonic() < deadline and not all(_gone(p) for p in pids):
         time.sleep(0.1)
     assert all(_gone(p) for p in pids)
+
+
+def test_a_forked_child_gets_its_own_pool_and_leaves_the_parents_alone(warm_pool):
+    from mathse_rl.verify import pool as verify_pool
+
+    parent_pool = verify_pool.get_pool()
+    parent_pids = parent_pool.pids
+    assert parent_pids
+    pid = os.fork()
+    if pid == 0:  # child: gets a fresh pool, and its exit hook must not kill the parent's workers
+        ok = False
+        try:
+            ok = verify_pool._DEFAULT is parent_pool and verify_pool.get_pool(min_size=1) is not parent_pool
+            verify_pool.shutdown()  # what atexit runs
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert all(not _gone(p) for p in parent_pids)
+    assert verify("\\boxed{\\sum_{k=1}^{3} k}", "6", timeout=30.0).reason == "symbolic"
