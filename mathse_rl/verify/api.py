@@ -73,8 +73,7 @@ def _per_sample_choices(choices, n: int) -> list:
     if choices is None:
         return [None] * n
     choices = list(choices)
-    if len(choices) == n and any(isinstance(c, (list, tuple)) for c in choices) and \
-            all(c is None or isinstance(c, (list, tuple)) for c in choices):
+    if len(choices) == n and all(c is None or isinstance(c, (list, tuple)) for c in choices):
         return [tuple(c) if c is not None else None for c in choices]
     return [tuple(choices)] * n
 

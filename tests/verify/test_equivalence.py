@@ -146,6 +146,10 @@ def test_batch_choices_one_list_or_one_per_sample():
     assert [v.correct for v in shared] == [True, False]
     per = verify_batch(["\\boxed{C}", "\\boxed{A}"], ["14", "45°"], choices=[C4, ["45°", "60°"]], workers=1)
     assert [v.correct for v in per] == [True, True]
+    mixed = verify_batch(["\\boxed{C}", "\\boxed{A}"], ["14", "A"], choices=[C4, None], workers=1)
+    assert [v.correct for v in mixed] == [True, True]
+    none = verify_batch(["\\boxed{A}", "\\boxed{B}"], ["A", "A"], choices=[None, None], workers=1)
+    assert [v.correct for v in none] == [True, False]
 
 
 @pytest.mark.parametrize("gold, valid", [("7", True), ("$\\frac{1}{2}$", True), ("\\boxed{10}", True), ("", False),
