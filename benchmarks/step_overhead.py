@@ -84,7 +84,8 @@ def online(model_path: str, a) -> dict:
                 trainer = GRPOTrainer(model=model, reward_funcs=make_reward_func("verifier"), args=args,
                                       train_dataset=Dataset.from_list(rows), processing_class=proc, callbacks=[timer])
             else:
-                args = MathSEConfig(output_dir=str(out / kind), loss=a.loss, **common)
+                args = MathSEConfig(output_dir=str(out / kind), loss=a.loss,
+                                    max_refinements_per_group=a.max_refinements_per_group, **common)
                 trainer = MathSETrainer(model=model, reward_funcs=make_reward_func("verifier"), args=args,
                                         train_dataset=Dataset.from_list(rows), processing_class=proc,
                                         callbacks=[timer])
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="optimiser steps per block (and SFT steps offline)")
     p.add_argument("--blocks", type=int, default=3, help="alternating GRPO/MathSE blocks")
     p.add_argument("--loss", default="grpo", choices=["grpo", "rft"], help="MathSETrainer loss")
+    p.add_argument("--max-refinements-per-group", type=int, default=None,
+                   help="MathSEConfig.max_refinements_per_group (default: refine every failed completion)")
     p.add_argument("--problems", type=int, default=8, help="training problems in the offline loop")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--skip-offline", action="store_true")
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     model_path = build_tiny(Path(tempfile.gettempdir()) / f"mathse-bench-vlm-{a.size}", kind="vlm", size=a.size)
     print(f"# step overhead: tiny VLM {a.size}, batch {a.batch}, n {a.n}, completion {a.max_new_tokens} tokens, "
-          f"{a.threads} thread(s), loss {a.loss}, reflection on\n")
+          f"{a.threads} thread(s), loss {a.loss}, reflection on, refinements per group "
+          f"{a.max_refinements_per_group or 'all'}\n")
     r = online(model_path, a)
     print("| trainer | median step (s) | steps timed |")
     print("|---|---|---|")

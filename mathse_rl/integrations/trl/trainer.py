@@ -62,6 +62,8 @@ class MathSEConfig(GRPOConfig):
     critic_options: Optional[dict] = field(default=None, metadata={"help": "extra orm.load_judge config"})
     reflect: bool = field(default=True, metadata={"help": "refine failed completions with the reflection prompt"})
     reflect_template: str = field(default="paper", metadata={"help": "reflection prompt: paper | short | format"})
+    max_refinements_per_group: Optional[int] = field(default=None, metadata={
+        "help": "failed completions refined per prompt group (None: all); fewer refinements, cheaper steps"})
     gold_column: Optional[str] = field(default=None, metadata={"help": "reference answer column "
                                                                       "(default: solution, then answer)"})
     question_column: str = field(default="question", metadata={"help": "question text column (default: the "
@@ -124,6 +126,16 @@ class MathSETrainer(GRPOTrainer):
         accepted = list(verdicts)
         refined = [False] * len(prompts)
         failed = [i for i, ok in enumerate(verdicts) if not ok]
+        cap = self.args.max_refinements_per_group
+        if cap is not None:  # a group's rows are consecutive (trl's RepeatSampler)
+            group = self.num_generations if mode == "train" else self.num_generations_eval
+            taken: dict[int, int] = {}
+            kept = []
+            for i in failed:
+                if taken.get(i // group, 0) < cap:
+                    kept.append(i)
+                    taken[i // group] = taken.get(i // group, 0) + 1
+            failed = kept
 
         n_refined = n_verified = 0
         # Evaluation measures the policy as it is: no refinement outside training.

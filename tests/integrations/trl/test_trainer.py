@@ -171,6 +171,17 @@ def test_reflection_off_leaves_failed_rows_alone(taught_vlm, tmp_path):
     assert out["mathse_weight"].tolist() == [1.0 if k == "three" else 0.0 for k in keys]
 
 
+def test_refinements_per_group_can_be_capped(taught_vlm, tmp_path):
+    trainer = _trainer(taught_vlm, tmp_path, "rft", max_refinements_per_group=1)
+    batch = _batch(trainer)
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(batch)
+    keys = [r["id"] for r in batch]
+    # One refinement per failed group: one gold-7 row is rescued, its twin stays rejected.
+    assert sum(r for r, k in zip(out["mathse_refined"].tolist(), keys) if k == "seven") == 1
+    assert trainer._metrics["train"]["mathse/refined"][-1] == 2.0
+
+
 def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path):
     trainer = _trainer(taught_vlm, tmp_path, "rft")  # reflection on
     batch = _batch(trainer)
