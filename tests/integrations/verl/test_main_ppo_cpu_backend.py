@@ -26,6 +26,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
                           text=True, timeout=180)
 
 
+@pytest.mark.slow  # a fresh interpreter importing verl
 def test_backend_is_off_unless_asked():
     result = run_python("""
         import verl
@@ -39,6 +40,7 @@ def test_backend_is_off_unless_asked():
     assert result.stdout.split() == ["False", "False", "False"]
 
 
+@pytest.mark.slow  # a fresh interpreter importing verl
 def test_verl_platform_cpu_enables_platform_rollout_processor_and_images(tiny_vlm_path):
     result = run_python(f"""
         import verl
