@@ -8,7 +8,13 @@ every verl process (driver and Ray workers). It registers, in verl's own registr
 - the rollout ``hf_cpu``: transformers ``generate`` behind verl's rollout-server interface,
   batching concurrent requests, images included, weights synced every step,
 - an images-only Qwen2.5-VL processor for ``AutoProcessor`` and an images-only
-  ``qwen_vl_utils`` when torchvision is absent.
+  ``qwen_vl_utils`` when torchvision is absent,
+- two repairs verl needs off-GPU: gloo's backend string is not doubled, and nested M-RoPE
+  ``position_ids`` keep the layout verl slices after crossing Ray,
+- the smoke-test reward ``length_parity`` (varies within a GRPO group for a random model).
+
+Scope: one node, hybrid engine (rollout next to the trainer), images (no videos), FSDP/FSDP2,
+verl's V1 trainer and the legacy one (``trainer.use_v1=False``).
 
 Without ``VERL_PLATFORM=cpu`` nothing here is imported, so GPU runs never see it. Only
 verl ``0.9.1`` is supported: on any other version the ``cpu`` platform is still registered
