@@ -4,7 +4,9 @@ Each case runs verl's own entry point as a subprocess for 2 steps on the tiny Qw
 and a few image problems, with our CPU backend switched on (``VERL_PLATFORM=cpu``: the
 ``cpu`` platform, FSDP2 on CPU, the ``hf_cpu`` rollout that generates with transformers and
 receives the actor's weights every step). Assertions read verl's own file logger
-(``trainer.logger=[console,file]``) and the rollout's weight-sync lines:
+(``trainer.logger=[console,file]``) and the lines the ``hf_cpu`` rollout prints at each
+weight sync (tensors loaded, keys missing/unexpected, requests served so far: a reflection is
+one extra request, so refined samples are counted there):
 
 - GRPO with ``reward.reward_manager.name=mathse`` scoring ``verifier+length_parity``
   (a random model never solves a problem, so the parity part is what varies inside a group);
@@ -107,5 +109,8 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
     if flavour == "mathse_rft_reflect":
         # a random model answers wrong, so wrong first answers were reflected on (refined samples)
         assert all(samples < n <= 2 * samples for n in per_step), per_step
+        # the mathse_rft loss ran and trained on accepted samples
+        assert any(d["actor/rft_accepted_frac"] > 0 for d in steps.values())
     else:
         assert per_step == [samples] * STEPS, per_step
+        assert "actor/rft_accepted_frac" not in steps[1]  # verl's own PPO loss
