@@ -159,6 +159,40 @@ def rollouts(n: int, seed: int) -> list[dict]:
     return out[:n]
 
 
+# (gold, answer, label): near misses that look right but are not, beside their correct twins.
+NEAR_MISSES = [
+    ("-\\frac{3}{4}", "\\frac{3}{4}", 0), ("-\\frac{3}{4}", "-0.75", 1),
+    ("(2, 5)", "(5, 2)", 0), ("(2, 5)", "(2,5)", 1),
+    ("[1, 3]", "[1, 3)", 0), ("[1, 3]", "1 \\le x \\le 3", 1),
+    ("\\pm 2", "2", 0), ("\\pm 2", "-2, 2", 1),
+    ("0.35", "0.36", 0), ("0.35", "\\frac{7}{20}", 1),
+    ("0.25", "25", 0), ("25\\%", "0.025", 0), ("25\\%", "\\frac{1}{4}", 1),
+    ("\\frac{\\pi}{6}", "30", 0), ("\\frac{\\pi}{6}", "30^\\circ", 1),
+    ("5\\text{ km}", "5\\text{ m}", 0), ("5\\text{ m}", "500\\text{ cm}", 1),
+    ("x^2-1", "(x-1)^2", 0), ("x^2-1", "(x+1)(x-1)", 1),
+    ("\\{1, 2, 3\\}", "\\{1, 2\\}", 0), ("\\{1, 2, 3\\}", "\\{3, 2, 1\\}", 1),
+    ("y = 2x + 1", "x = 2y + 1", 0), ("y = 2x + 1", "y - 2x = 1", 1),
+    ("123456789", "123456788", 0), ("123456789", "123,456,789", 1),
+    ("2\\sqrt{3}", "3\\sqrt{2}", 0), ("2\\sqrt{3}", "\\sqrt{12}", 1),
+    ("1.5 \\times 10^{-3}", "1.5 \\times 10^{-4}", 0), ("1.5 \\times 10^{-3}", "0.0015", 1),
+    ("12:00", "1:00", 0), ("(0, 1)", "(0, 1.5)", 0),
+    ("\\frac{1}{2004!}", "\\frac{1}{2006!}", 0), ("2^{100}", "2^{100} + 1", 0), ("2^{100}", "1267650600228229401496703205376", 1),
+    ("x^{10}", "x^{10} + 1", 0), ("\\sqrt{x^2}", "x", 0), ("|x|", "\\sqrt{x^2}", 1),
+    ("\\frac{1}{3}", "0.3", 0), ("\\frac{1}{3}", "0.333", 1),
+    ("e^{2}", "e^{2.01}", 0), ("\\ln 2", "0.6931", 1),
+]
+
+
+def near_misses(seed: int) -> list[dict]:
+    rng = random.Random(seed + 1)
+    out = []
+    for gold, ans, label in NEAR_MISSES:
+        ending = rng.choice(ENDINGS)
+        out.append({"category": "near_miss", "response": _cot(rng, rng.randint(3, 8)) + "\n" + ending.format(a=ans),
+                    "gold": gold, "expected": label, "choices": None})
+    return out
+
+
 def dev_cases() -> list[dict]:
     shared = Path(os.environ.get("MATHSE_SHARED_DIR", ROOT / ".." / "shared"))
     path = shared / "verifier" / "dev_cases.jsonl"
@@ -266,7 +300,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)  # math-verify logs every unparsable string
 
-    corpus = dev_cases() + rollouts(args.rollouts, args.seed)
+    corpus = dev_cases() + rollouts(args.rollouts, args.seed) + near_misses(args.seed)
     from mathse_rl.verify import warmup
     from mathse_rl.verify.core import parse_gold
     from mathse_rl.verify.answer import parse_answer
@@ -280,9 +314,10 @@ def main(argv=None) -> int:
     ours, lat_ours = run_ours(corpus)
     mv, lat_mv = run_math_verify(corpus)
     rows = [_stats("mathse-rl", ours, lat_ours, corpus), _stats("math-verify", mv, lat_mv, corpus)]
-    n_dev = sum(1 for r in corpus if not r["category"].startswith("rollout/"))
-    print(f"corpus: {len(corpus)} samples ({n_dev} dev cases, {len(corpus) - n_dev} generated rollouts, "
-          f"seed {args.seed}); {sum(r['expected'] for r in corpus)} labelled correct")
+    n_roll = sum(1 for r in corpus if r["category"].startswith("rollout/"))
+    n_near = sum(1 for r in corpus if r["category"] == "near_miss")
+    print(f"corpus: {len(corpus)} samples ({len(corpus) - n_roll - n_near} dev cases, {n_roll} generated rollouts, "
+          f"{n_near} near misses, seed {args.seed}); {sum(r['expected'] for r in corpus)} labelled correct")
     _print_table(rows)
     print(f"speed ratio (math-verify median / ours): {rows[1]['median_ms'] / rows[0]['median_ms']:.1f}x; "
           f"total time ratio: {rows[1]['total_s'] / rows[0]['total_s']:.1f}x")

@@ -22,8 +22,9 @@ from mathse_rl.verify import expr as E
 from mathse_rl.verify.answer import Answer, Group, Inf, Latex, Letter, Relation, Scalar, Seq, Text
 
 REL_TOL = 1e-9
-# Sample points for identity testing: irrational-looking reals, one complex point.
-_POINTS = (0.5377, 1.8339, -2.2588, 0.8622, 3.1178, complex(0.3188, 1.3077), -1.3499, 2.7694)
+# Sample points for identity testing: irrational-looking reals of both signs, some below 1 in size
+# (so x^{10} + 1 is told from x^{10}). Real points only: |x| and sqrt(x^2) agree on the reals.
+_POINTS = (0.5377, 1.8339, -2.2588, 0.8622, 3.1178, -0.3188, -1.3499, 2.7694)
 _PI = math.pi
 
 Outcome = tuple[bool | None, str]
@@ -79,6 +80,12 @@ def _scalar_values(p: Scalar, g: Scalar) -> list[tuple[complex, complex, bool]]:
 def _scalar_equal(p: Scalar, g: Scalar) -> Outcome:
     if p.vars or g.vars:
         return _identity(p.node, g.node, p.vars | g.vars)
+    if p.exact is not None and g.exact is not None and not (p.percent or g.percent or p.degree or g.degree
+                                                            or p.unit or g.unit):
+        if p.exact == g.exact or (p.value is not None and g.value is not None
+                                  and _num_equal(p, g, p.value, g.value, False)):
+            return True, "numeric"
+        return False, "mismatch"
     if p.overflow or g.overflow:
         if p.overflow and g.overflow:
             return None, "overflow"

@@ -405,8 +405,21 @@ def evaluate(node, env: Mapping[str, complex] | None = None) -> complex:
     raise ValueError(f"unknown node {kind}")
 
 
+# Exact arithmetic stays cheap: no intermediate integer longer than this many bits.
+MAX_EXACT_BITS = 60_000
+
+
+def _bits(q: Fraction) -> int:
+    return max(q.numerator.bit_length(), q.denominator.bit_length())
+
+
 def exact(node) -> Fraction | None:
-    """The exact rational value of a tree made only of literals, + - * / and integer powers."""
+    """The exact rational value of a tree of literals, + - * /, integer powers and factorials,
+    or None (not rational, or too large to compute cheaply: see ``MAX_EXACT_BITS``).
+
+    >>> exact(parse("2^{100} + 1")) - exact(parse("2^{100}"))
+    Fraction(1, 1)
+    """
     kind = node[0]
     try:
         if kind == "num":
@@ -418,12 +431,22 @@ def exact(node) -> Fraction | None:
             a, b = exact(node[1]), exact(node[2])
             if a is None or b is None:
                 return None
-            return a + b if kind == "add" else a * b if kind == "mul" else a / b
+            out = a + b if kind == "add" else a * b if kind == "mul" else a / b
+            return out if _bits(out) <= MAX_EXACT_BITS else None
         if kind == "pow":
             a, b = exact(node[1]), exact(node[2])
-            if a is None or b is None or b.denominator != 1 or abs(b) > 64 or abs(a.numerator) > 10**12:
+            if a is None or b is None or b.denominator != 1:
+                return None
+            if a in (0, 1, -1):
+                return a ** int(b) if not (a == 0 and b < 0) else None
+            if _bits(a) * abs(int(b)) > MAX_EXACT_BITS:
                 return None
             return a ** int(b)
+        if kind == "fact":
+            n = exact(node[1])
+            if n is None or n.denominator != 1 or n < 0 or n > 4000:  # 4000! has ~42,000 bits
+                return None
+            return Fraction(math.factorial(int(n)))
     except (ZeroDivisionError, ValueError, OverflowError):
         return None
     return None

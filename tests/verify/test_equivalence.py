@@ -24,6 +24,8 @@ def check(response, gold, expected, choices=None, reason=None):
     ("\\boxed{\\frac{6}{2}}", "3", 1), ("\\boxed{-\\frac{1}{2}}", "-0.5", 1), ("\\boxed{\\frac{-1}{2}}", "-\\frac12", 1),
     ("\\boxed{\\frac{3}{2}}", "1\\frac{1}{2}", 1), ("\\boxed{\\frac{1}{3}}", "0.\\overline{3}", 1),
     ("\\boxed{123456789012345678}", "123456789012345679", 0),
+    ("\\boxed{2^{100}+1}", "2^{100}", 0), ("\\boxed{1267650600228229401496703205376}", "2^{100}", 1),
+    ("\\boxed{\\frac{1}{2006!}}", "\\frac{1}{2004!}", 0), ("\\boxed{0.00}", "2006!", 0),
 ])
 def test_numbers_and_fractions(response, gold, expected):
     check(response, gold, expected)
@@ -75,6 +77,7 @@ def test_degrees_and_radians(response, gold, expected):
     ("\\boxed{e^{i\\pi}}", "-1", 1), ("\\boxed{3+4i}", "3+4i", 1), ("\\boxed{5!}", "120", 1),
     ("\\boxed{\\binom{5}{2}}", "10", 1), ("\\boxed{\\log_2 8}", "3", 1), ("\\boxed{\\sqrt[3]{27}}", "3", 1),
     ("\\boxed{2a+b}", "b+2a", 1), ("\\boxed{2a+b}", "2b+a", 0),
+    ("\\boxed{\\sqrt{x^2}}", "|x|", 1), ("\\boxed{x}", "\\sqrt{x^2}", 0), ("\\boxed{x^{10}+1}", "x^{10}", 0),
 ])
 def test_expressions_without_sympy(response, gold, expected):
     check(response, gold, expected)
