@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 from uuid import uuid4
 
@@ -370,7 +370,3 @@ def _guarded(judge: JudgeFn, extra: dict[str, Any], sample_id: str) -> JudgeFn:
 def _warn_once(message: str) -> None:
     logger.warning("mathse_reflect: %s", message)
 
-
-def config_dict(cfg: ReflectConfig) -> dict[str, Any]:
-    """The options as a plain dict (for logs and recipes)."""
-    return asdict(cfg)
