@@ -10,7 +10,12 @@ Typical rollouts are decided in-process by string/number normalisation and a bou
 arithmetic parser (no SymPy). Only answers that parser cannot read go to a supervised
 pool of worker processes running math-verify, where a call that overruns its timeout
 has its worker killed and replaced. Importing this package imports neither SymPy nor
-math-verify.
+math-verify, and starts no process.
+
+Stages, one module each: ``text`` (unicode and LaTeX spelling), ``extract`` (where the
+answer is), ``answer`` (what form it has), ``expr`` (bounded arithmetic), ``compare``
+(equivalence), ``core`` (the pipeline, options), ``pool``/``worker`` (hard timeouts),
+``api`` (``verify``, ``averify``, ``verify_batch``), ``cli`` (``mathse-rl verify``).
 """
 
 from mathse_rl.types import Verdict
