@@ -7,8 +7,6 @@ rounds find correct paths for questions whose answer is 7 and wrong ones for the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -115,7 +113,9 @@ def test_policy_refiner_writes_reflections_with_the_hf_generator(sevens_vlm):
     assert len(outs) == 1 and len(outs[0]) == 2 and all(isinstance(o, str) for o in outs[0])
 
 
-def test_cli_runs_a_recipe_and_resumes(tiny_vlm_path, tmp_path):
+def test_cli_runs_a_recipe_and_resumes(tiny_vlm_path, tmp_path, capsys):
+    from mathse_rl.cli import main
+
     rows = []
     for p in TRAIN:
         img = tmp_path / f"{p.id}.png"
@@ -125,21 +125,18 @@ def test_cli_runs_a_recipe_and_resumes(tiny_vlm_path, tmp_path):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
     root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "mathse_rl", "evolve", "--config", str(root / "recipes" / "trl" / "tiny_cpu.yaml"),
-           f"model={tiny_vlm_path}", f"data.train={tmp_path / 'train.jsonl'}", f"output_dir={out}",
-           "rounds=1", "generate.n=1", "generate.max_new_tokens=4", "reflect.enabled=false", "eval.enabled=false",
-           "distill_train=false", "tracking.progress=false"]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "broken (unreadable image" in first.stderr
-    summary = json.loads(first.stdout[first.stdout.index("{"):])
+    args = ["evolve", "--config", str(root / "recipes" / "trl" / "tiny_cpu.yaml"),
+            f"model={tiny_vlm_path}", f"data.train={tmp_path / 'train.jsonl'}", f"output_dir={out}",
+            "rounds=1", "generate.n=1", "generate.max_new_tokens=4", "reflect.enabled=false", "eval.enabled=false",
+            "distill_train=false", "tracking.progress=false"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "broken (unreadable image" in captured.err
+    summary = json.loads(captured.out[captured.out.index("{\n"):])
     assert summary["output_dir"] == str(out)
     stages = [r["stage"] for r in read_jsonl(out / "stages.jsonl")]
     assert stages[:3] == ["distill.judge", "distill.eval", "r1.generate"] and "r1.train" in stages
-    # Resume (nothing left to do) and the refusal to overwrite, through the same entry point in-process.
-    from mathse_rl.cli import main
-
-    args = cmd[3:]
+    # Resume has nothing left to do; a plain re-run refuses to overwrite the started run.
     assert main(args + ["--resume"]) == 0
     assert [r["stage"] for r in read_jsonl(out / "stages.jsonl")] == stages
     with pytest.raises(FileExistsError, match="resume"):
