@@ -154,6 +154,12 @@ _TEXT_CMD = r"\\(?:text|textnormal|mathrm|mbox|textrm|textbf|mathbf|operatorname
 _DEGREE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°|\s*(?:\\text\{\s*)?(?:degrees?|deg)\b\}?)\s*$")
 _PERCENT = re.compile(r"\s*(?:\\%|%|\s*(?:\\text\{\s*)?percent\}?)\s*$")
 _TRAIL_UNIT = re.compile(r"^(.*?\S)\s*(?:" + _TEXT_CMD + r"(\s*\^\s*\{?\d\}?)?|\s([a-zA-Z][a-zA-Z ./]*(?:\^\{?\d\}?)?)|(?<=\d)([a-zA-Z]{2,}(?:/[a-zA-Z]+)?(?:\^\{?\d\}?)?))\s*$", re.S)
+# Units written in Chinese after a number ("5厘米", "3平方米", "12个"): known ones convert.
+_CJK_TAIL = re.compile(r"^(.*?[\d)}])\s*([\u4e00-\u9fff]+)$", re.S)
+_CJK_UNITS = {"毫米": "mm", "厘米": "cm", "分米": "dm", "米": "m", "千米": "km", "公里": "km",
+              "平方厘米": "cm^2", "平方米": "m^2", "平方千米": "km^2", "立方厘米": "cm^3", "立方米": "m^3",
+              "克": "g", "千克": "kg", "公斤": "kg", "毫克": "mg", "秒": "s", "分钟": "min", "小时": "h", "天": "day",
+              "升": "l", "毫升": "ml"}
 _DECIMAL = re.compile(r"^-?\d+\.(\d+)$")
 
 
@@ -170,6 +176,16 @@ def _strip_marks(s: str) -> tuple[str, bool, bool, tuple | None, bool]:
         m = _DEGREE.search(s)
         if m and m.start() > 0:
             s, degree = s[: m.start()].strip(), True
+            continue
+        m = _CJK_TAIL.match(s)
+        if m and not stripped_word:
+            word = m.group(2)
+            if word == "度":
+                s, degree = m.group(1).strip(), True
+                continue
+            if word in _CJK_UNITS:
+                unit = parse_unit(_CJK_UNITS[word])
+            s, stripped_word = m.group(1).strip(), True
             continue
         m = _TRAIL_UNIT.match(s)
         if m and not stripped_word:

@@ -57,6 +57,7 @@ def test_percentages(response, gold, expected):
     ("\\boxed{2\\text{ L}}", "2000 \\text{ mL}", 1), ("\\boxed{1 \\text{ m}^3}", "1000 \\text{ L}", 1),
     ("The area is 12 square units.", "12", 1), ("The answer to this problem is 24 \\text{ cm}^2.", "24", 1),
     ("\\boxed{12\\text{ cm}}", "13", 0),
+    ("答案是 1.2米", "120厘米", 1), ("答案是 5千克", "500克", 0), ("故答案为 12个", "12", 1), ("答案是 60度", "\\frac{\\pi}{3}", 1),
 ])
 def test_units(response, gold, expected):
     check(response, gold, expected)
