@@ -109,6 +109,7 @@ class EvolveConfig:
     rounds: int = 2  # self-evolving rounds K (the paper's data sizes imply two)
     judge: str = "verifier"  # reward name that accepts paths: verifier | orm | composites like verifier+format
     judge_threshold: float = 0.5  # a path is accepted when the judge's score is at least this
+    judge_options: dict[str, Any] = field(default_factory=dict)  # reward options (orm*: judge config; empty = critic's)
     critic: dict[str, Any] = field(default_factory=lambda: {"backend": "verifier"})  # orm.load_judge config for critiques
     distill_train: bool = True  # fine-tune on the seed (distilled) pool before round 1 (M0)
     seed: int = 0  # global seed
@@ -166,6 +167,19 @@ def to_yaml(cfg: EvolveConfig) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def judge_options(cfg: EvolveConfig) -> dict[str, Any]:
+    """Options for the judge reward: given ones, else (for an ORM judge) the critic's ORM config.
+
+    The paper's ORM both judges and critiques, so ``judge=orm`` with ``critic.backend=local
+    critic.model=...`` judges with that same model unless ``judge_options`` says otherwise.
+    """
+    if cfg.judge_options:
+        return dict(cfg.judge_options)
+    if "orm" in cfg.judge:
+        return dict(cfg.critic)
+    return {}
 
 
 def coerce(config: EvolveConfig | dict[str, Any] | str | Path | None) -> EvolveConfig:

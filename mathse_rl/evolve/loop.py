@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mathse_rl.evolve.components import (
     Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row,
 )
-from mathse_rl.evolve.config import EvolveConfig, coerce, to_yaml
+from mathse_rl.evolve.config import EvolveConfig, coerce, judge_options, to_yaml
 from mathse_rl.evolve.evaluate import evaluate
 from mathse_rl.evolve.pool import (
     Bookkeeping, Pool, StageLog, atomic_write_text, attempt_from_row, attempt_to_row, chunked, read_jsonl,
@@ -127,7 +127,7 @@ class _Loop:
         self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
         self._generator = generator
         self.trainer = trainer
-        self.judge = judge or Judge(cfg.judge, cfg.judge_threshold)
+        self.judge = judge or Judge(cfg.judge, cfg.judge_threshold, **judge_options(cfg))
         self._critic = critic
         self._refiner = refiner
         self.eval_judge = eval_judge or (self.judge if cfg.eval.judge == cfg.judge and judge is None

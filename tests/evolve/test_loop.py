@@ -216,3 +216,15 @@ def test_sigkill_mid_stage_then_resume(reference, tmp_path, stage, point):
     pool_at_kill = _pool(tmp_path)
     _run(tmp_path, resume=True)
     assert pool_at_kill <= _pool(tmp_path) and _pool(tmp_path) == _pool(ref_out)
+
+
+def test_swapping_the_judge_by_name(tmp_path):
+    # judge=orm with the ORM's rule-based backend (no model): the same decisions as the verifier here,
+    # and the judge/verifier agreement is measured rather than assumed.
+    cfg = scripted_config(tmp_path, judge="orm", rounds=1, reflect={"enabled": False})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
+                        trainer=RecordingTrainer())
+    ref = run_evolve(scripted_config(tmp_path / "v", rounds=1, reflect={"enabled": False}), TRAIN, HELDOUT,
+                     seed_attempts=SEED, generator=ScriptedGenerator(), trainer=RecordingTrainer())
+    assert result.stages["r1.judge"]["judge_verifier_agreement"] == 1.0
+    assert result.stages["r1.judge"]["accepted"] == ref.stages["r1.judge"]["accepted"] > 0

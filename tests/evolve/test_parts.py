@@ -35,6 +35,16 @@ def test_recipes_load_and_take_overrides(recipe):
     assert cfg.judge == "orm" and cfg.critic["backend"] == "local" and cfg.reflect.refiner == "openai"
 
 
+def test_an_orm_judge_shares_the_critics_orm_unless_told_otherwise():
+    from mathse_rl.evolve.config import judge_options
+
+    cfg = load_config(overrides=["judge=orm", "critic.backend=local", "critic.model=/ckpt/orm"])
+    assert judge_options(cfg) == {"backend": "local", "model": "/ckpt/orm"}
+    cfg = load_config(overrides=["judge=verifier+orm", "judge_options.backend=openai", "critic.backend=local"])
+    assert judge_options(cfg) == {"backend": "openai"}
+    assert judge_options(load_config()) == {}
+
+
 def test_qwen_recipe_uses_vllm_and_the_papers_sft_settings():
     cfg = load_config(ROOT / "recipes" / "trl" / "qwen2_5_vl_7b.yaml")
     assert cfg.generate.backend == "vllm" and cfg.train.bf16

@@ -58,6 +58,8 @@ class MathSEConfig(GRPOConfig):
                                                           "rft: masked NLL on accepted rows only"})
     judge: str = field(default="verifier", metadata={"help": "reward name that decides correct/failed"})
     judge_threshold: float = field(default=0.5, metadata={"help": "a completion passes at this judge score"})
+    judge_options: Optional[dict] = field(default=None, metadata={
+        "help": "options of the judge reward (an orm* judge defaults to the critic's ORM config)"})
     critic_backend: str = field(default="verifier", metadata={"help": "ORM backend that writes critiques"})
     critic_options: Optional[dict] = field(default=None, metadata={"help": "extra orm.load_judge config"})
     reflect: bool = field(default=True, metadata={"help": "refine failed completions with the reflection prompt"})
@@ -85,8 +87,10 @@ class MathSETrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, MathSEConfig):
             raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
-        self.judge = judge or Judge(self.args.judge, self.args.judge_threshold)
-        self.critic = critic or Critic({"backend": self.args.critic_backend, **(self.args.critic_options or {})})
+        critic_config = {"backend": self.args.critic_backend, **(self.args.critic_options or {})}
+        options = self.args.judge_options or (critic_config if "orm" in self.args.judge else {})
+        self.judge = judge or Judge(self.args.judge, self.args.judge_threshold, **options)
+        self.critic = critic or Critic(critic_config)
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
         # Time spent in MathSE's own work, for benchmarks/step_overhead.py.
