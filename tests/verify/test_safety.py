@@ -57,6 +57,7 @@ def test_pathological_input_is_wrong_in_bounded_time(name, warm_pool, tmp_path, 
 
 
 def test_hanging_symbolic_call_is_killed_and_the_pool_recovers(warm_pool):
+    warm_pool.start(wait=60.0)  # successors of workers killed by earlier tests are warm
     killed = warm_pool.killed
     start = time.monotonic()
     v = verify(*HANG, timeout=1.0)
