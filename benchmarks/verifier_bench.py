@@ -297,10 +297,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
     ap.add_argument("--batch-copies", type=int, default=10, help="corpus copies for the verify_batch timing")
     ap.add_argument("--show-errors", action="store_true", help="list the samples each verifier gets wrong")
+    ap.add_argument("--batch-only", action="store_true", help="only time verify_batch with 2 workers against 1")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)  # math-verify logs every unparsable string
 
     corpus = dev_cases() + rollouts(args.rollouts, args.seed) + near_misses(args.seed)
+    if args.batch_only:
+        _print_batch(corpus, args.batch_copies)
+        return 0
     from mathse_rl.verify import warmup
     from mathse_rl.verify.core import parse_gold
     from mathse_rl.verify.answer import parse_answer
@@ -337,12 +341,16 @@ def main(argv=None) -> int:
                     print(f"[{name}] {r['category']} expected={r['expected']} gold={r['gold']!r} "
                           f"tail={r['response'][-90:]!r}")
 
-    n, times = bench_batch(corpus, args.batch_copies)
+    _print_batch(corpus, args.batch_copies)
+    return 0
+
+
+def _print_batch(corpus, copies: int) -> None:
+    n, times = bench_batch(corpus, copies)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine parallelism now (2 busy processes vs 1, throughput): {machine_parallelism():.2f}x")
     print(f"verify_batch on {n} samples (best of 3): 1 worker {times[1]:.2f} s, 2 workers {times[2]:.2f} s, "
           f"speed-up {times[1] / times[2]:.2f}x (cpu count {os.cpu_count()}, load average {load:.1f})")
-    return 0
 
 
 if __name__ == "__main__":
