@@ -29,7 +29,10 @@ _CHUNK_SECONDS_PER_ITEM = 0.05  # fast-path allowance per sample when a chunk ru
 
 def _symbolic(provisional: Verdict, pred_norm: str, gold: str, timeout: float) -> Verdict:
     gold_norm = normalise_latex(strip_wrappers(str(gold)))
-    status, result = _pools().get_pool().call("symbolic", (pred_norm, gold_norm), timeout)
+    try:
+        status, result = _pools().get_pool().call("symbolic", (pred_norm, gold_norm), timeout)
+    except Exception:  # no worker could be started at all: the answer stays unjudged, never a crash
+        return Verdict(False, provisional.pred, "parse_error")
     if status == "timeout":
         return Verdict(False, provisional.pred, "timeout")
     if status != "ok" or result is None:

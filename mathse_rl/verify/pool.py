@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 _KILL_GRACE = 0.2  # seconds to wait for a killed worker to be reaped
+_RESTART_BACKOFF = 0.5  # seconds between starts after a worker died during start-up (no crash loops)
 
 
 class _Proc:
@@ -96,6 +97,10 @@ def _spawn_worker(preload: bool) -> tuple[_Proc, _Duplex]:
             [sys.executable, "-m", "mathse_rl.verify.worker", str(to_child_r), str(to_parent_w), str(int(preload))],
             pass_fds=(to_child_r, to_parent_w), stdin=subprocess.DEVNULL, env=env, close_fds=True,
         )
+    except BaseException:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        raise
     finally:
         os.close(to_child_r)
         os.close(to_parent_w)
@@ -117,6 +122,7 @@ class WorkerPool:
         self.killed = 0  # workers killed for overrunning a task (for tests and logs)
         self.started: list[int] = []  # pids of every worker ever started
         self._waiting = 0  # callers waiting for a free worker
+        self._last_failure = -1e9  # when a worker last died before it was ready
         self._owner = os.getpid()  # a forked child must neither use nor kill its parent's workers
         _POOLS.add(self)
 
@@ -187,6 +193,7 @@ class WorkerPool:
                         w.ready = True
                 except (EOFError, OSError):
                     self._workers.remove(w)
+                    self._last_failure = time.monotonic()  # died while starting: back off
             elif not w.busy and not w.proc.is_alive():
                 self._workers.remove(w)
 
@@ -204,7 +211,8 @@ class WorkerPool:
                             return w
                     # One new worker per waiting caller beyond those already starting.
                     starting = sum(not w.ready for w in self._workers)
-                    if len(self._workers) < self.size and starting < self._waiting:
+                    if len(self._workers) < self.size and starting < self._waiting \
+                            and time.monotonic() - self._last_failure > _RESTART_BACKOFF:
                         self._start_worker()
                         continue
                     remaining = deadline - time.monotonic()

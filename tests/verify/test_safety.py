@@ -263,3 +263,16 @@ def test_a_forked_child_gets_its_own_pool_and_leaves_the_parents_alone(warm_pool
     assert os.WEXITSTATUS(status) == 0
     assert all(not _gone(p) for p in parent_pids)
     assert verify("\\boxed{\\sum_{k=1}^{3} k}", "6", timeout=30.0).reason == "symbolic"
+
+
+def test_a_worker_that_cannot_start_gives_a_verdict_not_a_crash(monkeypatch):
+    from mathse_rl.verify import pool as verify_pool
+
+    broken = WorkerPool(size=1)
+    monkeypatch.setattr(verify_pool.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(verify_pool, "_DEFAULT", broken)
+    try:
+        v = verify("\\boxed{\\sum_{k=1}^{3} k}", "6", timeout=1.0)
+        assert v == v.__class__(False, "\\sum_{k=1}^{3} k", "parse_error")
+    finally:
+        broken.close()
