@@ -232,3 +232,14 @@ def test_the_private_trl_hooks_we_rely_on_keep_their_shape():
     # _generate returns 8 fields; we rewrite completion ids, tool mask, completions and logprobs (1..4).
     src = inspect.getsource(GRPOTrainer._generate)
     assert "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images" in src
+
+
+def test_online_dataset_rows_from_problems_with_image_paths(tmp_path):
+    from mathse_rl.integrations.trl.trainer import online_dataset
+
+    path = tmp_path / "bars.png"
+    Image.new("RGB", (28, 28), (1, 2, 3)).save(path)
+    ds = online_dataset([Problem("p", "How many bars?", "4", images=(str(path),))])
+    row = ds[0]
+    assert row["solution"] == "4" and row["question"] == "How many bars?" and row["id"] == "p"
+    assert isinstance(row["images"][0], Image.Image) and row["prompt"][0]["content"][0]["type"] == "image"
