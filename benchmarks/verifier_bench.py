@@ -298,10 +298,23 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-copies", type=int, default=10, help="corpus copies for the verify_batch timing")
     ap.add_argument("--show-errors", action="store_true", help="list the samples each verifier gets wrong")
     ap.add_argument("--batch-only", action="store_true", help="only time verify_batch with 2 workers against 1")
+    ap.add_argument("--extra", default=None,
+                    help="also score a labelled JSONL (response, gold, expected[, choices]) as its own table")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)  # math-verify logs every unparsable string
 
     corpus = dev_cases() + rollouts(args.rollouts, args.seed) + near_misses(args.seed)
+    if args.extra:
+        extra = [json.loads(line) for line in Path(args.extra).open(encoding="utf-8") if line.strip()]
+        for row in extra:
+            row.setdefault("category", "extra")
+        from mathse_rl.verify import warmup as _warm
+
+        _warm(wait=120.0)
+        rows = [_stats("mathse-rl", *run_ours(extra), extra), _stats("math-verify", *run_math_verify(extra), extra)]
+        print(f"extra corpus {args.extra}: {len(extra)} samples")
+        _print_table(rows)
+        return 0
     if args.batch_only:
         _print_batch(corpus, args.batch_copies)
         return 0
