@@ -349,10 +349,17 @@ def _evolve_config(cfg: DemoConfig, out: Path, model: str, steps: int, **fields:
     return load_config(**base)
 
 
-def _trainer(cfg: DemoConfig, ecfg: Any):
-    from mathse_rl.evolve import get_trainer, register_trainer
+def register_demo_trainer() -> None:
+    """Register :class:`TorchSFTTrainer` in the evolve loop's trainer registry as ``torch``."""
+    from mathse_rl.evolve import register_trainer
 
     register_trainer("torch", lambda config: TorchSFTTrainer(config))
+
+
+def _trainer(cfg: DemoConfig, ecfg: Any):
+    from mathse_rl.evolve import get_trainer
+
+    register_demo_trainer()
     return get_trainer(cfg.trainer, ecfg)
 
 
