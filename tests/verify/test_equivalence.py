@@ -10,8 +10,14 @@ C4 = ["10", "12", "14", "16"]
 ROOT = ["1", "2\\sqrt3", "3", "4"]
 
 
+# The reasons Verdict documents (mathse_rl/types.py); nothing else may reach a caller.
+REASONS = {"exact", "numeric", "symbolic", "choice", "text", "no_answer", "mismatch", "hedged", "timeout",
+           "too_long", "parse_error", "no_gold"}
+
+
 def check(response, gold, expected, choices=None, reason=None, timeout=5.0):
     v = verify(response, gold, choices=choices, timeout=timeout)
+    assert v.reason in REASONS, v
     assert v.correct is bool(expected), (response, gold, choices, v)
     if reason is not None:
         assert v.reason == reason, v

@@ -50,7 +50,7 @@ def test_pathological_input_is_wrong_in_bounded_time(name, warm_pool, tmp_path, 
     if name == "huge_output":
         assert v.correct, v  # the answer sits at the end of a 1 MB output
     else:
-        assert not v.correct and v.reason, v
+        assert not v.correct and v.reason in {"mismatch", "timeout", "too_long", "parse_error", "no_answer"}, v
     assert elapsed < 1.0 + SLACK, (name, elapsed, v)
     assert not (tmp_path / "mathse_pwned").exists()
     assert not os.path.exists(os.path.join(os.getcwd(), "mathse_pwned"))
