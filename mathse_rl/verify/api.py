@@ -15,6 +15,7 @@ from mathse_rl.verify.core import fast_verify, parse_gold
 from mathse_rl.verify.extract import trim
 from mathse_rl.verify.text import normalise_latex, strip_wrappers
 
+
 def _pools():
     # Imported on first use: the pool module pulls in subprocess, which plain fast-path use never needs.
     from mathse_rl.verify import pool
