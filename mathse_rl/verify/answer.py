@@ -215,7 +215,15 @@ def _strip_marks(s: str) -> tuple[str, bool, bool, tuple | None, bool]:
     return s, percent, degree, unit, stripped_word
 
 
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
 def parse_scalar(raw: str, s: str) -> Answer:
+    word = re.match(r"^([a-zA-Z]+)((?:\s.*)?)$", s.strip())
+    if word and word.group(1).lower() in _NUMBER_WORDS:
+        s = _NUMBER_WORDS[word.group(1).lower()] + word.group(2)  # "five", "two cm"
     core, percent, degree, unit, _ = _strip_marks(s)
     core = re.sub(_TEXT_CMD, r"\1", core) if "\\text" in core and re.fullmatch(r"[-+\d.\s]*" + _TEXT_CMD + r"[-+\d.\s]*", core) else core
     if _looks_like_text(core):

@@ -145,6 +145,7 @@ def test_hedged_options_are_wrong(response):
     ("\\boxed{YES}", "yes", 1), ("\\boxed{\\text{No}}", "no", 1), ("\\boxed{No}", "Yes", 0),
     ("\\boxed{Right   triangle}", "right triangle", 1), ("\\boxed{\\text{isosceles}}", "Isosceles", 1),
     ("\\boxed{scalene}", "isosceles", 0),
+    ("The answer to this problem is five.", "5", 1), ("\\boxed{Two}", "2", 1), ("\\boxed{three}", "4", 0),
 ])
 def test_short_text(response, gold, expected):
     check(response, gold, expected, reason=None)
