@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from PIL import Image
 
@@ -34,7 +36,16 @@ def test_wandb_offline_run_gets_scalars_and_an_example_table(tmp_path, monkeypat
     t.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    # The offline run file holds the logged history records (keys are stored as plain strings).
-    data = next(runs[0].glob("*.wandb")).read_bytes()
+    # The example table is written as a media file at once.
+    tables = list(runs[0].glob("files/media/table/reflect/examples_*.table.json"))
+    assert len(tables) == 1 and "What is 2 + 3?" in tables[0].read_text()
+    # The offline run file holds the logged history (keys stored as plain strings). wandb's
+    # service process may still be flushing after finish() when it is shared with earlier
+    # runs of the same test session, so give it a moment.
+    run_file = next(runs[0].glob("*.wandb"))
+    deadline = time.monotonic() + 20
+    while b"heldout_accuracy" not in run_file.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    data = run_file.read_bytes()
     assert b"heldout_accuracy" in data and b"reflect/examples" in data and b"table-file" in data
     assert len(t.tables["reflect/examples"]) == 2
