@@ -140,15 +140,17 @@ def render_chart(heights: Sequence[int], colours: Sequence[str], cfg: WorldConfi
 
 
 def _options(answer: int, rng: random.Random) -> tuple[list[str], str]:
-    """Four distinct non-negative options around ``answer``; returns (options, gold letter)."""
-    values = {answer}
-    while len(values) < 4:
-        cand = answer + rng.choice([-3, -2, -1, 1, 2, 3])
-        if cand >= 0:
-            values.add(cand)
-    opts = sorted(values)
+    """Four evenly spaced non-negative options containing ``answer``; returns (options, gold letter).
+
+    The answer's rank among the option values is uniform (except for answers below 3), so
+    "pick the middle value" is no better than a blind guess; distractors drawn at random
+    around the answer would put it in the middle most of the time.
+    """
+    stride = rng.choice([1, 2])
+    rank = rng.randrange(min(4, answer // stride + 1))  # values stay >= 0 (small answers rank low)
+    opts = [str(answer + (i - rank) * stride) for i in range(4)]
     rng.shuffle(opts)
-    return [str(v) for v in opts], LETTERS[opts.index(answer)]
+    return opts, LETTERS[opts.index(str(answer))]
 
 
 def make_problem(index: int, split: str = "train", seed: int = 0, cfg: WorldConfig | None = None,

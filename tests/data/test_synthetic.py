@@ -70,3 +70,10 @@ def test_bad_config_fails_at_the_edge():
         WorldConfig(levels=(9,))
     with pytest.raises(ValueError, match="unknown split"):
         make_problem(0, "validation")
+
+
+def test_multiple_choice_answer_is_not_always_the_middle_option():
+    probs = [p for p in make_split("train", 600, seed=0, cfg=WorldConfig(mc_rate=1.0))]
+    ranks = [sorted(int(c) for c in p.choices).index(p.meta["value"]) for p in probs]
+    share_edges = sum(r in (0, 3) for r in ranks) / len(ranks)
+    assert share_edges > 0.35  # uniform ranks give 0.5; random distractors around the answer give ~0.1
