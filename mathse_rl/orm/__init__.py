@@ -6,7 +6,7 @@ the deterministically segmented solution), an error analysis and a suggestion.
 
     from mathse_rl.orm import load_judge
     judge = load_judge({"backend": "local", "model": "path/to/judge"})      # or "openai", "verifier"
-    judgments = judge.judge(items)   # items: Sequence[RewardInput]; batched; None only with fallback="none"
+    judgments = judge.judge(items)   # items: Sequence[RewardInput]; batched; None where nothing could decide
 
 Backends are chosen by name (:func:`register_backend`, :func:`list_backends`). Failures and
 unparsable replies fall back to the rule verifier (or None), and are counted in

@@ -85,7 +85,8 @@ class Judge:
 
     # -- public API ----------------------------------------------------------------
     def judge(self, items: Sequence[RewardInput]) -> list[Judgment | None]:
-        """Judge a batch; an entry is None only when the fallback is "none" and the judge failed."""
+        """Judge a batch; an entry is None where the judge failed and the fallback could not decide
+        (fallback "none", or the rule verifier without a usable gold answer)."""
         return [r.judgment for r in self.judge_detailed(items)]
 
     async def ajudge(self, items: Sequence[RewardInput]) -> list[Judgment | None]:
