@@ -269,11 +269,11 @@ class DemoConfig:
 
     seed: int = 0  # seeds the world, the models and every trainer
     size: str = "S"  # tiny model size for policy and judge (XS, S, L)
-    levels: tuple[int, ...] = (1, 2)  # difficulty levels of the world (see mathse_rl.data.synthetic)
+    levels: tuple[int, ...] = (1,)  # difficulty levels of the world (see mathse_rl.data.synthetic)
     mc_rate: float = 0.25  # share of multiple-choice problems
     seed_problems: int = 128  # teacher-solved seed set that distils M0 (deliberately small)
-    pool_problems: int = 384  # questions with answers only, mined by the rounds
-    heldout_problems: int = 300  # held-out problems for accuracy after every stage
+    pool_problems: int = 256  # questions with answers only, mined by the rounds
+    heldout_problems: int = 200  # held-out problems for accuracy after every stage
     orm_problems: int = 160  # problems whose paths (teacher, injected errors, M0 samples) train the ORM
     orm_test_fraction: float = 0.2  # share of ORM paths held out for its Table-5 evaluation
     rounds: int = 2  # self-evolving rounds per arm
@@ -285,7 +285,7 @@ class DemoConfig:
     lr: float = 1e-3  # policy learning rate (tiny models from scratch need a large one)
     m0_steps: int = 150  # optimiser steps distilling M0
     round_steps: int = 60  # optimiser steps per round's fine-tune (same in every arm)
-    orm_steps: int = 100  # optimiser steps training the ORM
+    orm_steps: int = 60  # optimiser steps training the ORM
     judge_max_new_tokens: int = 96  # tokens the ORM may write (its JSON verdict)
     orm_lr: float = 1e-3  # ORM learning rate
     trainer: str = "torch"  # trainer backend of the rounds: torch (plain loop) | sft (trl SFTTrainer)
