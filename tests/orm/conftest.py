@@ -111,8 +111,8 @@ def judge_server(trained_judge):
 
     @app.post("/hang/v1/chat/completions")
     async def hang(body: dict):
-        await asyncio.sleep(3.0)
-        return await real(body)
+        await asyncio.sleep(3.0)  # far past the client's timeout; the reply comes too late to matter
+        return JSONResponse({"error": "late"}, status_code=504)
 
     @app.post("/malformed/v1/chat/completions")
     async def malformed(body: dict):

@@ -44,7 +44,7 @@ def test_round_trip_build_train_eval(trained_judge, toy_items, tiny_vlm_path):
     assert "| overall accuracy |" in table and "ProcessBench-style F1" in table
 
 
-def test_cli_build_data_and_eval(tmp_path, capsys):
+def test_cli_build_data_train_and_eval(tmp_path, capsys, tiny_vlm_path):
     out = tmp_path / "data"
     assert main(["orm", "build-data", "--toy", "12", "--out", str(out), "--test-fraction", "0.5"]) == 0
     rows = load_orm_split(out / "test.jsonl")
@@ -57,3 +57,11 @@ def test_cli_build_data_and_eval(tmp_path, capsys):
     # the toy rows carry reference steps, so the rule judge locates every first error
     assert report["overall_accuracy"] == 1.0 and report["first_error_step_accuracy"] == 1.0
     assert "| overall accuracy | 100.00% |" in printed
+    # train one step from the files build-data wrote, then evaluate the saved judge
+    judge_dir = tmp_path / "judge"
+    assert main(["orm", "train", "--model", tiny_vlm_path, "--data", str(out / "train.jsonl"),
+                 "--output", str(judge_dir), "--max-steps", "1", "--batch-size", "2", "--use-cpu"]) == 0
+    assert json.loads((judge_dir / "orm_train.json").read_text())["steps"] == 1
+    assert main(["orm", "eval", "--backend", "local", "--model", str(judge_dir), "--data", str(out / "test.jsonl"),
+                 "--max-new-tokens", "12", "--limit", "2"]) == 0
+    assert "ORM evaluation (local, n=2" in capsys.readouterr().out
