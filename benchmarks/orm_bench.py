@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8, help="HTTP concurrent side (the other is 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=1, help="best of N timings per row")
+    ap.add_argument("--cache", default=None, help="local judge KV cache: None (dynamic) or static")
     ap.add_argument("--model", default=None, help="judge checkpoint (default: build a tiny VLM)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -64,7 +65,8 @@ def main() -> None:
     rows = []
 
     def local(bs: int):
-        judge = load_judge({"backend": "local", "max_new_tokens": args.max_new_tokens, "batch_size": bs},
+        judge = load_judge({"backend": "local", "max_new_tokens": args.max_new_tokens, "batch_size": bs,
+                            "cache_implementation": args.cache},
                            loaded_model=model, loaded_processor=processor)
         judge.replies(items[:2])  # warm-up
         return _timed(lambda: judge.replies(items), args.repeats)
@@ -94,7 +96,7 @@ def main() -> None:
                  h1[0] / hc[0], h1[1] / hc[1]))
 
     print(f"ORM judging throughput: {n} items, tiny VLM {args.size}, max_new_tokens={args.max_new_tokens}, "
-          f"torch threads={args.threads}")
+          f"torch threads={args.threads}, local KV cache={args.cache or 'dynamic'}")
     print()
     print("| setting | wall s | items/s (wall) | speed-up (wall) | CPU s | speed-up (CPU) |")
     print("|---|---|---|---|---|---|")

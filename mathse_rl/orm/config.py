@@ -27,6 +27,7 @@ class JudgeConfig:
     temperature: float = 0.0  # 0 = greedy
     score_from_logits: bool = True  # local: score = P(CORRECT) from the status token's logits
     constrain_status: bool = True  # local: decode the status as exactly CORRECT or WRONG (the likelier one)
+    cache_implementation: str | None = None  # local: generate()'s KV cache; "static" preallocates (None: dynamic)
     device: str = "auto"  # local: "auto" (cuda if present), "cpu", "cuda", ...
     dtype: str = "auto"  # local: "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
     concurrency: int = 8  # openai: requests in flight at once

@@ -48,10 +48,13 @@ def test_unconstrained_random_judge_fails_to_parse_and_falls_back(tiny_vlm_path)
 def test_batched_equals_one_at_a_time(tiny_vlm_path):
     batched = load_judge({"backend": "local", "model": tiny_vlm_path, "max_new_tokens": 6, "batch_size": 6})
     single = load_judge({"backend": "local", "model": tiny_vlm_path, "max_new_tokens": 6, "batch_size": 1})
+    static = load_judge({"backend": "local", "model": tiny_vlm_path, "max_new_tokens": 6, "batch_size": 6,
+                         "cache_implementation": "static"})
     items = _items(6)
-    a, b = batched.replies(items), single.replies(items)
+    a, b, c = batched.replies(items), single.replies(items), static.replies(items)
     assert [r.p_correct for r in a] == pytest.approx([r.p_correct for r in b], abs=1e-4)
-    assert [r.text for r in a] == [r.text for r in b]
+    assert [r.p_correct for r in c] == pytest.approx([r.p_correct for r in b], abs=1e-4)
+    assert [r.text for r in a] == [r.text for r in b] == [r.text for r in c]
 
 
 def test_text_only_judge_drops_images_and_counts_them(tiny_lm_path):

@@ -101,20 +101,30 @@ class LocalJudge(Judge):
         return text + STATUS_PREFIX, images
 
     def replies(self, items: Sequence[RewardInput]) -> list[Reply]:
-        out: list[Reply] = []
-        bs = self.config.batch_size
-        for start in range(0, len(items), bs):
-            chunk = items[start:start + bs]
+        out: list[Reply | None] = [None] * len(items)
+        prompts: list[tuple[str, list[Any]] | None] = []
+        for i, item in enumerate(items):
             try:
-                out.extend(self._generate(chunk))
+                prompts.append(self._prompt(item))
+            except Exception as exc:  # an unreadable image fails its own item only
+                prompts.append(None)
+                out[i] = Reply(error=f"bad_input:{type(exc).__name__}")
+        # Batches of similar lengths waste less on padding (and often need no padding mask).
+        order = sorted((i for i, p in enumerate(prompts) if p is not None), key=lambda i: len(prompts[i][0]))
+        bs = self.config.batch_size
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            try:
+                replies = self._generate([prompts[i] for i in idx])  # type: ignore[misc]
             except Exception as exc:  # one failed batch is counted per item; the others go on
-                out.extend(Reply(error=f"exception:{type(exc).__name__}") for _ in chunk)
-        return out
+                replies = [Reply(error=f"exception:{type(exc).__name__}") for _ in idx]
+            for i, r in zip(idx, replies):
+                out[i] = r
+        return out  # type: ignore[return-value]
 
-    def _generate(self, chunk: Sequence[RewardInput]) -> list[Reply]:
+    def _generate(self, prompts: Sequence[tuple[str, list[Any]]]) -> list[Reply]:
         import torch
 
-        prompts = [self._prompt(item) for item in chunk]
         texts = [t for t, _ in prompts]
         images = [img for _, imgs in prompts for img in imgs]
         if self.is_vlm:
@@ -125,6 +135,8 @@ class LocalJudge(Judge):
         sampling: dict[str, Any] = {"do_sample": False}
         if self.config.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.config.temperature}
+        if self.config.cache_implementation:
+            sampling["cache_implementation"] = self.config.cache_implementation
         if self.config.constrain_status and self.status_words is not None:
             sampling["logits_processor"] = _status_constraint(inputs["input_ids"].shape[1], self.status_words)
         with torch.inference_mode():
@@ -133,7 +145,7 @@ class LocalJudge(Judge):
                 return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id, **sampling)
         new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        p_correct: list[float | None] = [None] * len(chunk)
+        p_correct: list[float | None] = [None] * len(prompts)
         if self.status_token_ids is not None and out.logits:
             pair = out.logits[0][:, list(self.status_token_ids)].float()
             p_correct = torch.softmax(pair, dim=-1)[:, 0].tolist()
