@@ -109,7 +109,8 @@ def train_orm(config: Any = None, *, rows: Sequence[Mapping[str, Any]] | None = 
     dataset = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
     fields = dict(
         output_dir=cfg.output_dir, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_ratio=cfg.warmup_ratio,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=float(cfg.warmup_ratio) if cfg.warmup_ratio else 0,  # a float < 1 is a ratio of the steps
         weight_decay=cfg.weight_decay, per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
         use_cpu=cfg.use_cpu, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
