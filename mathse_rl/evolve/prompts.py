@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from mathse_rl.chat import format_options, user_message
 from mathse_rl.types import Judgment, Problem
 
 # The sentence every solution ends with; the verifier reads the answer after it.
@@ -52,23 +53,6 @@ REFLECT_SHORT_TEMPLATE = (
 )
 
 REFLECT_TEMPLATES: dict[str, str] = {"paper": REFLECT_TEMPLATE, "short": REFLECT_SHORT_TEMPLATE}
-
-
-def format_options(choices: Sequence[str] | None) -> str:
-    """``["3", "4"]`` → ``"\\nOptions: A. 3  B. 4"``; empty when there are no choices."""
-    if not choices:
-        return ""
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    return "\nOptions: " + "  ".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
-
-
-def user_message(text: str, n_images: int) -> dict[str, Any]:
-    """A user turn: plain text, or image parts followed by the text."""
-    if n_images == 0:
-        return {"role": "user", "content": text}
-    parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
-    parts.append({"type": "text", "text": text})
-    return {"role": "user", "content": parts}
 
 
 def build_solve_messages(problem: Problem, template: str = SOLVE_TEMPLATE) -> list[dict[str, Any]]:

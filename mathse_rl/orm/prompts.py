@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from mathse_rl.chat import format_options, user_message
 from mathse_rl.orm.steps import number_steps, segment_steps
 from mathse_rl.types import Judgment
 
@@ -41,14 +42,6 @@ JUDGE_TEMPLATE = (
 LABEL_FORMATS = ("full", "binary")
 
 
-def format_options(choices: Sequence[str] | None) -> str:
-    """``["3", "4"]`` → ``"\\nOptions: A. 3  B. 4"``; empty when there are no choices."""
-    if not choices:
-        return ""
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    return "\nOptions: " + "  ".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
-
-
 def build_judge_prompt(question: str, response: str, gold: str | None,
                        choices: Sequence[str] | None = None, n_images: int = 0,
                        steps: Sequence[str] | None = None) -> str:
@@ -61,15 +54,6 @@ def build_judge_prompt(question: str, response: str, gold: str | None,
         gold=gold if gold not in (None, "") else "(not given)",
         image_hint=" and the image" if n_images else "",
     )
-
-
-def user_message(text: str, n_images: int) -> dict[str, Any]:
-    """A user turn: plain text, or ``n_images`` image parts followed by the text."""
-    if n_images == 0:
-        return {"role": "user", "content": text}
-    parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
-    parts.append({"type": "text", "text": text})
-    return {"role": "user", "content": parts}
 
 
 def build_judge_messages(question: str, response: str, gold: str | None,
