@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
+
+C = TypeVar("C")
 
 FALLBACKS = ("verifier", "none")
 
@@ -44,28 +46,33 @@ class JudgeConfig:
             raise ValueError("batch_size and concurrency must be >= 1")
 
 
-def judge_config(config: Any = None, **overrides: Any) -> JudgeConfig:
-    """A :class:`JudgeConfig` from None, a JudgeConfig, a mapping or an OmegaConf node, plus overrides.
-
-    Unknown keys are an error that lists the known ones.
+def config_from(cls: type[C], config: Any = None, what: str = "config", **overrides: Any) -> C:
+    """An instance of the dataclass ``cls`` from None, an instance, a mapping, an OmegaConf node
+    or another dataclass, plus keyword overrides. Unknown keys are an error that lists the known ones.
     """
-    if isinstance(config, JudgeConfig):
+    if config is None:
+        values: dict[str, Any] = {}
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         values = dataclasses.asdict(config)
-    elif config is None:
-        values = {}
     elif isinstance(config, Mapping):
         values = dict(config)
     elif type(config).__module__.startswith("omegaconf"):
         from omegaconf import OmegaConf
 
-        values = OmegaConf.to_container(config, resolve=True)
-    elif dataclasses.is_dataclass(config):
-        values = dataclasses.asdict(config)
+        values = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
     else:
-        raise TypeError(f"cannot read a judge config from {type(config).__name__}")
+        raise TypeError(f"cannot read a {what} from {type(config).__name__}")
     values.update(overrides)
-    known = {f.name for f in dataclasses.fields(JudgeConfig)}
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown judge config keys {unknown}; known keys: {sorted(known)}")
-    return JudgeConfig(**values)
+        raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}")
+    return cls(**values)
+
+
+def judge_config(config: Any = None, **overrides: Any) -> JudgeConfig:
+    """A :class:`JudgeConfig` from None, a JudgeConfig, a mapping or an OmegaConf node, plus overrides.
+
+    Unknown keys are an error that lists the known ones.
+    """
+    return config_from(JudgeConfig, config, "judge config", **overrides)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from mathse_rl.orm.config import config_from
+
 _TRAIN_KEYS = ("prompt", "completion", "images")
 
 
@@ -46,24 +48,7 @@ class OrmTrainConfig:
 
 def train_config(config: Any = None, **overrides: Any) -> OrmTrainConfig:
     """An :class:`OrmTrainConfig` from a mapping/OmegaConf/dataclass plus overrides; unknown keys fail."""
-    if isinstance(config, OrmTrainConfig):
-        values = dataclasses.asdict(config)
-    elif config is None:
-        values = {}
-    elif isinstance(config, Mapping):
-        values = dict(config)
-    elif type(config).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        values = OmegaConf.to_container(config, resolve=True)
-    else:
-        raise TypeError(f"cannot read a train config from {type(config).__name__}")
-    values.update(overrides)
-    known = {f.name for f in dataclasses.fields(OrmTrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown ORM train config keys {unknown}; known keys: {sorted(known)}")
-    return OrmTrainConfig(**values)
+    return config_from(OrmTrainConfig, config, "ORM train config", **overrides)
 
 
 def _save_processor(processor: Any, out: Path) -> None:
