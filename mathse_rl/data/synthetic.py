@@ -14,10 +14,22 @@ level  question                                  steps  answers
 3      red + blue - green  (three bars, ≥ 0)     5      0..17
 =====  ========================================  =====  =========
 
-A share of problems is multiple choice (four options, gold is the letter) and then has one
-more step, naming the option. Bars are large and few on purpose: a tiny VLM trained from
-scratch on a CPU learns to read them within minutes (see ``docs``/README for measured
-accuracy); small visual signals are not learnt in that time.
+A share of problems is multiple choice (four evenly spaced options, gold is the letter) and
+then has one more step, naming the option. Bars are large and few on purpose: small visual
+signals are not learnt by a tiny VLM in minutes.
+
+Measured learnability (tiny Qwen2.5-VL size S from random weights, one CPU thread, batch 32,
+lr 1e-3 with cosine decay, greedy accuracy on held-out problems; 25% multiple choice):
+
+- level 1, a fresh teacher-solved problem per example
+  (``benchmarks/demo_learnability.py --size S --steps 300 --eval-every 100 --eval-n 200 --levels 1``):
+  6.0% after 100 steps, 49.0% after 200, 74.5% after 300 (~5 min on a shared 2-core CPU) with
+  65.5% of held-out chains right in every step; pass@8 at temperature 1.0: 94%, but only 16%
+  of sampled paths with a right answer have every step right.
+- level 1, only 128 teacher-solved problems, 150 steps (M0 of ``mathse-rl demo``): 31.0%,
+  with almost no fully right chains: the model first learns to guess the sum, then the steps.
+- levels 1 + 2 (``recipes/demo/two_levels.yaml``): M0 11.7%; 37.7% after 120 more steps on
+  512 teacher paths. Levels 2 and 3 need longer than the demo's budget.
 
 Splits are disjoint seed streams: ``make_split("train", n, seed=s)`` and
 ``make_split("heldout", n, seed=s)`` never share a random stream, and the same arguments
