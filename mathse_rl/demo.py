@@ -40,33 +40,13 @@ from mathse_rl.types import Problem
 
 
 def build_world_model(path, kind: str = "vlm", size: str = "S", seed: int = 0, vocab_size: int = 768) -> str:
-    """A tiny model whose tokenizer also learnt the world's words (short sequences).
-
-    Like :func:`mathse_rl.models.tiny.build_tiny`, with a larger vocabulary so the prompt
-    and the solution words are single tokens.
-    """
-    import json
-    from pathlib import Path
-
+    """A tiny model whose tokenizer also learnt the world's words, so the prompt and the
+    solution words are single tokens and sequences stay short."""
     from mathse_rl.data.synthetic import vocabulary_text
-    from mathse_rl.models import tiny
+    from mathse_rl.models.tiny import build_tiny
 
-    path = Path(path)
-    marker = path / "mathse_tiny.json"
-    spec = {"kind": kind, "size": size, "seed": seed, "vocab_size": vocab_size, "world": "bars-v1"}
-    if marker.exists() and json.loads(marker.read_text()) == spec:
-        return str(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny.build_tokenizer(vocabulary_text(), vocab_size=vocab_size)
-    if kind == "vlm":
-        model = tiny.build_tiny_vlm(tokenizer, size, seed)
-        tiny.build_processor(tokenizer).image_processor.save_pretrained(path)
-    else:
-        model = tiny.build_tiny_lm(tokenizer, size, seed)
-    tokenizer.save_pretrained(path)
-    model.save_pretrained(path)
-    marker.write_text(json.dumps(spec))
-    return str(path)
+    return build_tiny(path, kind=kind, size=size, seed=seed, extra_text=vocabulary_text(),
+                      vocab_size=vocab_size, tag="bars-v1")
 
 
 class Encoder:

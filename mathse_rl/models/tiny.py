@@ -247,30 +247,32 @@ def _mrope_section(size: TinySize) -> list[int]:
 
 
 def build_tiny(path: str | os.PathLike, kind: Kind = "vlm", size: str = "XS", seed: int = 0,
-               extra_text: Iterable[str] = ()) -> str:
+               extra_text: Iterable[str] = (), vocab_size: int = 384, tag: str = "") -> str:
     """Build a tiny model with its tokenizer/processor and save it under ``path``.
 
-    Returns the path as a string. An existing complete build at ``path`` is reused.
+    ``extra_text`` adds a task's words to the tokenizer's corpus (with a larger ``vocab_size``
+    they become single tokens); ``tag`` names that corpus so a cached build is reused only for
+    the same one. Returns the path as a string; an existing build with the same spec is reused.
     """
     path = Path(path)
     marker = path / "mathse_tiny.json"
     spec = {"kind": kind, "size": size, "seed": seed}
+    if vocab_size != 384 or tag:
+        spec.update(vocab_size=vocab_size, world=tag)
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return str(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(extra_text)
+    tokenizer = build_tokenizer(extra_text, vocab_size=vocab_size)
     if kind == "lm":
         model = build_tiny_lm(tokenizer, size, seed)
-        tokenizer.save_pretrained(path)
     elif kind == "vlm":
         model = build_tiny_vlm(tokenizer, size, seed)
         # The processor's own save_pretrained trips over the missing video processor;
         # its two real parts are saved instead and load_processor reassembles them.
-        processor = build_processor(tokenizer)
-        processor.image_processor.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+        build_processor(tokenizer).image_processor.save_pretrained(path)
     else:
         raise ValueError(f"unknown tiny model kind {kind!r}; choose 'lm' or 'vlm'")
+    tokenizer.save_pretrained(path)
     model.save_pretrained(path)
     marker.write_text(json.dumps(spec))
     return str(path)
