@@ -9,7 +9,8 @@ image); the teacher, the error injector and the exact step checker are
 3. runs **rejection sampling only** through the evolve loop (verifier judge, no reflection);
 4. builds ORM data with exact labels (teacher paths, injected errors, M0's own samples,
    each labelled by the step checker), trains the **ORM** with trl's ``SFTTrainer`` and
-   evaluates it in the paper's Table-5 layout;
+   evaluates it in the paper's Table-5 layout (the tiny judge reads the compact judge
+   prompt, whose reference answer sits right before the verdict);
 5. runs **MathSE** through the evolve loop: verifier-gated ORM judge, ORM critiques, the
    teacher reflecting on each wrong path from the critique, re-judge, fine-tune;
 6. runs **distillation only** with as many teacher-written paths as MathSE trained on;
@@ -265,9 +266,11 @@ class DemoConfig:
     lr: float = 1e-3  # policy learning rate (tiny models from scratch need a large one)
     m0_steps: int = 150  # optimiser steps distilling M0
     round_steps: int = 60  # optimiser steps per round's fine-tune (same in every arm)
-    orm_steps: int = 60  # optimiser steps training the ORM
+    orm_steps: int = 150  # optimiser steps training the ORM
     judge_max_new_tokens: int = 96  # tokens the ORM may write (its JSON verdict)
-    orm_lr: float = 1e-3  # ORM learning rate
+    orm_lr: float = 2e-3  # ORM learning rate
+    orm_template: str = "compact"  # judge prompt (mathse_rl.orm.prompts.JUDGE_TEMPLATES): compact suits a tiny judge
+    orm_label_format: str = "full"  # ORM training target (mathse_rl.orm.prompts.LABEL_FORMATS)
     trainer: str = "torch"  # trainer backend of the rounds: torch (plain loop) | sft (trl SFTTrainer)
     threads: int = 0  # torch CPU threads (0: two, or one when the machine is already busy)
     arms: tuple[str, ...] = ("rs", "mathse", "distill")  # which arms run
@@ -485,7 +488,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
     # 5. MathSE: ORM judge (verifier-gated), ORM critiques, reflection, re-judge, fine-tune
     if "mathse" in cfg.arms:
         judge_opts = {"backend": "local", "model": orm_info["path"], "device": "cpu", "batch_size": cfg.gen_batch_size,
-                      "max_new_tokens": cfg.judge_max_new_tokens, "fallback": "verifier"}
+                      "max_new_tokens": cfg.judge_max_new_tokens, "fallback": "verifier",
+                      "prompt_template": cfg.orm_template}
         loop_arm("mathse", fields={"judge": "orm_gated", "critic": judge_opts,
                                    "reflect": {"enabled": True, "when": "every_round", "max_per_question": 1}},
                  judge=Judge("orm_gated", 0.5, **judge_opts), critic=Critic(judge_opts), refiner=TeacherRefiner())
@@ -582,13 +586,14 @@ def _train_orm(cfg: DemoConfig, out: Path, m0: str, judge_base: str, problems: S
             add(p, wrong.response, "injected")
         for o in outs:
             add(p, o, "m0_sample")
-    ds = build_orm_dataset(rows, test_fraction=cfg.orm_test_fraction, seed=cfg.seed)
+    ds = build_orm_dataset(rows, test_fraction=cfg.orm_test_fraction, seed=cfg.seed,
+                           label_format=cfg.orm_label_format, template=cfg.orm_template)
     path = train_orm(model=judge_base, output_dir=str(out / "models" / "orm"), rows=ds.train,
                      max_steps=cfg.orm_steps, learning_rate=cfg.orm_lr, warmup_ratio=0.1, weight_decay=0.0,
                      per_device_train_batch_size=cfg.batch_size, use_cpu=True, seed=cfg.seed,
                      logging_steps=max(1, cfg.orm_steps // 10), sft_kwargs={"disable_tqdm": False})
     judge = load_judge({"backend": "local", "model": path, "device": "cpu", "batch_size": cfg.gen_batch_size,
-                        "max_new_tokens": cfg.judge_max_new_tokens})
+                        "max_new_tokens": cfg.judge_max_new_tokens, "prompt_template": cfg.orm_template})
     items, labels = eval_items(ds.test)
     report = evaluate_judge(judge, items, labels) if items else {"n": 0}
     report.pop("counters", None)

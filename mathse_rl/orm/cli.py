@@ -32,8 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--test-fraction", type=float, default=0.1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-balance", action="store_true", help="keep the class ratio instead of balancing")
-    b.add_argument("--label-format", choices=("full", "binary"), default="full",
-                   help="full: status + error step + analysis (paper); binary: status only (its ablation)")
+    b.add_argument("--label-format", choices=("full", "binary", "step"), default="full",
+                   help="full: status + error step + analysis (paper); binary: status only (its ablation); "
+                        "step: status + error step")
+    b.add_argument("--template", choices=("full", "compact"), default="full",
+                   help="judge prompt: full (MathSE's) or compact (for tiny judges; judge with the same template)")
     _judge_args(b, "teacher-")
 
     t = sub.add_parser("train", help="fine-tune a judge with trl's SFTTrainer")
@@ -105,7 +108,7 @@ def _build_data(args: argparse.Namespace) -> int:
         teacher = load_judge(_set({"backend": args.teacher_backend, "fallback": "none"}, model=args.teacher_model,
                                   endpoint=args.teacher_endpoint, api_key_env=args.teacher_api_key_env))
     ds = build_orm_dataset(rows, teacher=teacher, balance=not args.no_balance, test_fraction=args.test_fraction,
-                           seed=args.seed, label_format=args.label_format)
+                           seed=args.seed, label_format=args.label_format, template=args.template)
     paths = save_orm_dataset(ds, args.out)
     print(json.dumps({"paths": paths, "stats": ds.stats}, indent=2, sort_keys=True))
     return 0

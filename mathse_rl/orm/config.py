@@ -37,11 +37,16 @@ class JudgeConfig:
     max_retries: int = 2  # openai: retries after a retryable failure (5xx, 429, timeout, connection, bad body)
     backoff: float = 0.5  # openai: first retry delay in seconds, doubled each retry
     request_kwargs: dict[str, Any] = field(default_factory=dict)  # openai: extra body fields (e.g. top_p)
+    prompt_template: str = "full"  # judge prompt template (mathse_rl.orm.prompts.JUDGE_TEMPLATES); match the training data's
     verifier_timeout: float = 5.0  # seconds the rule verifier may spend on one answer
 
     def __post_init__(self) -> None:
         if self.fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        from mathse_rl.orm.prompts import JUDGE_TEMPLATES
+
+        if self.prompt_template not in JUDGE_TEMPLATES:
+            raise ValueError(f"prompt_template must be one of {sorted(JUDGE_TEMPLATES)}, got {self.prompt_template!r}")
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("batch_size and concurrency must be >= 1")
 

@@ -130,12 +130,13 @@ def label_rollouts(rows: Iterable[Any], teacher: Judge | None = None,
     return labelled, stats  # type: ignore[return-value]
 
 
-def to_example(row: Mapping[str, Any], target: Judgment, label_format: str = "full") -> dict[str, Any]:
+def to_example(row: Mapping[str, Any], target: Judgment, label_format: str = "full",
+               template: str = "full") -> dict[str, Any]:
     """One SFT row in trl's conversational prompt-completion form, plus label metadata."""
     images = list(row.get("images") or ())
     steps = segment_steps(str(row["response"]))
     messages = build_judge_messages(str(row["question"]), str(row["response"]), row.get("gold"),
-                                    row.get("choices"), len(images), steps)
+                                    row.get("choices"), len(images), steps, template)
     label_step = row.get("error_step") if row.get("error_step") is not None else target.error_step
     return {
         "prompt": messages,
@@ -155,7 +156,7 @@ def to_example(row: Mapping[str, Any], target: Judgment, label_format: str = "fu
 
 def build_orm_dataset(rows: Iterable[Any], *, teacher: Judge | None = None, balance: bool = True,
                       test_fraction: float = 0.1, seed: int = 0, label_format: str = "full",
-                      verifier_timeout: float = 5.0) -> OrmDataset:
+                      verifier_timeout: float = 5.0, template: str = "full") -> OrmDataset:
     """Label, balance and split rollouts into an ORM SFT set (see the module docstring)."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
@@ -174,8 +175,8 @@ def build_orm_dataset(rows: Iterable[Any], *, teacher: Judge | None = None, bala
     train, test = [], []
     for status, group in by_class.items():
         n_test = int(round(len(group) * test_fraction))
-        test += [to_example(r, j, label_format) for r, j in group[:n_test]]
-        train += [to_example(r, j, label_format) for r, j in group[n_test:]]
+        test += [to_example(r, j, label_format, template) for r, j in group[:n_test]]
+        train += [to_example(r, j, label_format, template) for r, j in group[n_test:]]
         stats[f"kept/{status}"] = len(group)
     rng.shuffle(train)
     rng.shuffle(test)

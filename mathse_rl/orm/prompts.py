@@ -38,16 +38,34 @@ JUDGE_TEMPLATE = (
     '"error_analysis": why that step is wrong, "improvement_suggestion": how to improve the solution}}'
 )
 
-# The label-only variant (the paper's binary-label ablation trains on status alone).
-LABEL_FORMATS = ("full", "binary")
+# A short template for tiny judges trained from scratch: the reference answer sits right
+# before the verdict, with no instructions to read past. Real judges keep the full one.
+COMPACT_JUDGE_TEMPLATE = (
+    "Grade the solution.\n"
+    "Problem: {question}{options}\n"
+    "Solution:\n{steps}\n"
+    "Reference answer: {gold}"
+)
+
+# Prompt templates by name (``JudgeConfig.prompt_template`` and ``build_orm_dataset``'s ``template``).
+JUDGE_TEMPLATES = {"full": JUDGE_TEMPLATE, "compact": COMPACT_JUDGE_TEMPLATE}
+
+# Training targets: "full" (the paper's JSON), "binary" (the paper's ablation: status alone)
+# and "step" (status and first wrong step, no prose: short enough for tiny judges).
+LABEL_FORMATS = ("full", "binary", "step")
 
 
 def build_judge_prompt(question: str, response: str, gold: str | None,
                        choices: Sequence[str] | None = None, n_images: int = 0,
-                       steps: Sequence[str] | None = None) -> str:
-    """The judge's instruction text with the solution shown as numbered steps."""
+                       steps: Sequence[str] | None = None, template: str = "full") -> str:
+    """The judge's instruction text with the solution shown as numbered steps.
+
+    ``template`` names an entry of :data:`JUDGE_TEMPLATES` ("full" is MathSE's prompt).
+    """
+    if template not in JUDGE_TEMPLATES:
+        raise ValueError(f"unknown judge prompt template {template!r}; choose one of {sorted(JUDGE_TEMPLATES)}")
     steps = list(steps) if steps is not None else segment_steps(response)
-    return JUDGE_TEMPLATE.format(
+    return JUDGE_TEMPLATES[template].format(
         question=question.strip(),
         options=format_options(choices),
         steps=number_steps(steps) if steps else "(empty solution)",
@@ -58,9 +76,9 @@ def build_judge_prompt(question: str, response: str, gold: str | None,
 
 def build_judge_messages(question: str, response: str, gold: str | None,
                          choices: Sequence[str] | None = None, n_images: int = 0,
-                         steps: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                         steps: Sequence[str] | None = None, template: str = "full") -> list[dict[str, Any]]:
     """The judge prompt as chat messages (trl/verl conversational format)."""
-    return [user_message(build_judge_prompt(question, response, gold, choices, n_images, steps), n_images)]
+    return [user_message(build_judge_prompt(question, response, gold, choices, n_images, steps, template), n_images)]
 
 
 def render_judgment(judgment: Judgment, label_format: str = "full") -> str:
@@ -71,8 +89,9 @@ def render_judgment(judgment: Judgment, label_format: str = "full") -> str:
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"unknown label_format {label_format!r}; choose one of {LABEL_FORMATS}")
     obj: dict[str, Any] = {"status": judgment.status}
-    if label_format == "full":
+    if label_format in ("full", "step"):
         obj["error_step"] = None if judgment.correct else judgment.error_step
+    if label_format == "full":
         obj["error_analysis"] = judgment.error_analysis
         obj["improvement_suggestion"] = judgment.improvement_suggestion
     return json.dumps(obj, ensure_ascii=False)

@@ -96,7 +96,8 @@ class LocalJudge(Judge):
         images = [to_pil(x) for x in item.images] if self.is_vlm else []
         if item.images and not self.is_vlm:
             self.counters.add("images_dropped", len(item.images))
-        messages = build_judge_messages(item.question, item.response, item.gold, item.choices, len(images))
+        messages = build_judge_messages(item.question, item.response, item.gold, item.choices, len(images),
+                                        template=self.config.prompt_template)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + STATUS_PREFIX, images
 

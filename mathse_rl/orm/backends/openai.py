@@ -37,7 +37,8 @@ def chat_url(endpoint: str) -> str:
 
 def build_request(item: RewardInput, config: JudgeConfig) -> dict[str, Any]:
     """The chat-completions body for one item, images first as data URLs."""
-    text = build_judge_prompt(item.question, item.response, item.gold, item.choices, len(item.images))
+    text = build_judge_prompt(item.question, item.response, item.gold, item.choices, len(item.images),
+                              template=config.prompt_template)
     content: Any = text
     if item.images:
         content = [{"type": "image_url", "image_url": {"url": to_data_url(img)}} for img in item.images]
