@@ -604,8 +604,8 @@ def _train_orm(cfg: DemoConfig, out: Path, m0: str, judge_base: str, problems: S
 # --------------------------------------------------------------------------- report
 
 
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
+def _pct(v: Any, unit: str = "") -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}{unit}"
 
 
 def _summarise(cfg: DemoConfig, results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -661,10 +661,10 @@ def format_report(cfg: DemoConfig, results: dict[str, list[dict[str, Any]]], sum
     for a in arms:
         for r in results[a][1:]:
             refl = "—" if r.get("reflections") is None else \
-                f"{r.get('reflections_accepted', 0)}/{r.get('reflections')} ({_pct(r.get('reflections_all_steps_correct'))}%)"
+                f"{r.get('reflections_accepted', 0)}/{r.get('reflections')} ({_pct(r.get('reflections_all_steps_correct'), '%')})"
             lines.append(f"| {a} | {r['stage']} | {r.get('generated_paths', '—') or '—'} | "
                          f"{r.get('accepted_paths', r.get('teacher_paths', '—'))} | "
-                         f"{_pct(r.get('accepted_all_steps_correct')) if 'accepted_all_steps_correct' in r else '100.0 (teacher)'}% | "
+                         f"{_pct(r.get('accepted_all_steps_correct'), '%') if 'accepted_all_steps_correct' in r else '100.0% (teacher)'} | "
                          f"{refl} | {r.get('train_rows', '—')} |")
     verdicts = []
     if "target_mathse_ge_m0_plus_10_points" in summary:
