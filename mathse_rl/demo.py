@@ -324,12 +324,7 @@ def _evolve_config(cfg: DemoConfig, out: Path, model: str, steps: int, **fields:
         "eval": {"judge": "verifier", "early_stop": False, "keep_best": False},
         "tracking": {"report_to": ["none"], "progress": True},
     }
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            base.setdefault(key, {}).update(value)
-        else:
-            base[key] = value
-    return load_config(**base)
+    return load_config(defaults=base, **fields)
 
 
 def register_demo_trainer() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 
 @dataclass
@@ -125,8 +125,10 @@ class EvolveConfig:
 REFLECT_WHEN = ("after", "every_round", "never")
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), **fields: Any) -> EvolveConfig:
-    """Merge the schema defaults, a YAML recipe, ``key=value`` overrides and keyword fields.
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                defaults: Mapping[str, Any] | None = None, **fields: Any) -> EvolveConfig:
+    """Merge, in this order: the schema defaults, a caller's ``defaults`` mapping, a YAML recipe,
+    ``key=value`` overrides and keyword fields (nested mappings merge key by key).
 
     Unknown keys fail here, before any work starts. The result is a typed
     ``EvolveConfig`` object (attribute access, validated types).
@@ -134,6 +136,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.structured(EvolveConfig)
+    if defaults:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(defaults)))
     if path is not None:
         if not Path(path).exists():
             raise FileNotFoundError(f"evolve config not found: {path}")

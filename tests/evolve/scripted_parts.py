@@ -121,9 +121,4 @@ def scripted_config(out: Path, **fields):
     base = {"model": "base", "output_dir": str(out), "rounds": 2,
             "generate": {"n": 2, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 16},
             "eval": {"k": 2}, "tracking": {"report_to": ["none"], "progress": False}}
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            base.setdefault(key, {}).update(value)
-        else:
-            base[key] = value
-    return load_config(**base)
+    return load_config(defaults=base, **fields)
