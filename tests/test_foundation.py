@@ -32,6 +32,19 @@ def test_core_import_pulls_in_no_framework():
     assert json.loads(_run(code)) == []
 
 
+def test_every_core_module_imports_without_a_framework():
+    # Every module outside mathse_rl.integrations, not only the package entry points.
+    code = (
+        "import importlib, json, pkgutil, sys, mathse_rl\n"
+        "names = [m.name for m in pkgutil.walk_packages(mathse_rl.__path__, 'mathse_rl.')\n"
+        "         if '.integrations' not in m.name and not m.name.endswith('__main__')]\n"
+        "for name in names: importlib.import_module(name)\n"
+        f"print(json.dumps([len(names), sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r})]))"
+    )
+    n_modules, frameworks = json.loads(_run(code))
+    assert n_modules > 40 and frameworks == []
+
+
 def test_cli_version_and_help():
     out = _run("from mathse_rl.cli import main; import sys; sys.argv=['mathse-rl','--help']\n"
                "try: main()\nexcept SystemExit: pass")
