@@ -313,3 +313,14 @@ def load_tiny(path: str | os.PathLike):
 def tokenizer_of(processing_class):
     """The text tokenizer of a processor, or the tokenizer itself."""
     return getattr(processing_class, "tokenizer", processing_class)
+
+
+def encode_batch(processing_class, texts: list[str], images: list[Any] | None = None):
+    """Left-padded tensors for a batch of rendered chat texts and their images, in order.
+
+    With images the processor expands the image placeholders; without, the text tokenizer
+    encodes the (already templated) texts without adding special tokens.
+    """
+    if images:
+        return processing_class(text=texts, images=images, padding=True, return_tensors="pt")
+    return tokenizer_of(processing_class)(texts, padding=True, return_tensors="pt", add_special_tokens=False)

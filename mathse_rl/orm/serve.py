@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from mathse_rl.models.tiny import encode_batch
 from mathse_rl.orm.images import to_pil
 
 
@@ -64,11 +65,7 @@ class ChatModel:
         rendered = [self._render(msgs) for msgs in batch]
         texts = [t for t, _ in rendered]
         images = [img for _, imgs in rendered for img in imgs]
-        if self.is_vlm:
-            inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        else:
-            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
+        inputs = encode_batch(self.processor, texts, images).to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=max(max_tokens), do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)

@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from mathse_rl.models.tiny import encode_batch
+
 logger = logging.getLogger(__name__)
 
 
@@ -149,11 +151,7 @@ class HFGenerator:
         tok = getattr(proc, "tokenizer", proc)
         texts = [proc.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
         flat = _open_images([img for imgs in images for img in imgs])
-        if flat:
-            inputs = proc(text=texts, images=flat, padding=True, return_tensors="pt")
-        else:
-            inputs = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
+        inputs = encode_batch(proc, texts, flat).to(self.model.device)
         sample = temperature is not None and temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_return_sequences": n,
                                   "do_sample": sample, "pad_token_id": tok.pad_token_id}

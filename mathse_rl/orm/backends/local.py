@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from mathse_rl.models.tiny import encode_batch
 from mathse_rl.orm.config import JudgeConfig
 from mathse_rl.orm.images import to_pil
 from mathse_rl.orm.judge import Judge, Reply, register_backend
@@ -128,11 +129,7 @@ class LocalJudge(Judge):
 
         texts = [t for t, _ in prompts]
         images = [img for _, imgs in prompts for img in imgs]
-        if self.is_vlm:
-            inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        else:
-            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
+        inputs = encode_batch(self.processor, texts, images).to(self.model.device)
         sampling: dict[str, Any] = {"do_sample": False}
         if self.config.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.config.temperature}
