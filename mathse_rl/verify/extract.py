@@ -31,6 +31,7 @@ MAX_SCAN_CHARS = 16_000
 # Boxes separated by at most this much text on one line are one answer ("\boxed{2} and \boxed{3}").
 _BOX_JOIN_GAP = 40
 _MAX_SENTENCE = 2000
+_MAX_AFTER = 4000  # text after the answer kept for the revision check
 _MAX_TAG_ANSWER = 300  # a longer <answer> block is searched like free text  # an answer sentence longer than this is not read further
 
 
@@ -41,6 +42,7 @@ class Extraction:
     answer: str | None
     source: str  # "boxed", "phrase", "option", "number", "none"
     parts: tuple[str, ...] = ()
+    after: str = ""  # the text written after the answer statement (at most _MAX_AFTER characters)
 
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^\s{])")
@@ -70,6 +72,7 @@ _ANSWER_WORDS = {"yes", "no", "true", "false"}
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 _IS = re.compile(r"\b(?:is|are|was|equals|would be|will be)\s+(?=\S)", re.I)
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_LISTED_OPTION = re.compile(r"^[ \t]*\(?[A-J]\)[ \t]+\S", re.M)  # a line of an option list: "(B) no"
 _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 _LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
 
@@ -207,9 +210,12 @@ def _from_phrases(text: str, phrases: Sequence[re.Pattern] = (), strict: bool = 
         for last in rx.finditer(text):
             pass
         if last is not None:
-            ans = _sentence(text[last.end():], strict)
+            rest = text[last.end():]
+            ans = _sentence(rest, strict)
             if ans:
-                return Extraction(ans, "phrase", (ans,))
+                at = rest.find(ans)
+                after = rest[at + len(ans):] if at >= 0 else rest.split("\n", 1)[1] if "\n" in rest else ""
+                return Extraction(ans, "phrase", (ans,), after[:_MAX_AFTER])
     return None
 
 
@@ -250,7 +256,8 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         later = _from_phrases(text[end:], _PHRASES[:2], strict)
         if later is not None:
             return later
-        return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts))
+        return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts),
+                          text[end:end + _MAX_AFTER])
     tag = None
     for tag in _ANSWER_TAG.finditer(text):
         pass
@@ -274,8 +281,12 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         return Extraction(bare.group(1), "option", (bare.group(1),))
     if choices:
         last = None
-        for last in _OPTION.finditer(text):
-            pass
+        listing = len(_LISTED_OPTION.findall(text)) >= 2
+        for m in _OPTION.finditer(text):
+            if listing and _LISTED_OPTION.match(text, text.rfind("\n", 0, m.start()) + 1) is not None \
+                    and not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip():
+                continue  # "(B) no" in an echoed list of options is not a choice
+            last = m
         if last is not None:
             letter = last.group(1) or last.group(2)
             return Extraction(letter, "option", (letter,))
