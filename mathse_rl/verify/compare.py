@@ -132,6 +132,8 @@ def _scalar_equal(p: Scalar, g: Scalar) -> Outcome:
         return None, "undefined"
     if p.unit is not None and g.unit is not None and p.unit[0] != g.unit[0]:
         return False, "mismatch"  # 5 kg is not 5 m, whatever the numbers
+    if p.unit_word and g.unit_word and (p.unit is None or g.unit is None) and p.unit_word != g.unit_word:
+        return False, "mismatch"  # "12 apples" is not "12 pears"; an unknown unit is never another one
     if _near_zero_undecided(p, g):
         return None, "symbolic_needed"
     for pv, gv, scaled in _scalar_values(p, g):
