@@ -8,7 +8,9 @@ Sources (local checkouts, work tree or bare git directory; provenance in docs/ve
   models on MathVista testmini (multimodal; multiple choice and free form), each with the
   benchmark's own verdict ``true_false`` (its pipeline: answer extraction, then its
   normalised comparison). Program-of-thought outputs (``*_code*``) and the random/template
-  baselines are left out: their response is code or no response at all.
+  baselines are left out: their response is code or no response at all. A response whose
+  recorded ``extraction`` (the text the benchmark judged) does not occur in it, as a whole
+  token sequence, is left out too: its label was made from text that is not the response.
 - ``microsoft/ToRA`` ``src/outputs/llm-agents/*/gsm8k/*.jsonl``: responses of two ToRA models
   on GSM8K (text, free form). The label is ToRA's own extracted prediction (``pred``) equal
   to the GSM8K integer answer (``gt``) as numbers.
@@ -23,6 +25,7 @@ import argparse
 import ast
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +47,15 @@ def _choices(value) -> list[str] | None:
     return [str(c) for c in parsed] if isinstance(parsed, (list, tuple)) else None
 
 
+def _norm(s) -> str:
+    return re.sub(r"\s+", " ", str(s)).strip().lower()
+
+
+def _judged_text_in_response(extraction, response: str) -> bool:
+    ex = _norm(extraction or "")
+    return bool(ex) and re.search(r"(?<!\w)" + re.escape(ex) + r"(?!\w)", _norm(response)) is not None
+
+
 def mathvista(checkout: str, per_model: int, seed: int) -> list[dict]:
     out = []
     for rel in list_files(checkout, "results"):
@@ -57,6 +69,8 @@ def mathvista(checkout: str, per_model: int, seed: int) -> list[dict]:
         rows = []
         for pid, e in sorted(data.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else kv[0]):
             if "true_false" not in e or not isinstance(e.get("response"), str) or not e["response"].strip():
+                continue
+            if not _judged_text_in_response(e.get("extraction"), e["response"]):
                 continue
             label = e["true_false"] if isinstance(e["true_false"], bool) else str(e["true_false"]) == "True"
             mc = e.get("question_type") == "multi_choice"

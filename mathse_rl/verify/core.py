@@ -25,11 +25,9 @@ _HEDGE = re.compile(r"^\(?[A-J]\)?\s*(?:or|/|或|、|,)\s*\(?[A-J]\)?(?![a-zA-Z]
 _HEDGE_JOINERS = re.compile(r"\\text\{|\\textbf\{|\\mathrm\{|[(){}\[\].,;:&/|+*、，或和\s-]|\b(?:or|and|either|maybe|possibly)\b",
                             re.I)
 # After the stated answer: the response revises it ("Wait, no, it is 4", "Actually the answer is 4").
-_REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i made a mistake|mistake|"
-                       r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|instead|i mean|"
-                       r"no,|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
-# The same inside an answer sentence ("B. Wait, it is C"); "no," may be an option's own text there.
-_REVISION_IN_ANSWER = re.compile(_REVISION.pattern.replace("no,|", r"no,\s+(?:it|that|the answer)\b|"), re.I)
+_REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i made a mistake|"
+                       r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|i mean|"
+                       r"no,\s+(?:it|that|the answer)\b|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
 # After the stated answer: the output runs on into another prompt ("Question: ...", "Choices:").
 _RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q)\s*\d*\s*[:：]", re.I | re.M)
 # After the stated answer: another conclusion ("Therefore, the total is 48 meters.").
@@ -184,7 +182,7 @@ def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, 
     if (isinstance(g, Letter) or choices_t) and (_HEDGE.match(strip_wrappers(pred_text)) or _is_hedge(pred_text)):
         return Verdict(False, pred_text, "hedged"), None
     verdict, sym = _judge(pred_text, gold, g, choices_t)
-    if (verdict.correct or sym is not None) and (_REVISION_IN_ANSWER.search(pred_text) or _revised(ex.after, g, choices_t)):
+    if (verdict.correct or sym is not None) and (_REVISION.search(pred_text) or _revised(ex.after, g, choices_t)):
         return Verdict(False, pred_text, "hedged"), None
     return verdict, sym
 

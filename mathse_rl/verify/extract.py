@@ -294,9 +294,7 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
     if bare_answer is not None:
         return Extraction(bare_answer, "whole", (bare_answer,))
     window = text[-2000:]
-    last = None
-    for last in _NUMBER.finditer(window):
-        pass
+    last = _last_answer_number(window)
     if last is not None:
         # A number inside a final math span ("The point is $(-1, 3)$.") takes the whole span.
         seg = None
@@ -309,7 +307,49 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", num) is None and "," in num:
             num = num.rsplit(",", 1)[-1]
         return Extraction(num, "number", (num,))
+    word = _final_number_word(window)
+    if word is not None:
+        return Extraction(word, "number", (word,))
     return Extraction(None, "none")
+
+
+# A number right after one of these is a condition, not the answer: "at least 0 ties", "in 4 weeks".
+_CONDITION_BEFORE = re.compile(r"\b(?:at least|at most|more than|less than|fewer than|lower than|higher than|greater than|"
+                               r"than|in|of|for|by|after|within|per|from|with|over|under|every|each|above|below)\s+$", re.I)
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
+_NUMBER_WORD = re.compile(r"\b(?:is|are|was|were|be|total of|there are|there is)\s+(?:only\s+|exactly\s+|just\s+)?"
+                          r"(zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?![-\w])", re.I)
+_WORD_VALUES = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+
+def _last_answer_number(window: str) -> re.Match | None:
+    """The last number of the final sentence that holds one, skipping numbers that state a
+    condition ("there are 25 racks that have at least 0 ties" -> 25)."""
+    numbers = list(_NUMBER.finditer(window))
+    if not numbers:
+        return None
+    last = numbers[-1]
+    start = 0
+    for end in _SENTENCE_END.finditer(window, 0, last.start()):
+        start = end.end()
+    in_sentence = [m for m in numbers if m.start() >= start]
+    for m in reversed(in_sentence):
+        if not _CONDITION_BEFORE.search(window[max(start, m.start() - 24):m.start()]):
+            return m
+    return last
+
+
+def _final_number_word(window: str) -> str | None:
+    """A number written as a word in the last sentence ("there are a total of four objects left")."""
+    tail = window.rstrip()
+    start = 0
+    for end in _SENTENCE_END.finditer(tail, 0, max(0, len(tail) - 1)):
+        start = end.end()
+    m = None
+    for m in _NUMBER_WORD.finditer(tail[start:]):
+        pass
+    return _WORD_VALUES[m.group(1).lower()] if m else None
 
 
 def extract_answer(response: str, choices: Sequence[str] | None = None, strict: bool = False,
