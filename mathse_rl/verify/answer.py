@@ -280,6 +280,8 @@ def _text_or_latex(raw: str, s: str) -> Answer:
 # ---------------------------------------------------------------- structure
 
 _OPENERS, _CLOSERS = "([{", ")]}"
+# A matrix or vector (optionally in one pair of parentheses): rows split at \\, cells at &.
+_MATRIX = re.compile(r"\(?\s*\\begin\{([pbvB]?matrix)\}(.*?)\\end\{\1\}\s*\)?", re.S)
 
 
 def split_top(s: str, seps: re.Pattern) -> list[str]:
@@ -336,6 +338,15 @@ def _parse(s: str, allow_letter: bool) -> Answer:
         return Group("group", raw, items=(_parse(plus, False), _parse(minus, False)))
     # x \in [2, 5)
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)
+    matrix = _MATRIX.fullmatch(s)
+    if matrix:
+        rows = [r for r in re.split(r"\\\\", matrix.group(2)) if r.strip()]
+        cells = [tuple(_item(c.strip()) for c in r.split("&")) for r in rows]
+        if cells and all(len(r) == len(cells[0]) for r in cells) and all(c.strip() for r in rows for c in r.split("&")):
+            return Seq("seq", raw, open="matrix", close="matrix",
+                       items=tuple(Seq("seq", r_raw, open="row", close="row", items=r) for r_raw, r in zip(rows, cells)))
+    if s.startswith("{") and s.endswith("}") and _one_group(s) and "," in s:
+        return _parse(s[1:-1].strip(), False)  # "{-2021, 2021}": bare braces only group
     if s.startswith("\\{") and s.endswith("\\}"):
         inner = s[2:-2].strip()
         items = split_top(inner, re.compile(r"\s*[,;]\s*")) if inner else []

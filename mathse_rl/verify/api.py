@@ -11,7 +11,7 @@ import time
 from typing import Any, Sequence
 
 from mathse_rl.types import Verdict
-from mathse_rl.verify.core import fast_verify, parse_gold
+from mathse_rl.verify.core import fast_verify, gold_text, parse_gold
 from mathse_rl.verify.extract import trim
 from mathse_rl.verify.text import normalise_latex, strip_wrappers
 
@@ -29,7 +29,7 @@ _CHUNK_SECONDS_PER_ITEM = 0.05  # fast-path allowance per sample when a chunk ru
 
 
 def _symbolic(provisional: Verdict, pred_norm: str, gold: str, timeout: float) -> Verdict:
-    gold_norm = normalise_latex(strip_wrappers(str(gold)))
+    gold_norm = normalise_latex(strip_wrappers(gold_text(str(gold))))
     try:
         status, result = _pools().get_pool().call("symbolic", (pred_norm, gold_norm), timeout)
     except Exception:  # no worker could be started at all: the answer stays unjudged, never a crash

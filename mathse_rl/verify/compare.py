@@ -158,6 +158,8 @@ def _identity(a, b, names, ratio: bool = False) -> Outcome:
             continue
         if not (cmath.isfinite(av) and cmath.isfinite(bv)):
             continue
+        if abs(av.imag) > 1e-12 * max(1.0, abs(av)) or abs(bv.imag) > 1e-12 * max(1.0, abs(bv)):
+            continue  # a fractional power of a negative point: branches differ, the point says nothing
         if ratio:
             if abs(bv) < 1e-12:
                 if abs(av) > 1e-9:
@@ -188,7 +190,7 @@ def _is_var(a: Answer) -> bool:
 
 _NAME = r"(?:\\angle\s*|m\s*\\angle\s*)?(?:\\?[A-Za-z]+)(?:_\{?[\w,]+\}?)?'*(?:\([a-z]\))?"
 # What an answer may be labelled with: x, AB, |AB|, \angle ABC, V_1, f(x), x + y, (p, q), V_1:V_2.
-_LABEL = re.compile(r"^(?:\|\s*" + _NAME + r"\s*\||" + _NAME + r"(?:\s*[+:,]\s*" + _NAME + r")*|\(\s*" + _NAME
+_LABEL = re.compile(r"^(?:\\d?frac\{" + _NAME + r"\}\{" + _NAME + r"\}|\|\s*" + _NAME + r"\s*\||" + _NAME + r"(?:\s*[+:,]\s*" + _NAME + r")*|\(\s*" + _NAME
                     + r"(?:\s*[,;]\s*" + _NAME + r")+\s*\))$")
 
 
@@ -296,7 +298,33 @@ def _all_equal(ps, gs) -> Outcome:
     return (None, "symbolic_needed") if undecided else (True, "numeric")
 
 
+def _decimal_comma(grp: Group) -> Scalar | None:
+    """"1000,99" against a decimal gold: a European decimal comma (see docs/verifier_eval.md)."""
+    from mathse_rl.verify.answer import parse_answer
+    from mathse_rl.verify.extract import DECIMAL_COMMA
+
+    raw = grp.raw.strip()
+    if not re.fullmatch(DECIMAL_COMMA, raw):
+        return None
+    value = parse_answer(raw.replace(",", "."))
+    return value if isinstance(value, Scalar) else None
+
+
+def _distinct(items: tuple) -> tuple:
+    """A collection's items with exact repeats of a tuple dropped ("(3,17), (3,17)" lists one solution)."""
+    seen, out = set(), []
+    for x in items:
+        key = re.sub(r"\s+", "", x.raw) if isinstance(x, Seq) else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen.add(key)
+        out.append(x)
+    return tuple(out)
+
+
 def _group_equal(ps: tuple, gs: tuple) -> Outcome:
+    ps, gs = _distinct(ps), _distinct(gs)
     if len(ps) != len(gs):
         if any(isinstance(x, (Relation, Latex, Group)) for x in ps + gs):
             return None, "symbolic_needed"  # "AB=4, CD=5" may pair up differently
@@ -354,6 +382,9 @@ def equal(p: Answer, g: Answer) -> Outcome:
         grp, other = (p, g) if isinstance(p, Group) else (g, p)
         if len(grp.items) == 1:
             return equal(grp.items[0], other) if grp is p else equal(other, grp.items[0])
+        comma = _decimal_comma(grp)
+        if comma is not None and isinstance(other, Scalar) and other.literal and other.decimals:
+            return equal(comma, other) if grp is p else equal(other, comma)
         if isinstance(other, Seq) and grp.bare and other.open == "(" and len(other.items) == len(grp.items):
             return _all_equal(p.items, g.items)
         if any(isinstance(x, (Relation, Latex, Group)) for x in grp.items):

@@ -15,7 +15,7 @@ from typing import Sequence
 from mathse_rl.types import Verdict
 from mathse_rl.verify.answer import Answer, AnswerError, Letter, Text, parse_answer
 from mathse_rl.verify.compare import equal
-from mathse_rl.verify.extract import _sentence, extract
+from mathse_rl.verify.extract import _sentence, extract, has_box, is_prose
 from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
 
 _MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
@@ -45,13 +45,34 @@ def parse_gold(gold: str | None) -> Answer | None:
     """
     if gold is None:
         return None
-    gold = str(gold).strip()
+    gold = gold_text(gold)
     if not gold or not strip_wrappers(gold):
         return None
     try:
         return parse_answer(gold)
     except AnswerError:
         return None
+
+
+_GOLD_SOLUTION_CHARS = 80  # a longer gold with math in prose is a worked solution: its final answer is the gold
+
+
+@functools.lru_cache(maxsize=65536)
+def gold_text(gold: str) -> str:
+    """The answer a reference states: itself, or the final (boxed or stated) answer of a gold
+    given as a worked solution or with text around a boxed value.
+
+    >>> gold_text("so $f(0) = -1$ and the answer is \\\\boxed{-1}.")
+    '-1'
+    >>> gold_text("\\\\(\\\\boxed{1}\\\\) and \\\\(\\\\boxed{-2}\\\\).")
+    '1, -2'
+    """
+    g = str(gold).strip()
+    if has_box(g) or (len(g) > _GOLD_SOLUTION_CHARS and re.search(r"\$|\\\(|\\\[", g) and is_prose(g)):
+        found = extract(g).answer
+        if found:
+            return found
+    return g
 
 
 def gold_is_valid(gold: str | None) -> bool:
@@ -181,7 +202,7 @@ def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, 
         return Verdict(False, None, "no_final_answer" if strict else "no_answer"), None
     if (isinstance(g, Letter) or choices_t) and (_HEDGE.match(strip_wrappers(pred_text)) or _is_hedge(pred_text)):
         return Verdict(False, pred_text, "hedged"), None
-    verdict, sym = _judge(pred_text, gold, g, choices_t)
+    verdict, sym = _judge(pred_text, gold_text(gold), g, choices_t)
     if (verdict.correct or sym is not None) and (_REVISION.search(pred_text) or _revised(ex.after, g, choices_t)):
         return Verdict(False, pred_text, "hedged"), None
     return verdict, sym

@@ -45,6 +45,7 @@ class Extraction:
     after: str = ""  # the text written after the answer statement (at most _MAX_AFTER characters)
 
 
+_PLAIN_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]+")
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^\s{])")
 
 # Phrases that introduce the final answer, by priority; the last occurrence of the first
@@ -68,6 +69,8 @@ _BROKEN_AFTER_CUE = re.compile(r"^\s*(?:is|are|was|were|be|been|equals?|the answ
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
 _NUMBER = re.compile(r"(?<![A-Za-z_\d.])-?(?:\d+(?:[.,]\d+)*|\.\d+)(?:/\d+)?")
+# A number that can only be read with a decimal comma: "2,74", "1000,99", "0,111" (never "1,000").
+DECIMAL_COMMA = r"-?(?:0|\d+),(?:\d{1,2}|\d{4,})|-?0,\d+"
 _ANSWER_WORDS = {"yes", "no", "true", "false"}
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 _IS = re.compile(r"\b(?:is|are|was|equals|would be|will be)\s+(?=\S)", re.I)
@@ -132,8 +135,10 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         gap = text[box[1]:group[0][0]]
-        if len(gap) > _BOX_JOIN_GAP or "\n" in gap:
-            break
+        words = _PLAIN_WORD.findall(gap)
+        joined = re.search(r"[,;]|\b(?:and|or)\b", gap) is not None
+        if len(gap) > _BOX_JOIN_GAP or "\n" in gap or (len(words) > 2 and not joined):
+            break  # "\boxed{1} no no no no \boxed{2}" is not one answer; "\boxed{1} papers and \boxed{2}" is
         group.insert(0, box)
     parts = [b[2] for b in group if b[2]]
     return (group[-1][1], parts) if parts else None
@@ -147,6 +152,9 @@ def _sentence(text: str, strict: bool = False) -> str:
     line = text[:_MAX_SENTENCE].split("\n", 1)[0]
     if strict and _BROKEN_AFTER_CUE.match(line):
         return ""
+    joined = _joined_math(re.split(r"(?<!\d)\.(?:\s|$)|。", line, 1)[0])
+    if joined is not None:
+        return joined
     seg = _MATH_SEGMENT.match(line)
     if seg:
         return next(g for g in seg.groups() if g is not None).strip()
@@ -164,14 +172,34 @@ def _sentence(text: str, strict: bool = False) -> str:
     if inner:
         return next(g for g in inner.groups() if g is not None).strip()
     piece = piece.strip().rstrip(".*_").strip()
-    if _is_prose(piece) and not strict:
+    if is_prose(piece) and not strict:
         nums = _NUMBER.findall(piece)
         if nums:
             return nums[-1]  # "Jane started growing 3 hours ago" -> "3"
     return piece
 
 
-def _is_prose(s: str) -> bool:
+_JOINER = re.compile(r"^[\s\\\"'“”]*(?:,|;|and|or|\\quad)?[\s\\\"'“”]*$", re.I)
+
+
+def _joined_math(piece: str) -> str | None:
+    """Several math spans joined only by "and"/"or"/commas ("$12$ and $13$"): one answer, "12, 13"."""
+    segs = list(_MATH_SEGMENT.finditer(piece))
+    if len(segs) < 2:
+        return None
+    if any(not _JOINER.match(piece[a.end():b.start()]) for a, b in zip(segs, segs[1:])):
+        return None
+    if not _JOINER.match(piece[:segs[0].start()]) or not _JOINER.match(piece[segs[-1].end():].rstrip(".")):
+        return None
+    return ", ".join(next(g for g in m.groups() if g is not None).strip() for m in segs)
+
+
+def has_box(text: str) -> bool:
+    """Whether ``text`` holds a ``\\boxed``/``\\fbox`` answer."""
+    return _BOX_START.search(text) is not None
+
+
+def is_prose(s: str) -> bool:
     """Two or more plain words outside LaTeX commands and \\text{...} (units stay units)."""
     plain = re.sub(r"\\(?:text|mathrm|textnormal|textbf|mbox)\s*\{[^{}]*\}|\\[a-zA-Z]+", " ", s)
     return len(_PROSE_WORD.findall(plain)) >= 2
@@ -304,7 +332,7 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
             inner = next(g for g in seg.groups() if g is not None).strip()
             return Extraction(inner, "math", (inner,))
         num = last.group(0)
-        if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", num) is None and "," in num:
+        if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|" + DECIMAL_COMMA, num) is None and "," in num:
             num = num.rsplit(",", 1)[-1]
         return Extraction(num, "number", (num,))
     word = _final_number_word(window)
@@ -315,7 +343,7 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
 
 # A number right after one of these is a condition, not the answer: "at least 0 ties", "in 4 weeks".
 _CONDITION_BEFORE = re.compile(r"\b(?:at least|at most|more than|less than|fewer than|lower than|higher than|greater than|"
-                               r"than|in|of|for|by|after|within|per|from|with|over|under|every|each|above|below)\s+$", re.I)
+                               r"than|in|for|after|within|per|from|with|over|under|every|each|above|below)\s+$", re.I)
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
 _NUMBER_WORD = re.compile(r"\b(?:is|are|was|were|be|total of|there are|there is)\s+(?:only\s+|exactly\s+|just\s+)?"
                           r"(zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?![-\w])", re.I)

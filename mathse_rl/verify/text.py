@@ -134,11 +134,11 @@ def balanced(s: str) -> bool:
 
 
 _INLINE_DOLLAR = re.compile(r"(?<!\\)\$")  # "$125$ miles": math delimiters inside an answer
-_SPACES = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\big[lr]?|\\Big[lr]?")
+_SPACES = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\big[lr]?|\\Big[lr]?")
 _THOUSANDS_BRACED = re.compile(r"(?<=\d)(?:\{,\}|,\\!\s*)(?=\d{3}(?!\d))")  # 1{,}000 and 32,\! 349
 _THOUSANDS_SPACE = re.compile(r"(?<=\d)(?:\\,|\\ |\\;|\\!| |\u2009|\u202f)(?=\d{3}(?!\d))")
 # 1,000,000 and $16,386.20 at the start of an answer with no other comma: one number.
-_THOUSANDS_LEAD = re.compile(r"^(\\?\$\s*)?([-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?![\d,])")
+_THOUSANDS_LEAD = re.compile(r"^(\\?\$\s*)?([-+]?(?!0,)\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?![\d,])")
 
 
 _MIXED = re.compile(r"(?:(?<=^)|(?<=[\s=(,-]))(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
