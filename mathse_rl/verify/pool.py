@@ -314,6 +314,12 @@ class WorkerPool:
             return [w.watch for w in self._workers if w.ready]
 
     @property
+    def ready_pids(self) -> list[int]:
+        """Pids of the workers that have finished starting (busy or idle)."""
+        with self._cond:
+            return [w.proc.pid for w in self._workers if w.ready]
+
+    @property
     def pids(self) -> list[int]:
         with self._cond:
             return [w.proc.pid for w in self._workers if w.proc.pid is not None]

@@ -31,6 +31,7 @@ def _limit_memory() -> None:
 def _preload() -> None:
     try:
         symbolic(("1+1", "2"))  # imports math-verify and SymPy's lazily loaded parts
+        symbolic(("\\int_0^1 x dx", "1/2"))  # and SymPy's integration, seconds on a first use
     except Exception:  # a broken install shows up as an error on the first task instead
         pass
 
