@@ -188,3 +188,13 @@ def test_close_leaves_no_process_behind():
     assert len(p.helpers) == 2 and p.watches == ["lifeline", "lifeline"]
     p.close()
     assert all(_wait_gone(pid, 5.0) is not None for pid in started)
+
+
+def test_queue_wait_is_reported_through_the_public_api():
+    from mathse_rl.verify import verify
+    from mathse_rl.verify.api import pool_stats
+
+    before = pool_stats()
+    assert verify("\\boxed{\\int_0^1 x\\,dx}", "1/2", timeout=30.0).correct
+    after = pool_stats()
+    assert after["calls"] == before["calls"] + 1 and after["queue_wait_total"] >= before["queue_wait_total"]
