@@ -66,6 +66,24 @@ def test_ctrl_c_during_a_call_frees_the_worker(pool):
     assert time.monotonic() - t0 < 10.0
 
 
+def test_ctrl_c_during_verify_leaves_no_busy_worker():
+    from mathse_rl.verify import verify
+    from mathse_rl.verify import pool as verify_pool
+
+    shared = verify_pool.get_pool(min_size=2)
+    shared.start(n=2, wait=60.0)
+    hang = ("\\boxed{\\sum_{k=1}^{10^{12}} k^{k}}", "1")  # math-verify would run for ages
+    _interrupt_main_after(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        verify(*hang, timeout=60.0)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(w.busy for w in shared._workers):
+        time.sleep(0.05)
+    assert not any(w.busy for w in shared._workers)  # nobody is left computing for a caller that left
+    assert shared.stats()["interrupted"] >= 1
+    assert verify("\\boxed{\\int_0^1 x\\,dx}", "1/2", timeout=30.0).correct
+
+
 def test_unpicklable_input_is_a_value_error_before_anything_is_sent(pool):
     sent_before = pool.stats()["calls"]
     with pytest.raises(ValueError, match="cannot be sent"):
