@@ -64,7 +64,8 @@ class Judgment:
 
     ``error_step`` is the 1-based index of the first wrong step (None when correct
     or unknown); ``score`` is P(correct) when the backend exposes it, else 1.0/0.0.
-    ``parse_error`` says what could not be parsed from ``raw`` (None when clean).
+    ``parse_error`` says what could not be parsed from ``raw`` (None when clean);
+    ``source`` says whether the judge itself or its fallback decided.
     """
 
     status: Status
@@ -75,10 +76,17 @@ class Judgment:
     score: float = 0.0
     raw: str = ""
     parse_error: str | None = None
+    source: str = "judge"  # who decided: "judge" (the configured judge itself) or the fallback's name ("verifier")
 
     @property
     def correct(self) -> bool:
         return self.status == "CORRECT"
+
+    @property
+    def fallback(self) -> bool:
+        """True when the declared fallback, not the judge, produced this judgment (filter these out
+        where only the judge's own verdicts may count)."""
+        return self.source != "judge"
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-batch", type=int, default=8)
+    s.add_argument("--max-tokens-cap", type=int, default=1024, help="the most tokens one request may generate")
+    s.add_argument("--image-dir", default=None,
+                   help="a directory whose files image_url may name (default: data: URLs only)")
 
 
 def _yaml(path: str | None) -> dict[str, Any]:
@@ -143,13 +146,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from mathse_rl.orm.backends.local import load_judge_model
-    from mathse_rl.orm.serve import ChatModel, make_app
+    from mathse_rl.orm.serve import ChatModel, ServeConfig, make_app, run_server
 
-    app = make_app(ChatModel(*load_judge_model(args.model)), args.name, max_batch=args.max_batch)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    cfg = ServeConfig(max_batch=args.max_batch, max_tokens_cap=args.max_tokens_cap, image_dir=args.image_dir)
+    run_server(make_app(ChatModel(*load_judge_model(args.model)), args.name, config=cfg), args.host, args.port)
     return 0
 
 

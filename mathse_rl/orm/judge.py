@@ -166,7 +166,8 @@ class Judge:
         backup = self._fallback.judge_detailed([items[i] for i in failed])
         self.counters.add("fallback/verifier", len(failed))
         for i, b in zip(failed, backup):
-            results[i] = JudgeResult(b.judgment, "verifier" if b.judgment is not None else "none",
+            marked = _replace(b.judgment, source="verifier") if b.judgment is not None else None
+            results[i] = JudgeResult(marked, "verifier" if marked is not None else "none",
                                      results[i].failure, results[i].notes, results[i].raw)
 
 

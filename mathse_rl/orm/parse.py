@@ -25,8 +25,27 @@ from mathse_rl.types import Judgment
 
 _FENCE = re.compile(r"```[a-zA-Z]*")
 _INT = re.compile(r"-?\d+")
-_STEP_NUM = re.compile(r"steps?\s*#?\s*(\d+)", re.IGNORECASE)
 _STATUS_WORDS = {"CORRECT": "CORRECT", "WRONG": "WRONG", "INCORRECT": "WRONG"}
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+             "ninth": 9, "tenth": 10}
+_HAN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+# The ways judges name a step, tried in order: "Step 3", "steps #2 and 4", "第3步"/"第三步", "步骤3",
+# "the 2nd step", "third step", "S2", and a bare "3" / "#3" / "(3)". Every quantifier is bounded.
+_STEP_FORMS = (
+    re.compile(r"\bsteps?\s{0,3}#?\s{0,3}(\d{1,6})", re.IGNORECASE),
+    re.compile(r"第\s{0,3}(\d{1,6}|[一二两三四五六七八九十]{1,3})\s{0,3}步"),
+    re.compile(r"步骤\s{0,3}(\d{1,6}|[一二两三四五六七八九十]{1,3})"),
+    re.compile(r"\b(\d{1,6})(?:st|nd|rd|th)\s{1,3}step", re.IGNORECASE),
+    re.compile(r"\b(" + "|".join(_ORDINALS) + r")\s{1,3}step", re.IGNORECASE),
+    re.compile(r"^\s{0,3}S(\d{1,6})\b"),
+    re.compile(r"^[\s#(\[]{0,4}(\d{1,6})[\s.)\]:]{0,4}$"),
+)
+# An explicit status in running text ("status: WRONG", "'Status' = correct"); its position decides
+# which verdict is the final one.
+_STATUS_TEXT = re.compile(r"""["']?\bstatus["']?[ \t]{0,20}[:=][ \t]{0,20}["']?[ \t]{0,20}([A-Za-z]{1,20})""",
+                          re.IGNORECASE)
+_MAX_REPAIR = 100_000  # characters of a near-JSON object worth repairing; a longer one is read as text
+_MAX_FIELD_TEXT = 4000  # characters of a free-text field read from key: value text
 _NULLS = {"", "null", "none", "n/a", "na", "nan", "-"}
 
 # Field names after lower-casing and dropping non-letters.
@@ -55,42 +74,48 @@ class ParseResult:
         return self.judgment.parse_error is None
 
 
-def _objects(text: str) -> list[str]:
-    """Every balanced ``{...}`` span (quote-aware), outermost first; an unclosed one at the end too."""
-    spans: list[str] = []
-    i = 0
-    while True:
-        start = text.find("{", i)
-        if start < 0:
-            return spans
-        depth, quote, esc = 0, None, False
-        for j in range(start, len(text)):
-            c = text[j]
-            if quote:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == quote:
-                    quote = None
-                continue
+def _objects(text: str) -> list[tuple[int, str]]:
+    """Every top-level balanced ``{...}`` span (quote-aware) with its offset; an unclosed one at the end too.
+
+    One pass over the text: linear whatever it holds (a reply of a million ``{`` included).
+    """
+    spans: list[tuple[int, str]] = []
+    depth, start, in_quote, esc = 0, 0, False, False
+    for j, c in enumerate(text):
+        if in_quote:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_quote = False
+        elif c == "{":
+            if depth == 0:
+                start = j
+            depth += 1
+        elif depth:
             if c == '"':
-                quote = c
-            elif c == "{":
-                depth += 1
+                in_quote = True
             elif c == "}":
                 depth -= 1
                 if depth == 0:
-                    spans.append(text[start:j + 1])
-                    i = j + 1
-                    break
-        else:
-            spans.append(text[start:])  # truncated: left for the pattern reader
-            return spans
+                    spans.append((start, text[start:j + 1]))
+    if depth:
+        spans.append((start, text[start:]))  # truncated: left for the pattern reader
+    return spans
+
+
+_PLAIN = re.compile(r"""[^"'A-Za-z_]+""")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*")
+_QUOTE_END = re.compile(r"\s*(?:[,:}\]]|$)")
+_SPACE = re.compile(r"\s*")
 
 
 def _repair(s: str) -> str:
-    """Rewrite near-JSON (single quotes, Python literals, bare keys, trailing commas) as JSON."""
+    """Rewrite near-JSON (single quotes, Python literals, bare keys, trailing commas) as JSON.
+
+    Every step matches at a position (never on a slice), so the pass stays linear.
+    """
     out: list[str] = []
     i, n = 0, len(s)
     while i < n:
@@ -102,33 +127,33 @@ def _repair(s: str) -> str:
             out.append(s[i:j + 1])
             i = j + 1
         elif c == "'":  # a single-quoted string ends at a quote followed by , : } ]
-            j = i + 1
-            while j < n:
-                if s[j] == "'" and re.match(r"\s*(?:[,:}\]]|$)", s[j + 1:]):
-                    break
-                j += 1
+            j = s.find("'", i + 1)
+            while j >= 0 and not _QUOTE_END.match(s, j + 1):
+                j = s.find("'", j + 1)
+            j = n if j < 0 else j
             out.append(json.dumps(s[i + 1:j]))
             i = j + 1
-        else:
-            m = re.match(r"[A-Za-z_][A-Za-z0-9_ ]*", s[i:])
-            if m:
-                word = m.group(0).rstrip()
-                rest = s[i + len(m.group(0)):].lstrip()
-                if rest.startswith(":"):
-                    out.append(json.dumps(word))  # bare key
-                else:
-                    literal = {"None": "null", "True": "true", "False": "false"}.get(word, word)
-                    out.append(literal if literal in ("null", "true", "false") else json.dumps(word))
-                    out.append(m.group(0)[len(word):])
-                i += len(m.group(0))
+        elif (m := _WORD.match(s, i)) is not None:
+            word = m.group(0).rstrip()
+            after = _SPACE.match(s, m.end()).end()
+            if s.startswith(":", after):
+                out.append(json.dumps(word))  # bare key
             else:
-                out.append(c)
-                i += 1
+                literal = {"None": "null", "True": "true", "False": "false"}.get(word, word)
+                out.append(literal if literal in ("null", "true", "false") else json.dumps(word))
+                out.append(m.group(0)[len(word):])
+            i = m.end()
+        else:
+            m = _PLAIN.match(s, i)  # punctuation, digits, braces: copied in one run
+            out.append(m.group(0))
+            i = m.end()
     return re.sub(r",\s*([}\]])", r"\1", "".join(out))
 
 
 def _load(span: str) -> dict[str, Any] | None:
-    for candidate in (span, _repair(span)):
+    for candidate in (span, _repair(span) if len(span) <= _MAX_REPAIR else None):
+        if candidate is None:
+            continue
         try:
             obj = json.loads(candidate)
         except (ValueError, RecursionError):
@@ -147,27 +172,100 @@ def _canonical(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _by_pattern(text: str) -> dict[str, Any]:
-    """Fields read as ``key: value`` pairs from text that is not (complete) JSON."""
+def _by_pattern(text: str, at: int) -> dict[str, Any]:
+    """Fields read as ``key: value`` pairs from text that is not (complete) JSON.
+
+    The status is the one written at ``at``; each other field is the first one written after it
+    (a judge states the verdict, then explains), else the last one before it.
+    """
     out: dict[str, Any] = {}
-    m = re.search(r"""["']?status["']?\s*[:=]\s*["']?\s*([A-Za-z]+)""", text, re.IGNORECASE)
+    m = _STATUS_TEXT.match(text, at)
     if m:
         out["status"] = m.group(1)
-    m = re.search(r"""["']?error[_ ]step["']?\s*[:=]\s*("[^"]*"|'[^']*'|[^,}\n]+)""", text, re.IGNORECASE)
-    if m:
-        out["error_step"] = m.group(1).strip().strip("\"'")
-    for key in ("error_analysis", "improvement_suggestion"):
-        pat = key.replace("_", "[_ ]")
-        m = re.search(r"""["']?""" + pat + r"""["']?\s*[:=]\s*["']([^"']*)""", text, re.IGNORECASE)
-        if m:
-            out[key] = m.group(1).strip()
+    patterns = {
+        "error_step": r"""["']?error[_ ]step["']?[ \t]{0,20}[:=][ \t]{0,20}("[^"\n]{0,200}"|'[^'\n]{0,200}'|[^,}\n]{1,200})""",
+        "error_analysis": r"""["']?error[_ ]analysis["']?[ \t]{0,20}[:=][ \t]{0,20}["']?([^"'\n]{0,%d})""",
+        "improvement_suggestion": r"""["']?improvement[_ ]suggestion["']?[ \t]{0,20}[:=][ \t]{0,20}["']?([^"'\n]{0,%d})""",
+    }
+    for key, pat in patterns.items():
+        rx = re.compile(pat.replace("%d", str(_MAX_FIELD_TEXT)), re.IGNORECASE)
+        found = rx.search(text, at)
+        if found is None:
+            before = None
+            for before in rx.finditer(text, 0, at):
+                pass
+            found = before
+        if found is not None:
+            out[key] = found.group(1).strip().strip("\"'").strip()
     return out
+
+
+def _final_verdict(text: str) -> tuple[dict[str, Any], bool]:
+    """The fields of the last verdict in ``text`` and whether they came from a JSON object.
+
+    Candidates are the JSON objects carrying a status and the explicit ``status: X`` written
+    outside them; the one that starts last wins, so an example or a quoted object before the
+    real verdict, or a first impression the judge then revises, does not decide.
+    """
+    best: tuple[int, dict[str, Any]] | None = None
+    loaded: list[tuple[int, int]] = []  # spans of objects that were read: a status quoted inside them is theirs
+    for start, span in _objects(text):
+        low = span.lower()
+        if "status" not in low and "verdict" not in low:
+            continue  # cannot be a verdict: not worth a repair pass
+        obj = _load(span)
+        if obj is None:
+            continue
+        loaded.append((start, start + len(span)))
+        if "status" in (fields := _canonical(obj)):
+            best = (start, fields)
+    last_text, k = -1, 0
+    for m in _STATUS_TEXT.finditer(text):
+        while k < len(loaded) and loaded[k][1] <= m.start():
+            k += 1
+        if not (k < len(loaded) and loaded[k][0] <= m.start()):
+            last_text = m.start()
+    if best is not None and best[0] >= last_text:
+        return best[1], True
+    if last_text >= 0:
+        return _by_pattern(text, last_text), False
+    return {}, False
 
 
 def _status(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     return _STATUS_WORDS.get(value.strip().strip(".").upper())
+
+
+def _step_number(text: str) -> int | None:
+    """The step a judge names: "Step 3", "第3步", "第三步", "步骤3", "the 2nd step", "third step", "#3"...
+
+    >>> _step_number("第三步：计算错误"), _step_number("Steps 2 and 4"), _step_number("the last one")
+    (3, 2, None)
+    """
+    if _INT.fullmatch(text.strip(". ")):
+        return int(text.strip(". "))
+    for rx in _STEP_FORMS:
+        m = rx.search(text)
+        if m:
+            token = m.group(1)
+            if token.isdigit():
+                return int(token)
+            if token.lower() in _ORDINALS:
+                return _ORDINALS[token.lower()]
+            return _han_number(token)
+    return None
+
+
+def _han_number(token: str) -> int | None:
+    """一..九十九 written with Chinese numerals (十 = 10, 十三 = 13, 二十 = 20)."""
+    if "十" not in token:
+        return _HAN_DIGITS.get(token) if len(token) == 1 else None
+    tens, _, ones = token.partition("十")
+    t = _HAN_DIGITS.get(tens, None) if tens else 1
+    o = _HAN_DIGITS.get(ones, None) if ones else 0
+    return None if t is None or o is None else 10 * t + o
 
 
 def _error_step(value: Any, n_steps: int | None, notes: list[str]) -> tuple[int | None, str]:
@@ -182,8 +280,7 @@ def _error_step(value: Any, n_steps: int | None, notes: list[str]) -> tuple[int 
     elif text.lower() in _NULLS:
         return None, ""
     else:
-        m = _STEP_NUM.search(text) or (_INT.fullmatch(text.strip(". ")) and _INT.search(text))
-        index = int(m.group(1) if m.re is _STEP_NUM else m.group(0)) if m else None
+        index = _step_number(text)
         if index is None:
             notes.append(f"error_step {text[:40]!r} names no step number")
     if index is not None and (index < 1 or (n_steps is not None and index > n_steps)):
@@ -197,16 +294,9 @@ def parse_judgment_report(raw: str | None, steps: Sequence[str] | None = None) -
     raw = raw or ""
     text = _FENCE.sub("", raw)
     notes: list[str] = []
-    fields: dict[str, Any] = {}
-    for span in _objects(text):
-        obj = _load(span)
-        if obj is not None and "status" in _canonical(obj):
-            fields = _canonical(obj)
-            break
-    if not fields:
-        fields = _by_pattern(text)
-        if fields:
-            notes.append("no complete JSON object; fields read as key: value text")
+    fields, from_json = _final_verdict(text)
+    if fields and not from_json:
+        notes.append("no complete JSON object; fields read as key: value text")
     if "status" not in fields:
         return ParseResult(Judgment(status="WRONG", score=0.0, raw=raw, parse_error="no status field found"),
                            tuple(notes))

@@ -1,10 +1,23 @@
 """A small OpenAI-compatible chat server for a local judge model (``mathse-rl orm serve``).
 
-It answers ``POST /v1/chat/completions`` (string or ``text``/``image_url`` parts, images as
-``data:`` URLs) and ``GET /v1/models``, batching concurrent requests into one ``generate``
-call (up to ``max_batch`` requests, waiting at most ``max_wait_ms`` for a batch to fill).
-It is meant for tests, benchmarks and single-machine runs; serve a real judge with vLLM
-or SGLang, which speak the same protocol.
+It answers ``POST /v1/chat/completions`` (string or ``text``/``image_url`` parts) and
+``GET /v1/models``, batching concurrent requests into one ``generate`` call (up to
+``max_batch`` requests, waiting at most ``max_wait_ms`` for a batch to fill). It is meant
+for tests, benchmarks and single-machine runs; serve a real judge with vLLM or SGLang,
+which speak the same protocol.
+
+What a client cannot do to it:
+
+* a malformed request (``max_tokens="abc"``, a message without a role, a bad image) is
+  that request's 400, checked before it joins a batch; a batch that still fails is
+  retried request by request, so one request never fails its neighbours;
+* ``max_tokens`` above :attr:`ServeConfig.max_tokens_cap` is capped (``finish_reason``
+  says ``length``);
+* a client that disconnects stops its own generation at the next token; SIGTERM stops
+  every generation at the next token and the server exits within a few seconds;
+* ``image_url`` is read only from ``data:`` URLs, or from files inside the directory the
+  operator names (``image_dir``); every image failure gives the same message, so the
+  server never tells which paths exist.
 
     server = serve_in_thread(make_app(ChatModel(*load_judge_model("path/to/judge")), "orm"))
     judge = load_judge({"backend": "openai", "endpoint": server.url + "/v1", "model": "orm"})
@@ -14,16 +27,142 @@ or SGLang, which speak the same protocol.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import os
 import socket
 import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mathse_rl.models.tiny import encode_batch
-from mathse_rl.orm.images import to_pil
+
+ROLES = ("system", "user", "assistant", "developer")
+_MAX_MESSAGES = 256  # messages in one request
+
+
+@dataclass
+class ServeConfig:
+    max_batch: int = 8  # requests per generate() call
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_tokens_cap: int = 1024  # the most tokens one request may generate; larger asks are capped
+    default_max_tokens: int = 256  # when a request names no max_tokens
+    image_dir: str | None = None  # a directory whose files image_url may name (None: data: URLs only)
+    max_image_bytes: int = 16 << 20  # largest encoded image accepted
+    max_image_pixels: int = 4096 * 4096  # largest decoded image accepted (no decompression bombs)
+    disconnect_poll_s: float = 0.1  # how often a waiting request checks that its client is still there
+
+
+class RequestError(ValueError):
+    """A request the server refuses with HTTP 400; the message is safe to show the client."""
+
+
+def _image_error(cfg: ServeConfig) -> RequestError:
+    where = " or the name of a file in the server's image directory" if cfg.image_dir else ""
+    return RequestError(f"image_url must be a data: URL with a base64 image{where}, holding a readable image")
+
+
+def load_image(url: Any, cfg: ServeConfig):
+    """The RGB image an ``image_url`` names: a ``data:`` URL, or a file inside ``cfg.image_dir``.
+
+    Every failure raises the same :class:`RequestError` (no oracle on which paths exist).
+    """
+    from PIL import Image
+
+    raw: bytes | None = None
+    try:
+        if isinstance(url, str) and url.startswith("data:"):
+            head, _, data = url.partition(",")
+            if ";base64" in head and len(data) <= cfg.max_image_bytes * 4 // 3 + 4:
+                raw = base64.b64decode(data, validate=True)
+        elif isinstance(url, str) and cfg.image_dir:
+            root = os.path.realpath(cfg.image_dir)
+            name = url[len("file://"):] if url.startswith("file://") else url
+            path = os.path.realpath(os.path.join(root, name))
+            if os.path.commonpath([root, path]) == root and os.path.isfile(path) \
+                    and os.path.getsize(path) <= cfg.max_image_bytes:
+                with open(path, "rb") as f:
+                    raw = f.read()
+        if raw is not None and len(raw) <= cfg.max_image_bytes:
+            img = Image.open(io.BytesIO(raw))
+            w, h = img.size
+            if 0 < w * h <= cfg.max_image_pixels:
+                return img.convert("RGB")
+    except Exception:  # unreadable, whatever the reason: the same answer as any other bad image
+        pass
+    raise _image_error(cfg)
+
+
+def _as_int(body: dict[str, Any], key: str, default: int | None, low: int) -> int | None:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{key} must be an integer, got {type(value).__name__}")
+    if value < low:
+        raise RequestError(f"{key} must be >= {low}, got {value}")
+    return value
+
+
+@dataclass
+class ChatRequest:
+    """A validated request: messages, token limits and the images they carry."""
+
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    min_tokens: int = 0
+    images: list[Any] = field(default_factory=list)
+    capped: bool = False  # max_tokens was lowered to the server's cap
+
+
+def parse_request(body: Any, cfg: ServeConfig, load_images: bool = True) -> ChatRequest:
+    """Check one chat-completions body field by field; a :class:`RequestError` says what is wrong."""
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty list")
+    if len(messages) > _MAX_MESSAGES:
+        raise RequestError(f"at most {_MAX_MESSAGES} messages")
+    if "max_completion_tokens" in body and "max_tokens" not in body:
+        body = {**body, "max_tokens": body["max_completion_tokens"]}
+    max_tokens = _as_int(body, "max_tokens", cfg.default_max_tokens, 1)
+    min_tokens = _as_int(body, "min_tokens", 0, 0)
+    assert max_tokens is not None and min_tokens is not None
+    capped = max_tokens > cfg.max_tokens_cap
+    max_tokens = min(max_tokens, cfg.max_tokens_cap)
+    if min_tokens > max_tokens:
+        raise RequestError(f"min_tokens ({min_tokens}) must not exceed max_tokens ({max_tokens})")
+    out, images = [], []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise RequestError(f"messages[{i}] must be an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise RequestError(f"messages[{i}].role must be one of {list(ROLES)}")
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append({"role": role, "content": content})
+            continue
+        if not isinstance(content, list):
+            raise RequestError(f"messages[{i}].content must be a string or a list of parts")
+        parts = []
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text", ""), str):
+                parts.append({"type": "text", "text": part.get("text", "")})
+            elif kind == "image_url":
+                ref = part.get("image_url")
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                images.append(load_image(url, cfg) if load_images else url)
+                parts.append({"type": "image"})
+            else:
+                raise RequestError(f"messages[{i}].content[{j}] must be a text or image_url part")
+        out.append({"role": role, "content": parts})
+    return ChatRequest(out, max_tokens, min_tokens, images, capped)
 
 
 class ChatModel:
@@ -38,60 +177,118 @@ class ChatModel:
         self.tokenizer.padding_side = "left"
         self.is_vlm = hasattr(processor, "image_processor")
 
-    def _render(self, messages: Sequence[dict[str, Any]]) -> tuple[str, list[Any]]:
-        images: list[Any] = []
-        rendered = []
-        for m in messages:
-            content = m.get("content")
-            if isinstance(content, list):
-                parts = []
-                for part in content:
-                    if part.get("type") == "image_url":
-                        url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part["image_url"]
-                        if self.is_vlm:
-                            images.append(to_pil(url))
-                            parts.append({"type": "image"})
-                    elif part.get("type") == "text":
-                        parts.append({"type": "text", "text": part.get("text", "")})
-                content = parts
-            rendered.append({"role": m["role"], "content": content})
-        text = self.processor.apply_chat_template(rendered, tokenize=False, add_generation_prompt=True)
-        return text, images
+    def render(self, request: ChatRequest) -> tuple[str, list[Any]]:
+        """The prompt text and images of a validated request (a text model drops the image parts)."""
+        messages = request.messages
+        if not self.is_vlm:
+            messages = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+                         [p for p in m["content"] if p["type"] == "text"]} for m in messages]
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text, (request.images if self.is_vlm else [])
 
-    def generate(self, batch: Sequence[Sequence[dict[str, Any]]], max_tokens: Sequence[int]) -> list[str]:
-        """Greedy completions for a batch of chat conversations, each cut at its own ``max_tokens``."""
+    def generate_rendered(self, rendered: Sequence[tuple[str, list[Any]]], max_tokens: Sequence[int],
+                          min_tokens: Sequence[int] | None = None,
+                          stop: Sequence[threading.Event] | None = None) -> list[tuple[str, int]]:
+        """(text, tokens generated) per prompt, each cut at its own ``max_tokens``; a row whose
+        ``stop`` event is set ends at the next token."""
         import torch
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-        rendered = [self._render(msgs) for msgs in batch]
         texts = [t for t, _ in rendered]
         images = [img for _, imgs in rendered for img in imgs]
         inputs = encode_batch(self.processor, texts, images).to(self.model.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        events = list(stop) if stop is not None else [threading.Event() for _ in rendered]
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.tensor([e.is_set() for e in events], device=input_ids.device)
+
+        processors = LogitsProcessorList()
+        mins = list(min_tokens or [0] * len(rendered))
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if any(mins) and eos_ids:
+            processors.append(_MinTokens(prompt_len, mins, eos_ids))
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=max(max_tokens), do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new, max_tokens)]
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      stopping_criteria=StoppingCriteriaList([_Stop()]), logits_processor=processors)
+        new = out[:, prompt_len:]
+        results = []
+        pad = self.tokenizer.pad_token_id
+        for row, n in zip(new, max_tokens):
+            row = row[:n]
+            count = int((row != pad).sum()) if pad is not None else len(row)
+            results.append((self.tokenizer.decode(row, skip_special_tokens=True), count))
+        return results
+
+    def generate(self, batch: Sequence[Sequence[dict[str, Any]]], max_tokens: Sequence[int]) -> list[str]:
+        """Greedy completions for a batch of chat conversations, each cut at its own ``max_tokens``
+        (images must be ``data:`` URLs)."""
+        cfg = ServeConfig(max_tokens_cap=max(max_tokens))
+        reqs = [parse_request({"messages": list(m), "max_tokens": n}, cfg) for m, n in zip(batch, max_tokens)]
+        return [t for t, _ in self.generate_rendered([self.render(r) for r in reqs], max_tokens)]
+
+
+class _MinTokens:
+    """Forbid end-of-sequence before each row's ``min_tokens`` (vLLM's ``min_tokens``)."""
+
+    def __init__(self, prompt_len: int, mins: Sequence[int], eos_ids: Sequence[int]) -> None:
+        self.prompt_len, self.mins, self.eos_ids = prompt_len, list(mins), list(eos_ids)
+
+    def __call__(self, input_ids, scores):
+        made = input_ids.shape[1] - self.prompt_len
+        for row, m in enumerate(self.mins):
+            if made < m:
+                scores[row, self.eos_ids] = float("-inf")
+        return scores
 
 
 @dataclass
 class _Pending:
-    messages: list[dict[str, Any]]
+    rendered: tuple[str, list[Any]]
     max_tokens: int
+    min_tokens: int
     future: asyncio.Future
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def make_app(chat_model: ChatModel, model_name: str, max_batch: int = 8, max_wait_ms: float = 5.0):
-    """A FastAPI app serving ``chat_model`` under the name ``model_name``."""
-    from fastapi import FastAPI, HTTPException
+def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = None, max_wait_ms: float | None = None,
+             config: ServeConfig | None = None):
+    """A FastAPI app serving ``chat_model`` under the name ``model_name``.
 
+    ``app.state.stopping`` (an Event) ends every generation at its next token; ``app.state.stats``
+    counts requests, rejections (400), cancellations (client gone) and tokens generated.
+    """
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    cfg = config or ServeConfig()
+    if max_batch is not None:
+        cfg.max_batch = max_batch
+    if max_wait_ms is not None:
+        cfg.max_wait_ms = max_wait_ms
     queue: asyncio.Queue[_Pending] = asyncio.Queue()
+    stopping = threading.Event()
+    stats = {"requests": 0, "rejected": 0, "cancelled": 0, "completed": 0, "failed": 0, "active": 0,
+             "generated_tokens": 0, "capped": 0}
+
+    async def run(batch: list[_Pending]) -> list[tuple[str, int]]:
+        stats["active"] += len(batch)
+        try:
+            return await asyncio.to_thread(
+                chat_model.generate_rendered, [p.rendered for p in batch], [p.max_tokens for p in batch],
+                [p.min_tokens for p in batch], [_Either(p.cancel, stopping) for p in batch])
+        finally:
+            stats["active"] -= len(batch)
 
     async def batcher() -> None:
         while True:
             first = await queue.get()
             batch = [first]
-            deadline = time.monotonic() + max_wait_ms / 1000
-            while len(batch) < max_batch:
+            deadline = time.monotonic() + cfg.max_wait_ms / 1000
+            while len(batch) < cfg.max_batch:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     break
@@ -99,49 +296,130 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int = 8, max_wai
                     batch.append(await asyncio.wait_for(queue.get(), timeout))
                 except asyncio.TimeoutError:
                     break
+            batch = [p for p in batch if not p.cancel.is_set() and not p.future.done()]
+            if not batch:
+                continue
             try:
-                texts = await asyncio.to_thread(chat_model.generate, [p.messages for p in batch],
-                                                [p.max_tokens for p in batch])
-                for p, t in zip(batch, texts):
-                    if not p.future.done():
-                        p.future.set_result(t)
-            except Exception as exc:  # a failed batch fails its requests, not the server
+                outs: list[Any] = await run(batch)
+            except Exception:
+                # One request the checks let through must not fail the others: each alone.
+                outs = []
                 for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+                    try:
+                        outs.extend(await run([p]))
+                    except Exception as exc:
+                        outs.append(exc)
+            for p, o in zip(batch, outs):
+                if p.future.done():
+                    continue
+                if isinstance(o, Exception):
+                    p.future.set_exception(o)
+                else:
+                    stats["generated_tokens"] += o[1]
+                    p.future.set_result(o)
 
     @asynccontextmanager
     async def lifespan(app):
         task = asyncio.create_task(batcher())
         yield
+        stopping.set()
         task.cancel()
 
     app = FastAPI(lifespan=lifespan)
     app.state.requests = 0
+    app.state.stopping = stopping
+    app.state.stats = stats
+    app.state.config = cfg
+
+    def error(status: int, message: str) -> JSONResponse:
+        kind = "invalid_request_error" if status == 400 else "server_error"
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model_name, "object": "model"}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: dict[str, Any]) -> dict[str, Any]:
+    @app.get("/stats")
+    async def get_stats() -> dict[str, Any]:
+        return dict(stats)
+
+    async def chat(request):  # a plain Starlette route: the body is parsed and checked here, not by FastAPI
         app.state.requests += 1
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise HTTPException(status_code=400, detail="messages must be a non-empty list")
-        future = asyncio.get_running_loop().create_future()
-        await queue.put(_Pending(messages, int(body.get("max_tokens") or 256), future))
+        stats["requests"] += 1
+        if stopping.is_set():
+            return error(503, "the server is shutting down")
         try:
-            text = await future
+            body = await request.json()
+        except Exception:
+            stats["rejected"] += 1
+            return error(400, "the body must be JSON")
+        try:
+            req = await asyncio.to_thread(parse_request, body, cfg)
+            rendered = await asyncio.to_thread(chat_model.render, req)
+        except RequestError as exc:
+            stats["rejected"] += 1
+            return error(400, str(exc))
+        except Exception:
+            stats["rejected"] += 1
+            return error(400, "the messages cannot be rendered with the model's chat template")
+        stats["capped"] += req.capped
+        pending = _Pending(rendered, req.max_tokens, req.min_tokens, asyncio.get_running_loop().create_future())
+        await queue.put(pending)
+        while True:
+            done, _ = await asyncio.wait({pending.future}, timeout=cfg.disconnect_poll_s)
+            if done:
+                break
+            if await request.is_disconnected() or stopping.is_set():
+                pending.cancel.set()  # its generation ends at the next token
+                stats["cancelled"] += 1
+                if stopping.is_set():
+                    return error(503, "the server is shutting down")
+                return error(499, "client closed the request")
+        try:
+            text, n_tokens = pending.future.result()
         except Exception as exc:
-            raise HTTPException(status_code=500, detail=f"generation failed: {type(exc).__name__}") from exc
-        return {
+            stats["failed"] += 1
+            return error(500, f"generation failed: {type(exc).__name__}")
+        stats["completed"] += 1
+        return JSONResponse({
             "id": "chatcmpl-" + uuid.uuid4().hex[:16], "object": "chat.completion", "created": int(time.time()),
             "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        }
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "length" if n_tokens >= req.max_tokens else "stop"}],
+            "usage": {"completion_tokens": n_tokens},
+        })
 
+    app.add_route("/v1/chat/completions", chat, methods=["POST"])
     return app
+
+
+class _Either:
+    """Set when either event is: a request's own cancel or the server's shutdown."""
+
+    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
+def _server(app: Any, graceful_s: float, host: str = "127.0.0.1", port: int = 0) -> Any:
+    """A uvicorn server whose exit signal (SIGTERM, SIGINT) also stops every generation at once."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.stopping.set()
+            super().handle_exit(sig, frame)
+
+    return _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                  timeout_graceful_shutdown=graceful_s))
+
+
+def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, graceful_s: float = 2.0) -> None:
+    """Serve ``app`` in the foreground until SIGTERM/SIGINT; generations stop at the next token and
+    open connections get ``graceful_s`` seconds to finish."""
+    _server(app, graceful_s, host, port).run()
 
 
 @dataclass
@@ -155,19 +433,18 @@ class ServerHandle:
     _thread: threading.Thread
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.app.state.stopping.set()
         self._server.should_exit = True
         self._thread.join(timeout)
 
 
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> ServerHandle:
     """Start ``app`` with uvicorn in a daemon thread on ``host:port`` (0 = a free port)."""
-    import uvicorn
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1))
+    server = _server(app, 1.0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     start = time.monotonic()

@@ -170,4 +170,10 @@ def shutdown() -> None:
     _pools().shutdown()
 
 
-__all__ = ["verify", "averify", "verify_batch", "warmup", "shutdown"]
+def pool_stats() -> dict[str, float]:
+    """The symbolic pool's counts: tasks, timeouts (a started task overran its ``timeout``), queue
+    timeouts, and the time tasks waited for a free worker, which never counts against ``timeout``."""
+    return _pools().get_pool().stats()
+
+
+__all__ = ["verify", "averify", "verify_batch", "warmup", "shutdown", "pool_stats"]

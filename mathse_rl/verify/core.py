@@ -14,6 +14,7 @@ from typing import Sequence
 
 from mathse_rl.types import Verdict
 from mathse_rl.verify.answer import Answer, AnswerError, Letter, Text, parse_answer
+from mathse_rl.verify.cache import bounded_cache
 from mathse_rl.verify.compare import equal
 from mathse_rl.verify.extract import _sentence, extract, has_box, is_prose
 from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
@@ -34,7 +35,7 @@ _RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q)\s*\d*\s*[:：]",
 _LATER = re.compile(r"\b(?:therefore|thus|hence|so|answer)\b[^\n.]{0,160}?\b(?:is|are|equals|=)\s+(?=\S)", re.I)
 
 
-@functools.lru_cache(maxsize=65536)
+@bounded_cache(max_entries=65536, max_chars=16 << 20)  # bounded by key size too: golds can be megabytes
 def parse_gold(gold: str | None) -> Answer | None:
     """The parsed reference answer, or None when it is missing or unreadable (cached).
 

@@ -127,17 +127,17 @@ def judge_server(trained_judge):
         return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Looks fine to me!"}}]}
 
     @app.post("/flaky/v1/chat/completions")
-    async def flaky(body: dict):
+    async def flaky(request: Request):
         app.state.flaky_calls += 1
         if app.state.flaky_calls <= 2:
             return JSONResponse({"error": "warming up"}, status_code=503)
-        return await real(body)
+        return await real(request)
 
     @app.post("/auth/v1/chat/completions")
     async def auth(request: Request):
         if request.headers.get("authorization") != f"Bearer {TEST_KEY}":
             return JSONResponse({"error": "unauthorized"}, status_code=401)
-        return await real(await request.json())
+        return await real(request)
 
     server = serve_in_thread(app)
     yield server

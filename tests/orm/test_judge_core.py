@@ -93,3 +93,30 @@ def test_fallback_none_returns_none_and_a_crashed_batch_does_not_raise():
     crashed = judge.judge([item(RIGHT, reply="RAISE"), item(SLIP, reply='{"status": "WRONG"}')])
     assert crashed == [None, None]
     assert judge.counters["error/exception:RuntimeError"] == 2 and judge.counters["fallback/none"] == 3
+
+
+def test_a_fallback_judgment_is_marked_so_callers_can_filter_it():
+    judge = load_judge({"backend": "scripted-test"})
+    out = judge.judge([item(RIGHT, reply='{"status": "CORRECT"}'), item(RIGHT, reply="no idea"),
+                       item(SLIP, reply="!http_500")])
+    assert [j.source for j in out] == ["judge", "verifier", "verifier"]
+    assert [j.fallback for j in out] == [False, True, True]
+    own = [j for j in out if not j.fallback]
+    assert len(own) == 1 and own[0].correct
+
+
+SECRET = "sk-live-abcdef123456"
+
+
+@pytest.mark.parametrize("cfg", [
+    {"request_kwargs": {"api_key": SECRET, "top_p": 0.9}},
+    {"request_kwargs": {"extra_headers": {"Authorization": f"Bearer {SECRET}"}}},
+    {"request_kwargs": {"headers": {"X-Api-Key": SECRET}}},
+    {"endpoint": f"https://user:{SECRET}@judge.example/v1"},
+    {"endpoint": f"https://judge.example/v1?api_key={SECRET}&x=1"},
+])
+def test_secrets_are_masked_in_every_repr(cfg):
+    c = judge_config({"backend": "openai", "model": "orm", "endpoint": "http://h/v1", **cfg})
+    for text in (repr(c), str(c), repr(load_judge(c).config), f"{c!r}"):
+        assert SECRET not in text and "***" in text, text
+    assert SECRET in str(c.request_kwargs) + str(c.endpoint)  # the values themselves are kept for use

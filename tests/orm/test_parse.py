@@ -78,3 +78,39 @@ def test_step_text_comes_from_the_solution_and_correct_has_no_step():
     assert j.error_step is None and j.correct
     # without the steps, any positive index is accepted
     assert parse_judgment('{"status": "WRONG", "error_step": 12}').error_step == 12
+
+
+# --- hostile and ambiguous replies -------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", ["{" * 400_000, "{" * 1_000_000, "{'a" * 300_000, '{"status": ' * 100_000,
+                                 "error_step: " * 100_000, "{}" * 300_000, "{'status': 'x' " + "a " * 300_000])
+def test_hostile_text_parses_in_linear_time(raw):
+    import time
+
+    start = time.perf_counter()
+    j = parse_judgment(raw)
+    # A generous bound: the quadratic reader took 13.8 s on 400k braces; a linear one takes well under 1 s.
+    assert time.perf_counter() - start < 2.0
+    assert j.status == "WRONG" and j.parse_error is not None
+
+
+@pytest.mark.parametrize("raw, status", [
+    ("Status: Correct? No. status: WRONG", "WRONG"),
+    ('The reply format is {"status": "CORRECT"}. My verdict: {"status": "WRONG", "error_step": 2}', "WRONG"),
+    ('Expected output like {"status": "CORRECT", "error_step": null}.\nstatus: WRONG\nerror_step: 3', "WRONG"),
+    ('status: WRONG at first glance, but re-checking: {"status": "CORRECT"}', "CORRECT"),
+    ('{"status": "WRONG", "error_step": 1, "error_analysis": "the student wrote status: CORRECT"}', "WRONG"),
+])
+def test_the_final_verdict_wins(raw, status):
+    j = parse_judgment(raw, STEPS)
+    assert j.parse_error is None and j.status == status, j
+
+
+@pytest.mark.parametrize("value, step", [
+    ("第3步", 3), ("第 2 步", 2), ("第三步", 3), ("步骤4", 4), ("步骤 1：读错了", 1), ("Step #2", 2),
+    ("#3", 3), ("the 2nd step", 2), ("third step", 3), ("(4)", 4), ("S2", 2),
+])
+def test_step_numbers_in_the_forms_judges_write(value, step):
+    raw = '{"status": "WRONG", "error_step": "%s", "error_analysis": "x"}' % value
+    assert parse_judgment(raw, STEPS).error_step == step
+    assert parse_judgment("status: WRONG\nerror_step: %s\n" % value, STEPS).error_step == step

@@ -1,10 +1,15 @@
 """The HTTP judge: an OpenAI-compatible chat-completions endpoint (vLLM, SGLang, verl's router).
 
-Requests run with bounded concurrency (``concurrency``), a per-request ``timeout``, and up
-to ``max_retries`` retries with exponential backoff on retryable failures (HTTP 5xx/429,
-timeouts, refused connections, bodies that are not a chat completion). Images are sent as
-``data:`` URLs. The API key is read from the environment variable named by
-``api_key_env`` at request time; it is never stored in the config nor logged.
+Requests run with bounded concurrency (``concurrency``) and up to ``max_retries`` retries
+with exponential backoff on retryable failures (HTTP 5xx/429, timeouts, refused
+connections, bodies that are not a chat completion). Each request, headers to last byte,
+ends within ``timeout`` (a server that drips bytes cannot stretch it), and each item,
+retries and waits included, within ``deadline`` counted from its first send. A
+``Retry-After`` on 429/503 is honoured when it fits in the deadline; otherwise the item
+fails at once. Bodies longer than ``max_reply_bytes`` are not read. Images are sent as
+``data:`` URLs. The API key is read from the environment variable named by ``api_key_env``
+at request time; it is never stored in the config, and secrets in the URL or
+``request_kwargs`` are masked in reprs and logs.
 
     judge = load_judge({"backend": "openai", "endpoint": "http://127.0.0.1:8000/v1",
                         "model": "mathse-orm", "concurrency": 16})
@@ -16,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import email.utils
+import logging
 import os
+import time
 from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
-from mathse_rl.orm.config import JudgeConfig
+from mathse_rl.orm.config import JudgeConfig, redact
 from mathse_rl.orm.images import to_data_url
 from mathse_rl.orm.judge import Judge, Reply, register_backend
 from mathse_rl.orm.prompts import build_judge_prompt
@@ -27,12 +36,61 @@ from mathse_rl.types import RewardInput
 
 # Failure kinds worth another try; other 4xx (bad request, auth) are not.
 _RETRYABLE_PREFIXES = ("http_5", "http_429", "timeout", "connection", "malformed_response")
+_THROTTLED = (429, 503)  # statuses whose Retry-After is honoured
+logger = logging.getLogger(__name__)
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secrets (a key in the URL's query, a Bearer token) in records of the HTTP libraries,
+    which log full request URLs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_FILTER = _RedactingFilter()
+
+
+def _install_log_filter() -> None:
+    for name in ("httpx", "httpcore"):
+        log = logging.getLogger(name)
+        if _FILTER not in log.filters:
+            log.addFilter(_FILTER)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent/unreadable.
+
+    >>> retry_after_seconds("5"), retry_after_seconds(None), retry_after_seconds("soon")
+    (5.0, None, None)
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def chat_url(endpoint: str) -> str:
     """``http://h:p/v1`` → ``http://h:p/v1/chat/completions`` (a full URL is kept)."""
-    endpoint = endpoint.rstrip("/")
-    return endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
+    parts = urlsplit(endpoint)
+    path = parts.path.rstrip("/")
+    path = path if path.endswith("/chat/completions") else path + "/chat/completions"
+    return urlunsplit(parts._replace(path=path))  # a query string (some gateways take keys there) stays last
 
 
 def build_request(item: RewardInput, config: JudgeConfig) -> dict[str, Any]:
@@ -67,6 +125,16 @@ class OpenAIJudge(Judge):
         if not config.model:
             raise ValueError("judge backend 'openai' needs `model`: the served model's name")
         self.url = chat_url(endpoint)
+        _install_log_filter()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={redact(self.url)!r}, model={self.config.model!r})"
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one item may take from its first send, retries and Retry-After waits included."""
+        c = self.config
+        return c.deadline if c.deadline is not None else c.timeout * (c.max_retries + 1)
 
     def _headers(self) -> dict[str, str]:
         key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
@@ -95,13 +163,35 @@ class OpenAIJudge(Judge):
             body = build_request(item, self.config)
         except Exception as exc:  # an unreadable image is this item's failure only
             return Reply(error=f"bad_input:{type(exc).__name__}")
-        kind = "unknown"
+        # The slot is held across retries (a throttled server gets fewer requests, not more) and the
+        # deadline starts once the item holds it: waiting for the client's own slots is not the server's time.
+        async with sem:
+            reply = await self._attempts(client, body)
+        if reply.error is not None:
+            logger.info("judge request to %s failed: %s", redact(self.url), reply.error)
+        return reply
+
+    async def _attempts(self, client: Any, body: dict[str, Any]) -> Reply:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline
+        kind, wait = "timeout", None
         for attempt in range(self.config.max_retries + 1):
             if attempt:
+                delay = max(self.config.backoff * 2 ** (attempt - 1), wait or 0.0)
+                if loop.time() + delay >= deadline:
+                    self.counters.add("deadline_exceeded")
+                    break  # the next try could not start in time: fail now, do not sleep past the deadline
                 self.counters.add("retries")
-                await asyncio.sleep(self.config.backoff * 2 ** (attempt - 1))
-            async with sem:
-                kind, reply = await self._post(client, body)
+                await asyncio.sleep(delay)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.counters.add("deadline_exceeded")
+                break
+            try:
+                kind, reply, wait = await asyncio.wait_for(self._post(client, body),
+                                                           min(self.config.timeout, remaining))
+            except asyncio.TimeoutError:
+                kind, reply, wait = "timeout", None, None
             if reply is not None:
                 return reply
             self.counters.add(f"attempt_error/{kind}")
@@ -109,21 +199,35 @@ class OpenAIJudge(Judge):
                 break
         return Reply(error=kind)
 
-    async def _post(self, client: Any, body: dict[str, Any]) -> tuple[str, Reply | None]:
+    async def _post(self, client: Any, body: dict[str, Any]) -> tuple[str, Reply | None, float | None]:
+        """One request: (failure kind, reply, Retry-After seconds); the body is read up to the size cap."""
+        import json
+
         import httpx
 
+        cap = self.config.max_reply_bytes
         try:
-            r = await client.post(self.url, json=body, headers=self._headers())
+            async with client.stream("POST", self.url, json=body, headers=self._headers()) as r:
+                wait = retry_after_seconds(r.headers.get("retry-after")) if r.status_code in _THROTTLED else None
+                if r.status_code != 200:
+                    return f"http_{r.status_code}", None, wait
+                declared = r.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    return "reply_too_large", None, None
+                chunks, size = [], 0
+                async for chunk in r.aiter_bytes():  # decoded: the cap holds for compressed bodies too
+                    size += len(chunk)
+                    if size > cap:
+                        return "reply_too_large", None, None
+                    chunks.append(chunk)
         except httpx.TimeoutException:
-            return "timeout", None
-        except httpx.TransportError:
-            return "connection", None
-        if r.status_code != 200:
-            return f"http_{r.status_code}", None
+            return "timeout", None, None
+        except (httpx.TransportError, httpx.StreamError):
+            return "connection", None, None
         try:
-            text = r.json()["choices"][0]["message"]["content"]
+            text = json.loads(b"".join(chunks))["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            return "malformed_response", None
+            return "malformed_response", None, None
         if not isinstance(text, str):
-            return "malformed_response", None
-        return "", Reply(text=text)
+            return "malformed_response", None, None
+        return "", Reply(text=text), None
