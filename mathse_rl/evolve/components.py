@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-from mathse_rl.evolve.prompts import build_reflect_messages, build_solve_messages
+from mathse_rl.prompts import build_reflect_messages, build_solve_messages
 from mathse_rl.types import Attempt, Judgment, Problem, RewardInput
 
 logger = logging.getLogger(__name__)

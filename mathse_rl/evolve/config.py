@@ -43,7 +43,7 @@ class GenerateConfig:
 class ReflectConfig:
     enabled: bool = True  # run the reflection stage at all
     when: str = "after"  # after: once after the rounds (Algorithm 1) | every_round: after each round's judging | never
-    template: str = "paper"  # reflection prompt: paper | short | a format string (see evolve.prompts)
+    template: str = "paper"  # reflection prompt: paper | short | a format string (see mathse_rl.prompts)
     refiner: str = "policy"  # refiner registry name: policy (the model writes its own) | openai (a teacher)
     n: int = 1  # refinements per wrong path
     temperature: float = 0.7  # refiner sampling temperature

@@ -35,7 +35,7 @@ from mathse_rl.evolve.pool import (
     Bookkeeping, Pool, StageLog, atomic_write_text, attempt_from_row, attempt_to_row, chunked, read_jsonl,
     write_jsonl,
 )
-from mathse_rl.evolve.prompts import build_solve_messages
+from mathse_rl.prompts import build_solve_messages
 from mathse_rl.types import Attempt, Judgment, Problem
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any, Sequence
 
-from mathse_rl.evolve.prompts import build_reflect_messages
+from mathse_rl.prompts import build_reflect_messages
 from mathse_rl.types import Judgment, Problem
 
 logger = logging.getLogger(__name__)
