@@ -1,4 +1,4 @@
-"""The loop's pluggable parts and their registries: generator, trainer, judge, critic, refiner.
+"""The loop's pluggable parts and their registries: generator, trainer, refiner (judge and critic: :mod:`mathse_rl.step`).
 
 Each part is a small protocol; a name in the config picks an implementation from a
 registry. Names may map to an import path (``"pkg.module:attr"``) that is imported only
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from mathse_rl.prompts import build_reflect_messages, build_solve_messages
-from mathse_rl.types import Attempt, Judgment, Problem, RewardInput
+# The judge and the critic are the MathSE step's (one implementation for every trainer).
+from mathse_rl.step import Critic, Judge, PathVerdict, reward_input
+from mathse_rl.types import Attempt, Judgment, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,44 +62,6 @@ class TrainRow:
     source: str
 
 
-@dataclass(frozen=True)
-class JudgeResult:
-    correct: bool
-    score: float | None
-    extras: Mapping[str, Any]
-
-
-class Judge:
-    """Accepts or rejects paths with a reward from the registry (``verifier``, ``orm``, composites)."""
-
-    def __init__(self, name: str = "verifier", threshold: float = 0.5, **options: Any):
-        from mathse_rl.rewards import get_reward
-
-        self.name = name
-        self.threshold = threshold
-        self.reward = get_reward(name, **options)
-
-    def judge(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[JudgeResult]:
-        samples = [reward_input(p, r) for p, r in zip(problems, responses)]
-        outs = self.reward(samples)
-        return [JudgeResult(o.score is not None and o.score >= self.threshold, o.score, dict(o.extras))
-                for o in outs]
-
-
-class Critic:
-    """Writes critiques (error step, analysis) of wrong paths with an ORM backend (:mod:`mathse_rl.orm`)."""
-
-    def __init__(self, config: Mapping[str, Any] | None = None):
-        from mathse_rl.orm import load_judge
-
-        self.config = dict(config or {"backend": "verifier"})
-        self.backend = load_judge(self.config)
-
-    def critique(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Judgment]:
-        items = [reward_input(p, r) for p, r in zip(problems, responses)]
-        return list(self.backend.judge(items))
-
-
 class Refiner(Protocol):
     """Writes corrected solutions from wrong paths and their critiques."""
 
@@ -116,12 +80,6 @@ class PolicyRefiner:
         messages = [build_reflect_messages(p, w, c, template=template) for p, w, c in zip(problems, wrong, critiques)]
         images = [p.images for p in problems]
         return self.generator.generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
-
-
-def reward_input(problem: Problem, response: str) -> RewardInput:
-    return RewardInput(question=problem.question, response=response, gold=problem.gold,
-                       choices=problem.choices, images=tuple(problem.images), data_source=problem.data_source,
-                       extra={"problem_id": problem.id})
 
 
 def solve_row(problem: Problem, response: str, source: str) -> TrainRow:
@@ -187,7 +145,7 @@ def list_components() -> dict[str, list[str]]:
 
 
 __all__ = [
-    "Attempt", "Critic", "Generator", "Judge", "JudgeResult", "PolicyRefiner", "Refiner", "TrainRow", "Trainer",
+    "Attempt", "Critic", "Generator", "Judge", "PathVerdict", "PolicyRefiner", "Refiner", "TrainRow", "Trainer",
     "get_generator", "get_refiner", "get_trainer", "list_components", "register_generator", "register_refiner",
     "register_trainer", "reward_input", "solve_row",
 ]
