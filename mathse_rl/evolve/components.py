@@ -63,10 +63,15 @@ class TrainRow:
 
 
 class Refiner(Protocol):
-    """Writes corrected solutions from wrong paths and their critiques."""
+    """Writes corrected solutions from wrong paths and their critiques.
+
+    Each refinement is a string or a :class:`mathse_rl.step.Generation` (which says whether the
+    engine stopped on ``max_new_tokens``: such a refinement is never accepted). For strings,
+    the loop counts tokens with the generator's tokenizer (:func:`text_token_counter`).
+    """
 
     def refine(self, problems: Sequence[Problem], wrong: Sequence[str], critiques: Sequence[Judgment | None], *,
-               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[str]]:
+               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[Any]]:
         ...
 
 
@@ -80,6 +85,26 @@ class PolicyRefiner:
         messages = [build_reflect_messages(p, w, c, template=template) for p, w, c in zip(problems, wrong, critiques)]
         images = [p.images for p in problems]
         return self.generator.generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def text_token_counter(generator: Any) -> Callable[[str], int] | None:
+    """Tokens in a generated text, by the generator's own tokenizer; None when it exposes none.
+
+    A generator may define ``count_tokens(text)``; otherwise its ``processing`` / ``tokenizer``
+    (a processor's ``.tokenizer`` included) or a vLLM ``llm.get_tokenizer()`` is used. A
+    refinement that re-encodes to ``max_new_tokens`` tokens stopped on its budget.
+    """
+    count = getattr(generator, "count_tokens", None)
+    if callable(count):
+        return count
+    tok = getattr(generator, "processing", None) or getattr(generator, "tokenizer", None)
+    llm = getattr(generator, "llm", None)
+    if tok is None and llm is not None and hasattr(llm, "get_tokenizer"):
+        tok = llm.get_tokenizer()
+    tok = getattr(tok, "tokenizer", tok)
+    if tok is None or not callable(tok):
+        return None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def solve_row(problem: Problem, response: str, source: str) -> TrainRow:
@@ -147,5 +172,5 @@ def list_components() -> dict[str, list[str]]:
 __all__ = [
     "Attempt", "Critic", "Generator", "Judge", "PathVerdict", "PolicyRefiner", "Refiner", "TrainRow", "Trainer",
     "get_generator", "get_refiner", "get_trainer", "list_components", "register_generator", "register_refiner",
-    "register_trainer", "reward_input", "solve_row",
+    "register_trainer", "reward_input", "solve_row", "text_token_counter",
 ]
