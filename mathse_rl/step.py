@@ -122,7 +122,7 @@ def step_config(config: Any = None, **overrides: Any) -> StepConfig:
 
 def judge_reward_options(config: StepConfig) -> dict[str, Any]:
     """Options for the judge reward: ``judge_options``, else (an ORM judge) the critic's ORM config;
-    plus ``strict`` for the verifier when ``require_final_answer`` (where the verifier takes it).
+    plus the verifier's ``strict`` (``require_final_answer``: only a stated final answer is accepted).
 
     The paper's ORM both judges and critiques, so ``judge: orm`` with ``critic: {backend: local,
     model: ...}`` judges with that same model unless ``judge_options`` says otherwise.
@@ -329,7 +329,7 @@ class Judge:
         from mathse_rl.rewards import get_reward
 
         self.name = self.config.judge
-        self.reward = get_reward(self.name, **_supported(self.name, judge_reward_options(self.config)))
+        self.reward = get_reward(self.name, **judge_reward_options(self.config))
         self.deciders = self._deciders()
         self._orm = self._plain_orm()
         self._batchers: dict[int, _Batcher] = {}
@@ -474,30 +474,6 @@ def _component(out: RewardOutput, name: str, threshold: float) -> tuple[Optional
     if score is None:
         return None, "unscored", False
     return bool(score >= threshold), "correct" if score >= threshold else "wrong", False
-
-
-def _supported(spec: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Drop ``strict`` where the installed verifier reward does not take it yet (logged once)."""
-    from mathse_rl.rewards.builtin import VerifierReward
-
-    if "strict" in inspect.signature(VerifierReward).parameters or "verifier" not in _part_names(spec):
-        return options
-    _warn_once("the verifier reward takes no `strict` option yet: require_final_answer is not applied")
-    out = {k: v for k, v in options.items() if k != "strict"}
-    if isinstance(out.get("verifier"), Mapping):
-        out["verifier"] = {k: v for k, v in out["verifier"].items() if k != "strict"}
-        if not out["verifier"]:
-            del out["verifier"]
-    return out
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        logger.warning("mathse step: %s", message)
 
 
 class _Batcher:

@@ -332,3 +332,11 @@ def test_counters_merge_and_log_per_source():
     assert m["mathse/chart/accepted_frac"] == 0.25
     with pytest.raises(KeyError):
         a.add("no_such_counter")
+
+
+def test_require_final_answer_rejects_an_unstated_answer_and_can_be_turned_off():
+    unstated = "Step 1: 5 + 7 = 12"
+    (strict,) = Judge().judge([Q], [unstated])
+    (lenient,) = Judge(StepConfig(require_final_answer=False)).judge([Q], [unstated])
+    assert strict.correct is False and strict.reason == "no_final_answer"
+    assert lenient.correct is True
