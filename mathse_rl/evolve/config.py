@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
+from mathse_rl.data.loaders import GOLD_COLUMNS
+
 if TYPE_CHECKING:
     from mathse_rl.step import StepConfig
 
@@ -28,6 +30,7 @@ class DataConfig:
     eval_fraction: float = 0.0  # share of train held out when `eval` is None
     limit: Optional[int] = None  # use only the first N training problems (smoke runs)
     image_root: Optional[str] = None  # directory that relative image paths are read from
+    gold_columns: list[str] = field(default_factory=lambda: list(GOLD_COLUMNS))  # reference answer: per row, the first non-empty
 
 
 @dataclass
