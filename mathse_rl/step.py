@@ -54,6 +54,7 @@ import dataclasses
 import inspect
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
@@ -229,6 +230,8 @@ class ReflectOutcome:
 COUNTS = ("paths", "correct", "wrong", "undecidable", "judge_errors", "critiques", "critic_errors", "reflected",
           "refine_verified", "refine_rejected", "refine_undecidable", "reflect_too_long", "truncated",
           "generate_errors", "accepted")
+# Wall seconds the step spent, per part (``seconds/<part>``): what a benchmark sets beside the trainer's step.
+SECONDS = ("judge", "critique", "generate")
 
 
 class StepCounters:
@@ -251,26 +254,33 @@ class StepCounters:
             if source:
                 self._counts[f"{source}/{key}"] += n
 
+    def add_seconds(self, part: str, seconds: float) -> None:
+        """Wall time spent in one part of the step (``judge``, ``critique``, ``generate``)."""
+        if part not in SECONDS:
+            raise KeyError(f"unknown step part {part!r}; known: {SECONDS}")
+        with self._lock:
+            self._counts[f"seconds/{part}"] += seconds
+
     def __getitem__(self, key: str) -> int:
         with self._lock:
             return self._counts[key]
 
-    def to_counts(self) -> dict[str, int]:
-        """Flat ``{key or source/key: count}`` (what a gather across processes sums)."""
+    def to_counts(self) -> dict[str, float]:
+        """Flat ``{key, source/key or seconds/part: value}`` (what a gather across processes sums)."""
         with self._lock:
             return dict(self._counts)
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, int]) -> "StepCounters":
         out = cls()
-        out._counts.update({k: int(v) for k, v in counts.items()})
+        out._counts.update({k: _value(k, v) for k, v in counts.items()})
         return out
 
     def merge(self, other: "StepCounters | Mapping[str, int]") -> "StepCounters":
         """Add ``other``'s counts into this one (returns self)."""
         counts = other.to_counts() if isinstance(other, StepCounters) else other
         with self._lock:
-            self._counts.update({k: int(v) for k, v in counts.items()})
+            self._counts.update({k: _value(k, v) for k, v in counts.items()})
         return self
 
     def as_metrics(self, prefix: str = "mathse/") -> dict[str, float]:
@@ -280,8 +290,8 @@ class StepCounters:
         ``accepted_frac``: accepted / paths.
         """
         counts = self.to_counts()
-        sources = sorted({k.rsplit("/", 1)[0] for k in counts if "/" in k})
-        out: dict[str, float] = {}
+        sources = sorted({k.rsplit("/", 1)[0] for k in counts if "/" in k and not k.startswith("seconds/")})
+        out: dict[str, float] = {f"{prefix}seconds/{p}": float(counts.get(f"seconds/{p}", 0.0)) for p in SECONDS}
         for source in [""] + sources:
             pre = f"{source}/" if source else ""
             get = lambda k: counts.get(pre + k, 0)  # noqa: E731
@@ -292,6 +302,24 @@ class StepCounters:
             out[f"{prefix}{pre}refine_verified_rate"] = get("refine_verified") / reflected if reflected else 0.0
             out[f"{prefix}{pre}accepted_frac"] = get("accepted") / paths if paths else 0.0
         return out
+
+
+def _value(key: str, v: Any) -> float | int:
+    return float(v) if key.startswith("seconds/") else int(v)
+
+
+class _Timer:
+    """``with _Timer(counters, "judge"):`` adds the block's wall time to ``counters`` (if any)."""
+
+    def __init__(self, counters: "StepCounters | None", part: str):
+        self.counters, self.part = counters, part
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.counters is not None:
+            self.counters.add_seconds(self.part, time.perf_counter() - self.t0)
 
 
 # ----------------------------------------------------------------------------- the judge
@@ -355,7 +383,8 @@ class Judge:
         if not items:
             return []
         try:
-            verdicts = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
+            with _Timer(counters, "judge"):
+                verdicts = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
         except Exception as exc:
             verdicts = self._failed(len(items), exc)
         self._count(problems, verdicts, counters)
@@ -368,10 +397,11 @@ class Judge:
         if not items:
             return []
         try:
-            if self._orm:
-                verdicts = self._orm_verdicts(items, await self.reward.judge.ajudge_detailed(items))
-            else:
-                verdicts = self._verdicts(await self.reward.acall(items))
+            with _Timer(counters, "judge"):
+                if self._orm:
+                    verdicts = self._orm_verdicts(items, await self.reward.judge.ajudge_detailed(items))
+                else:
+                    verdicts = self._verdicts(await self.reward.acall(items))
         except Exception as exc:
             verdicts = self._failed(len(items), exc)
         self._count(problems, verdicts, counters)
@@ -556,7 +586,8 @@ def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str],
     todo = [i for i, c in enumerate(out) if c is None]
     if todo:
         try:
-            got = critic.critique([problems[i] for i in todo], [responses[i] for i in todo])
+            with _Timer(counters, "critique"):
+                got = critic.critique([problems[i] for i in todo], [responses[i] for i in todo])
         except Exception as exc:
             logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
                            type(exc).__name__, exc)
@@ -576,10 +607,11 @@ async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequenc
     if todo:
         args = ([problems[i] for i in todo], [responses[i] for i in todo])
         try:
-            if hasattr(critic, "acritique"):
-                got = await critic.acritique(*args)
-            else:
-                got = await asyncio.to_thread(critic.critique, *args)
+            with _Timer(counters, "critique"):
+                if hasattr(critic, "acritique"):
+                    got = await critic.acritique(*args)
+                else:
+                    got = await asyncio.to_thread(critic.critique, *args)
         except Exception as exc:
             logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
                            type(exc).__name__, exc)
@@ -762,12 +794,14 @@ def reflect_and_rejudge(judge: Judge, items: Sequence[ReflectItem], generate: Ge
                              run.current[i].problem.images) for i in todo]
         keep, reqs = run.requests(todo, sizes)
         try:
-            outs = list(generate(reqs)) if reqs else []
+            with _Timer(run.counters, "generate"):
+                outs = list(generate(reqs)) if reqs else []
         except Exception as exc:
             logger.warning("reflection generation failed on %d requests (%s: %s)", len(reqs), type(exc).__name__, exc)
             outs = [exc] * len(reqs)
         idx, gens = run.generated(keep, outs, attempt)
-        verdicts = judge.judge([run.items[i].problem for i in idx], [g.text for g in gens])
+        with _Timer(run.counters, "judge"):
+            verdicts = judge.judge([run.items[i].problem for i in idx], [g.text for g in gens])
         again = run.judged(idx, gens, verdicts, attempt)
         todo = run.retry(again, attempt)
         if again and critic is not None and todo:
@@ -791,12 +825,14 @@ async def areflect_and_rejudge(judge: Judge, items: Sequence[ReflectItem], gener
                                     run.current[i].problem.images) for i in todo]
         keep, reqs = run.requests(todo, sizes)
         try:
-            outs = list(await generate(reqs)) if reqs else []
+            with _Timer(run.counters, "generate"):
+                outs = list(await generate(reqs)) if reqs else []
         except Exception as exc:
             logger.warning("reflection generation failed on %d requests (%s: %s)", len(reqs), type(exc).__name__, exc)
             outs = [exc] * len(reqs)
         idx, gens = run.generated(keep, outs, attempt)
-        verdicts = await judge.ajudge([run.items[i].problem for i in idx], [g.text for g in gens])
+        with _Timer(run.counters, "judge"):
+            verdicts = await judge.ajudge([run.items[i].problem for i in idx], [g.text for g in gens])
         again = run.judged(idx, gens, verdicts, attempt)
         todo = run.retry(again, attempt)
         if again and critic is not None and todo:
@@ -824,7 +860,8 @@ async def _count_async(budget: TokenBudget, messages: list[dict[str, Any]], imag
 
 __all__ = [
     "AGenerateFn", "COUNTS", "Critic", "DECIDING_REWARDS", "ENGINES", "GenerateFn", "Generation", "Judge",
-    "PathVerdict", "ReflectItem", "ReflectOptions", "ReflectOutcome", "ReflectRequest", "StepConfig", "StepCounters",
+    "PathVerdict", "ReflectItem", "ReflectOptions", "ReflectOutcome", "ReflectRequest", "SECONDS", "StepConfig",
+    "StepCounters",
     "TokenBudget", "UNDECIDABLE_REASONS", "acritique", "areflect_and_rejudge", "critique", "granted_tokens",
     "judge_reward_options", "reflect_and_rejudge", "uses_orm", "reflection_messages", "reward_input", "step_config",
 ]

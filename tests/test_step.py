@@ -340,3 +340,15 @@ def test_require_final_answer_rejects_an_unstated_answer_and_can_be_turned_off()
     (lenient,) = Judge(StepConfig(require_final_answer=False)).judge([Q], [unstated])
     assert strict.correct is False and strict.reason == "no_final_answer"
     assert lenient.correct is True
+
+
+def test_counters_time_each_part_of_the_step():
+    counters = StepCounters()
+    judge = Judge()
+    judge.judge([Q], [WRONG], counters=counters)
+    crit = critique(Critic(), [Q], [WRONG], counters=counters)
+    reflect_and_rejudge(judge, [ReflectItem(Q, WRONG, crit[0])], Engine(Generation(RIGHT, "stop", 9)),
+                        TokenBudget(max_tokens=32), counters=counters)
+    m = StepCounters.from_counts(counters.to_counts()).as_metrics()
+    assert all(m[f"mathse/seconds/{part}"] > 0 for part in ("judge", "critique", "generate"))
+    assert "mathse/seconds/paths" not in m and m["mathse/paths"] == 1.0
