@@ -53,9 +53,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
 
@@ -243,44 +241,39 @@ class StepCounters:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        from mathse_rl.orm import JudgeCounters  # the thread-safe event counter the ORM judge keeps too
+
+        self._counts = JudgeCounters()
 
     def add(self, key: str, n: int = 1, source: str = "") -> None:
         if key not in COUNTS:
             raise KeyError(f"unknown step counter {key!r}; known: {COUNTS}")
-        with self._lock:
-            self._counts[key] += n
-            if source:
-                self._counts[f"{source}/{key}"] += n
+        self._counts.add(key, n)
+        if source:
+            self._counts.add(f"{source}/{key}", n)
 
     def add_seconds(self, part: str, seconds: float) -> None:
         """Wall time spent in one part of the step (``judge``, ``critique``, ``generate``)."""
         if part not in SECONDS:
             raise KeyError(f"unknown step part {part!r}; known: {SECONDS}")
-        with self._lock:
-            self._counts[f"seconds/{part}"] += seconds
+        self._counts.add(f"seconds/{part}", seconds)  # type: ignore[arg-type]
 
     def __getitem__(self, key: str) -> int:
-        with self._lock:
-            return self._counts[key]
+        return self._counts[key]
 
     def to_counts(self) -> dict[str, float]:
         """Flat ``{key, source/key or seconds/part: value}`` (what a gather across processes sums)."""
-        with self._lock:
-            return dict(self._counts)
+        return self._counts.snapshot()
 
     @classmethod
-    def from_counts(cls, counts: Mapping[str, int]) -> "StepCounters":
-        out = cls()
-        out._counts.update({k: _value(k, v) for k, v in counts.items()})
-        return out
+    def from_counts(cls, counts: Mapping[str, float]) -> "StepCounters":
+        return cls().merge(counts)
 
-    def merge(self, other: "StepCounters | Mapping[str, int]") -> "StepCounters":
+    def merge(self, other: "StepCounters | Mapping[str, float]") -> "StepCounters":
         """Add ``other``'s counts into this one (returns self)."""
         counts = other.to_counts() if isinstance(other, StepCounters) else other
-        with self._lock:
-            self._counts.update({k: _value(k, v) for k, v in counts.items()})
+        for k, v in counts.items():
+            self._counts.add(k, float(v) if k.startswith("seconds/") else int(v))  # type: ignore[arg-type]
         return self
 
     def as_metrics(self, prefix: str = "mathse/") -> dict[str, float]:
@@ -302,10 +295,6 @@ class StepCounters:
             out[f"{prefix}{pre}refine_verified_rate"] = get("refine_verified") / reflected if reflected else 0.0
             out[f"{prefix}{pre}accepted_frac"] = get("accepted") / paths if paths else 0.0
         return out
-
-
-def _value(key: str, v: Any) -> float | int:
-    return float(v) if key.startswith("seconds/") else int(v)
 
 
 class _Timer:
@@ -561,18 +550,26 @@ class Critic:
         return list(await self.backend.ajudge([reward_input(p, r) for p, r in zip(problems, responses)]))
 
 
-def _own_critiques(verdicts: Optional[Sequence[PathVerdict]], n: int) -> list[Optional[Judgment]]:
-    # An ORM judge's judgment of a wrong path is its critique (the paper's ORM does both).
-    if verdicts is None:
-        return [None] * n
-    return [v.judgment if v.judgment is not None and not v.judgment.correct else None for v in verdicts]
+def _own_critiques(verdicts: Optional[Sequence[PathVerdict]], n: int) -> tuple[list[Optional[Judgment]], list[int]]:
+    """An ORM judge's judgment of a wrong path is its critique (the paper's ORM does both); the rest to do."""
+    out: list[Optional[Judgment]] = [None] * n if verdicts is None else [
+        v.judgment if v.judgment is not None and not v.judgment.correct else None for v in verdicts]
+    return out, [i for i, c in enumerate(out) if c is None]
 
 
-def _count_critiques(problems: Sequence[Problem], out: Sequence[Optional[Judgment]],
-                     counters: StepCounters | None) -> None:
+def _critiqued(problems: Sequence[Problem], out: list[Optional[Judgment]], todo: list[int], got: Any,
+               counters: StepCounters | None) -> list[Optional[Judgment]]:
+    """Fill in the critic's answers (an exception: no critique for those paths) and count them."""
+    if isinstance(got, Exception):
+        logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
+                       type(got).__name__, got)
+        got = [None] * len(todo)
+    for i, c in zip(todo, got or []):
+        out[i] = c
     if counters is not None:
         for p, c in zip(problems, out):
             counters.add("critiques" if c is not None else "critic_errors", source=p.data_source)
+    return out
 
 
 def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
@@ -582,28 +579,23 @@ def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str],
 
     Never raises: a failed critic gives None critiques, counted as ``critic_errors``.
     """
-    out = _own_critiques(verdicts, len(problems))
-    todo = [i for i, c in enumerate(out) if c is None]
+    out, todo = _own_critiques(verdicts, len(problems))
+    got: Any = None
     if todo:
         try:
             with _Timer(counters, "critique"):
                 got = critic.critique([problems[i] for i in todo], [responses[i] for i in todo])
         except Exception as exc:
-            logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
-                           type(exc).__name__, exc)
-            got = [None] * len(todo)
-        for i, c in zip(todo, got):
-            out[i] = c
-    _count_critiques(problems, out, counters)
-    return out
+            got = exc
+    return _critiqued(problems, out, todo, got, counters)
 
 
 async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
                     verdicts: Optional[Sequence[PathVerdict]] = None,
                     counters: StepCounters | None = None) -> list[Optional[Judgment]]:
     """:func:`critique` for coroutines (the critic's async form, else a worker thread)."""
-    out = _own_critiques(verdicts, len(problems))
-    todo = [i for i, c in enumerate(out) if c is None]
+    out, todo = _own_critiques(verdicts, len(problems))
+    got: Any = None
     if todo:
         args = ([problems[i] for i in todo], [responses[i] for i in todo])
         try:
@@ -613,13 +605,8 @@ async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequenc
                 else:
                     got = await asyncio.to_thread(critic.critique, *args)
         except Exception as exc:
-            logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
-                           type(exc).__name__, exc)
-            got = [None] * len(todo)
-        for i, c in zip(todo, got):
-            out[i] = c
-    _count_critiques(problems, out, counters)
-    return out
+            got = exc
+    return _critiqued(problems, out, todo, got, counters)
 
 
 # ----------------------------------------------------------------------------- token budget
