@@ -523,7 +523,10 @@ class _Batcher:
             self.loop.create_task(self._run(batch))
 
     async def _run(self, batch: list[tuple[Problem, str, asyncio.Future]]) -> None:
-        verdicts = await self.judge.ajudge([p for p, _, _ in batch], [r for _, r, _ in batch])
+        try:
+            verdicts = await self.judge.ajudge([p for p, _, _ in batch], [r for _, r, _ in batch])
+        except BaseException as exc:  # ajudge does not raise; a cancelled batch must not leave callers waiting
+            verdicts = Judge._failed(len(batch), exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
         for (_, _, fut), v in zip(batch, verdicts):
             if not fut.done():
                 fut.set_result(v)
@@ -696,9 +699,13 @@ class _Reflection:
     def add(self, key: str, i: int) -> None:
         self.counters.add(key, source=self.items[i].problem.data_source)
 
-    def requests(self, todo: list[int], prompt_tokens: list[Optional[int]]) -> tuple[list[int], list[ReflectRequest]]:
+    def prompts(self, todo: list[int]) -> list[list[dict[str, Any]]]:
+        return [reflection_messages(self.current[i], self.options.template) for i in todo]
+
+    def requests(self, todo: list[int], prompts: list[list[dict[str, Any]]],
+                 prompt_tokens: list[Optional[int]]) -> tuple[list[int], list[ReflectRequest]]:
         keep, reqs = [], []
-        for i, n in zip(todo, prompt_tokens):
+        for i, messages, n in zip(todo, prompts, prompt_tokens):
             it = self.current[i]
             if not self.budget.fits(n):
                 # Skipped: the engine would cut the refinement short. A rejected earlier attempt stays the outcome.
@@ -706,8 +713,8 @@ class _Reflection:
                 self.outcomes[i] = self.last[i] or ReflectOutcome(self.items[i], "too_long")
                 continue
             keep.append(i)
-            reqs.append(ReflectRequest(reflection_messages(it, self.options.template), tuple(it.problem.images),
-                                       self.budget.max_tokens, self.options.temperature, n, self.items[i]))
+            reqs.append(ReflectRequest(messages, tuple(it.problem.images), self.budget.max_tokens,
+                                       self.options.temperature, n, self.items[i]))
         return keep, reqs
 
     def generated(self, keep: list[int], outs: Sequence[Any], attempt: int) -> tuple[list[int], list[Generation]]:
@@ -777,9 +784,9 @@ def reflect_and_rejudge(judge: Judge, items: Sequence[ReflectItem], generate: Ge
     for attempt in range(1, run.options.attempts + 1):
         if not todo:
             break
-        sizes = [_count_sync(budget, reflection_messages(run.current[i], run.options.template),
-                             run.current[i].problem.images) for i in todo]
-        keep, reqs = run.requests(todo, sizes)
+        prompts = run.prompts(todo)
+        sizes = [_count_sync(budget, m, run.current[i].problem.images) for i, m in zip(todo, prompts)]
+        keep, reqs = run.requests(todo, prompts, sizes)
         try:
             with _Timer(run.counters, "generate"):
                 outs = list(generate(reqs)) if reqs else []
@@ -808,9 +815,9 @@ async def areflect_and_rejudge(judge: Judge, items: Sequence[ReflectItem], gener
     for attempt in range(1, run.options.attempts + 1):
         if not todo:
             break
-        sizes = [await _count_async(budget, reflection_messages(run.current[i], run.options.template),
-                                    run.current[i].problem.images) for i in todo]
-        keep, reqs = run.requests(todo, sizes)
+        prompts = run.prompts(todo)
+        sizes = [await _count_async(budget, m, run.current[i].problem.images) for i, m in zip(todo, prompts)]
+        keep, reqs = run.requests(todo, prompts, sizes)
         try:
             with _Timer(run.counters, "generate"):
                 outs = list(await generate(reqs)) if reqs else []
