@@ -91,7 +91,7 @@ class StepConfig:
 
 
 def step_config(config: Any = None, **overrides: Any) -> StepConfig:
-    """A :class:`StepConfig` from None, a StepConfig, a mapping or an OmegaConf node, plus overrides.
+    """A :class:`StepConfig` from None, a StepConfig, a mapping or an OmegaConf node, plus field overrides.
 
     Unknown keys fail here, before any work starts.
 
@@ -105,8 +105,8 @@ def step_config(config: Any = None, **overrides: Any) -> StepConfig:
         config = dataclasses.asdict(config)
     if config is not None:
         base = OmegaConf.merge(base, config if not isinstance(config, Mapping) else OmegaConf.create(dict(config)))
-    if overrides:
-        base = OmegaConf.merge(base, OmegaConf.create(overrides))
+    for key, value in overrides.items():  # an option mapping is replaced whole (judge_options={} empties it)
+        OmegaConf.update(base, key, value, merge=key == "reflect")
     cfg: StepConfig = OmegaConf.to_object(base)  # type: ignore[assignment]
     r = cfg.reflect
     if r.attempts < 1:
