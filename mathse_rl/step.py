@@ -368,33 +368,35 @@ class Judge:
     def judge(self, problems: Sequence[Problem], responses: Sequence[str], *,
               counters: StepCounters | None = None) -> list[PathVerdict]:
         """One verdict per path, in order; a crashed judge makes every path undecidable, never raises."""
-        items = [reward_input(p, r) for p, r in zip(problems, responses)]
-        if not items:
-            return []
-        try:
-            with _Timer(counters, "judge"):
-                verdicts = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
-        except Exception as exc:
-            verdicts = self._failed(len(items), exc)
+        verdicts, todo, items = self._without_gold(problems, responses)
+        if items:
+            try:
+                with _Timer(counters, "judge"):
+                    got = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
+            except Exception as exc:
+                got = self._failed(len(items), exc)
+            for i, v in zip(todo, got):
+                verdicts[i] = v
         self._count(problems, verdicts, counters)
-        return verdicts
+        return verdicts  # type: ignore[return-value]
 
     async def ajudge(self, problems: Sequence[Problem], responses: Sequence[str], *,
                      counters: StepCounters | None = None) -> list[PathVerdict]:
         """:meth:`judge` without blocking the event loop (the verifier runs in a worker thread)."""
-        items = [reward_input(p, r) for p, r in zip(problems, responses)]
-        if not items:
-            return []
-        try:
-            with _Timer(counters, "judge"):
-                if self._orm:
-                    verdicts = self._orm_verdicts(items, await self.reward.judge.ajudge_detailed(items))
-                else:
-                    verdicts = self._verdicts(await self.reward.acall(items))
-        except Exception as exc:
-            verdicts = self._failed(len(items), exc)
+        verdicts, todo, items = self._without_gold(problems, responses)
+        if items:
+            try:
+                with _Timer(counters, "judge"):
+                    if self._orm:
+                        got = self._orm_verdicts(items, await self.reward.judge.ajudge_detailed(items))
+                    else:
+                        got = self._verdicts(await self.reward.acall(items))
+            except Exception as exc:
+                got = self._failed(len(items), exc)
+            for i, v in zip(todo, got):
+                verdicts[i] = v
         self._count(problems, verdicts, counters)
-        return verdicts
+        return verdicts  # type: ignore[return-value]
 
     async def ajudge_one(self, problem: Problem, response: str, *,
                          counters: StepCounters | None = None) -> PathVerdict:
@@ -413,6 +415,24 @@ class Judge:
         return verdict.correct is False or (verdict.correct is None and self.config.undecidable_as_wrong)
 
     # -- internals -----------------------------------------------------------------
+    @staticmethod
+    def _without_gold(problems: Sequence[Problem], responses: Sequence[str],
+                      ) -> tuple[list[Optional[PathVerdict]], list[int], list[RewardInput]]:
+        """Paths with no or an unreadable gold are undecidable whatever the judge (no judge call);
+        the rest are returned as reward inputs to judge."""
+        from mathse_rl.verify import gold_is_valid
+
+        verdicts: list[Optional[PathVerdict]] = []
+        todo, items = [], []
+        for i, (p, r) in enumerate(zip(problems, responses)):
+            if p.gold is None or not gold_is_valid(p.gold):
+                verdicts.append(PathVerdict(None, "no_gold"))
+            else:
+                verdicts.append(None)
+                todo.append(i)
+                items.append(reward_input(p, r))
+        return verdicts, todo, items
+
     def _plain_orm(self) -> bool:
         # A plain ORM judge is asked directly, to keep its judgment (the critique of a wrong path).
         if self.deciders != [""] or not uses_orm(self.name):
