@@ -125,7 +125,8 @@ def online(model_path: str, a, configs: list[tuple[str, str, int | None]]) -> di
                     v = _part(entry, k)
                     if v is not None:
                         parts[arm][k].append(v)
-                refined[arm] += float(entry.get("mathse/reflected", entry.get("mathse/refined", 0.0)))
+                n = next((entry[k] for k in ("mathse/reflected", "mathse/refined") if k in entry), None)
+                refined[arm] = float("nan") if n is None else refined[arm] + float(n)
     g = statistics.median(steps[arms[0]])
     result = {"grpo_step_s": g, "steps_each": len(steps[arms[0]]), "arms": []}
     for arm in configs:
