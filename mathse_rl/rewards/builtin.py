@@ -80,6 +80,7 @@ class FormatReward(Reward):
 
     name = "format"
     extras_keys = ("form", "pred")
+    decides_correctness = False  # shapes a reward; never accepts a path as a judge (mathse_rl.step)
 
     def __init__(self, forms: Sequence[str] = ("statement", "boxed")):
         unknown = set(forms) - {"statement", "boxed"}
