@@ -58,10 +58,10 @@ def test_refined_rows_keep_the_original_prompt_and_rejected_rows_weigh_zero(taug
     # The batch keeps its shape: one row per sampled completion.
     assert out["completion_ids"].shape[0] == len(batch) == out["advantages"].shape[0]
     metrics = trainer._metrics["train"]
-    assert metrics["mathse/refine_verified"][-1] == 2.0 and metrics["mathse/refined"][-1] == 4.0
+    assert metrics["mathse/refine_verified"][-1] == 2.0 and metrics["mathse/reflected"][-1] == 4.0
     assert metrics["mathse/refine_rate"][-1] == pytest.approx(4 / 6)
     assert metrics["mathse/accepted_frac"][-1] == pytest.approx(4 / 6)
-    assert metrics["mathse/refine_seconds"][-1] > 0
+    assert metrics["mathse/seconds/generate"][-1] > 0
     # trl's completions table gets what each refinement replaced (and the critique that guided it).
     extra = trainer._logs["extra"]
     wrong = list(extra["mathse_wrong_path"])[-len(batch):]
@@ -113,7 +113,7 @@ def test_refinements_per_group_can_be_capped(taught_vlm, tmp_path):
     keys = [r["id"] for r in batch]
     # One refinement per failed group: one gold-7 row is rescued, its twin stays rejected.
     assert sum(r for r, k in zip(out["mathse_refined"].tolist(), keys) if k == "seven") == 1
-    assert trainer._metrics["train"]["mathse/refined"][-1] == 2.0
+    assert trainer._metrics["train"]["mathse/reflected"][-1] == 2.0
 
 
 def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path):
@@ -121,7 +121,7 @@ def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path)
     batch = _batch(trainer)
     trainer.model.eval()
     out = trainer._generate_and_score_completions(batch)
-    assert not out["mathse_refined"].any() and trainer._metrics["eval"]["mathse/refined"] == [0.0]
+    assert not out["mathse_refined"].any() and trainer._metrics["eval"]["mathse/reflected"] == [0.0]
 
 
 @pytest.mark.parametrize("loss,mode", [("rft", "add"), ("grpo", "add"), ("grpo", "replace")])
@@ -132,7 +132,7 @@ def test_trains_a_few_steps_with_each_loss(taught_vlm, tmp_path, loss, mode):
     logged = [h for h in trainer.state.log_history if "mathse/accepted_frac" in h]
     assert len(logged) == 2 and all(h["mathse/accepted_frac"] == pytest.approx(4 / 6) for h in logged)
     assert all(h["mathse/refine_verified"] == 2.0 for h in logged)
-    assert trainer.mathse_seconds["refine"] > 0 and trainer.mathse_seconds["judge"] > 0
+    assert all(h["mathse/seconds/generate"] > 0 and h["mathse/seconds/judge"] > 0 for h in logged)
 
 
 def test_config_rejects_an_unknown_loss(tmp_path):
