@@ -1,9 +1,14 @@
 """``MathSETrainer``: MathSE's judge → critique → reflect → re-judge inside each trl GRPO step.
 
-For every generation batch, the sampled completions are judged (a reward from the
-registry, ``verifier`` by default). Failed ones get a critique from the critic (an ORM
-backend: ``verifier`` on CPU, ``local``/``openai`` otherwise) and a refinement written by
-the same engine from MathSE's reflection prompt, then the judge re-checks the refinement.
+For every generation batch the trainer hands its sampled completions to the MathSE step
+(:mod:`mathse_rl.step`: one judge with tri-state verdicts, critique, reflect-and-rejudge within a
+token budget, counters) and converts the outcome back into trl's batch; it judges and reflects
+nothing itself. Refinements are written by trl's own engine (transformers or vLLM) from the
+reflection prompt. The step's options are flat fields here, one for each step name: ``judge``,
+``judge_options``, ``judge_threshold`` (``threshold``), ``critic``, ``reflect`` (``reflect.enabled``),
+``reflect_template`` / ``reflect_attempts`` / ``reflect_temperature`` / ``reflect_max_tokens``
+(``reflect.*``), ``require_final_answer``. Undecidable completions (no gold, timeout, judge failure)
+are never accepted nor reflected on.
 
 What is trained (one line per mode; the default is the first of each):
 
@@ -34,19 +39,24 @@ spans generation batches not sampled yet and the count is estimated as trl's ``d
                             processing_class=processor)
     trainer.train()
 
-The dataset is trl's conversational format with a reference answer column (``solution`` or
-``answer``; set ``gold_column``) and optional ``images``/``question``/``choices``/``data_source``.
+The dataset is trl's conversational format with a reference answer (per row the first non-empty of
+``answer``, ``gold``, ``ground_truth``, ``solution``, or ``gold_column``) and optional
+``images``/``question``/``choices``/``data_source`` columns.
 
-Several processes: refinement requests are padded so every process joins the generate call with
+Several processes: refinement requests are padded so every process joins each generate call with
 the same row count (trl's vLLM server and tensor-parallel colocate modes hand results back by
 ``process_index * len(prompts)``); ``max_refinements_per_group`` counts over global groups, which
-may span processes; the ``mathse/*`` counters are summed over all processes before they are logged.
+may span processes; the step's counters (``mathse/refine_rate``, ``refine_verified``, ``judge_errors``,
+``reflect_too_long``, ``truncated``, ``generate_errors``, ``accepted_frac``, per data source from a
+``data_source`` column, seconds per part) are summed over all processes before trl logs them. A
+reflection call that raises is counted (``generate_errors``) and training goes on; with vLLM server
+mode an exception on the main process inside trl's broadcast cannot be recovered by the others.
 
 Private trl hooks overridden (trl 1.16, pinned): ``_generate_and_score_completions`` (keeps
 the batch's rows for the judge and adds per-row tensors), ``_generate`` (judges and refines),
 ``_prepare_inputs`` (per-step token counts), ``_compute_loss`` (the rft loss, the refinement SFT
-term); used: ``_tokenize_prompts``, ``_generate_single_turn``, ``_get_per_token_logps_and_entropies``,
-``_buffered_inputs``. Each is exercised by ``tests/integrations/trl/``.
+term), ``_get_per_token_logps_and_entropies`` (refinements scored in the GRPO forward pass); used:
+``_tokenize_prompts``, ``_generate_single_turn``, ``_buffered_inputs``, ``generation_config``. Each is exercised by ``tests/integrations/trl/``.
 """
 
 from __future__ import annotations

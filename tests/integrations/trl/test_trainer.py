@@ -116,6 +116,18 @@ def test_refinements_per_group_can_be_capped(taught_vlm, tmp_path):
     assert trainer._metrics["train"]["mathse/reflected"][-1] == 2.0
 
 
+def test_step_counters_reach_trl_logs_per_data_source(taught_vlm, tmp_path):
+    trainer = _trainer(taught_vlm, tmp_path, "rft", max_steps=1)
+    batch = [dict(r, data_source="bars" if r["id"] == "three" else "counts") for r in _batch(trainer)]
+    trainer.model.train()
+    trainer._generate_and_score_completions(batch)
+    m = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("mathse/")}
+    assert m["mathse/bars/accepted_frac"] == 1.0 and m["mathse/bars/reflected"] == 0.0
+    # counts: 2 "seven" rows verified after reflection, 2 "five" rows rejected.
+    assert m["mathse/counts/accepted_frac"] == 0.5 and m["mathse/counts/refine_verified"] == 2.0
+    assert m["mathse/judge_errors"] == 0.0 and m["mathse/reflect_too_long"] == 0.0 and m["mathse/truncated"] == 0.0
+
+
 def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path):
     trainer = _trainer(taught_vlm, tmp_path, "rft")  # reflection on
     batch = _batch(trainer)
