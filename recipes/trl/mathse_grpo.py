@@ -5,7 +5,7 @@
     accelerate launch recipes/trl/mathse_grpo.py --config recipes/trl/mathse_grpo_qwen2_5_vl_7b.yaml \
         --train_data train.jsonl
 
-Every ``MathSEConfig`` field (trl's ``GRPOConfig`` plus ``loss``, ``judge``, ``critic_backend``,
+Every ``MathSEConfig`` field (trl's ``GRPOConfig`` plus ``loss``, ``reflect_mode``, ``judge``, ``critic``,
 ``reflect``, ``reflect_template``, ...) can be set in the YAML or on the command line.
 """
 

@@ -1,9 +1,14 @@
 """``MathSETrainer``: MathSE's judge → critique → reflect → re-judge inside each trl GRPO step.
 
-For every generation batch, the sampled completions are judged (a reward from the
-registry, ``verifier`` by default). Failed ones get a critique from the critic (an ORM
-backend: ``verifier`` on CPU, ``local``/``openai`` otherwise) and a refinement written by
-the same engine from MathSE's reflection prompt, then the judge re-checks the refinement.
+For every generation batch the trainer hands its sampled completions to the MathSE step
+(:mod:`mathse_rl.step`: one judge with tri-state verdicts, critique, reflect-and-rejudge within a
+token budget, counters) and converts the outcome back into trl's batch; it judges and reflects
+nothing itself. Refinements are written by trl's own engine (transformers or vLLM) from the
+reflection prompt. The step's options are flat fields here, one for each step name: ``judge``,
+``judge_options``, ``judge_threshold`` (``threshold``), ``critic``, ``reflect`` (``reflect.enabled``),
+``reflect_template`` / ``reflect_attempts`` / ``reflect_temperature`` / ``reflect_max_tokens``
+(``reflect.*``), ``require_final_answer``. Undecidable completions (no gold, timeout, judge failure)
+are never accepted nor reflected on.
 
 What is trained (one line per mode; the default is the first of each):
 
@@ -34,19 +39,24 @@ spans generation batches not sampled yet and the count is estimated as trl's ``d
                             processing_class=processor)
     trainer.train()
 
-The dataset is trl's conversational format with a reference answer column (``solution`` or
-``answer``; set ``gold_column``) and optional ``images``/``question``/``choices``/``data_source``.
+The dataset is trl's conversational format with a reference answer (per row the first non-empty of
+``answer``, ``gold``, ``ground_truth``, ``solution``, or ``gold_column``) and optional
+``images``/``question``/``choices``/``data_source`` columns.
 
-Several processes: refinement requests are padded so every process joins the generate call with
+Several processes: refinement requests are padded so every process joins each generate call with
 the same row count (trl's vLLM server and tensor-parallel colocate modes hand results back by
 ``process_index * len(prompts)``); ``max_refinements_per_group`` counts over global groups, which
-may span processes; the ``mathse/*`` counters are summed over all processes before they are logged.
+may span processes; the step's counters (``mathse/refine_rate``, ``refine_verified``, ``judge_errors``,
+``reflect_too_long``, ``truncated``, ``generate_errors``, ``accepted_frac``, per data source from a
+``data_source`` column, seconds per part) are summed over all processes before trl logs them. A
+reflection call that raises is counted (``generate_errors``) and training goes on; with vLLM server
+mode an exception on the main process inside trl's broadcast cannot be recovered by the others.
 
 Private trl hooks overridden (trl 1.16, pinned): ``_generate_and_score_completions`` (keeps
 the batch's rows for the judge and adds per-row tensors), ``_generate`` (judges and refines),
 ``_prepare_inputs`` (per-step token counts), ``_compute_loss`` (the rft loss, the refinement SFT
-term); used: ``_tokenize_prompts``, ``_generate_single_turn``, ``_get_per_token_logps_and_entropies``,
-``_buffered_inputs``. Each is exercised by ``tests/integrations/trl/``.
+term), ``_get_per_token_logps_and_entropies`` (refinements scored in the GRPO forward pass); used:
+``_tokenize_prompts``, ``_generate_single_turn``, ``_buffered_inputs``, ``generation_config``. Each is exercised by ``tests/integrations/trl/``.
 """
 
 from __future__ import annotations
@@ -54,8 +64,8 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -63,10 +73,11 @@ import torch
 import trl
 from trl import GRPOConfig, GRPOTrainer
 
-from mathse_rl.evolve.components import Critic, Judge
-from mathse_rl.prompts import build_reflect_messages
-from mathse_rl.integrations.trl.rewards import GOLD_COLUMNS, completion_text, prompt_text
-from mathse_rl.types import Judgment, Problem
+from mathse_rl.data.loaders import GOLD_COLUMNS, gold_of
+from mathse_rl.integrations.trl.rewards import completion_text, prompt_text
+from mathse_rl.step import (Critic, Generation, Judge, ReflectItem, ReflectRequest, StepConfig, StepCounters,
+                            TokenBudget, critique, reflect_and_rejudge, step_config)
+from mathse_rl.types import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +93,23 @@ class MathSEConfig(GRPOConfig):
 
     loss: str = field(default="grpo", metadata={"help": "grpo: trl's GRPO loss (+ refinement SFT term in add mode); "
                                                           "rft: NLL on accepted paths, normalised per optimizer step"})
-    judge: str = field(default="verifier", metadata={"help": "reward name that decides correct/failed"})
-    judge_threshold: float = field(default=0.5, metadata={"help": "a completion passes at this judge score"})
+    # The MathSE step's options (mathse_rl.step.StepConfig), flat: reflect_<x> is the step's reflect.<x>.
+    judge: str = field(default="verifier", metadata={"help": "step judge: reward name that decides correctness"})
     judge_options: Optional[dict] = field(default=None, metadata={
-        "help": "options of the judge reward (an orm* judge defaults to the critic's ORM config)"})
-    critic_backend: str = field(default="verifier", metadata={"help": "ORM backend that writes critiques"})
-    critic_options: Optional[dict] = field(default=None, metadata={"help": "extra orm.load_judge config"})
-    reflect: bool = field(default=True, metadata={"help": "refine failed completions with the reflection prompt"})
-    reflect_template: str = field(default="paper", metadata={"help": "reflection prompt: paper | short | format"})
+        "help": "step judge_options: options of the judge reward (orm*: default the critic's config)"})
+    judge_threshold: float = field(default=0.5, metadata={
+        "help": "step threshold: a custom judge reward with no verdict of its own passes at this score"})
+    critic: Optional[dict] = field(default=None, metadata={
+        "help": "step critic: orm.load_judge config writing critiques (default {backend: verifier})"})
+    reflect: bool = field(default=True, metadata={"help": "step reflect.enabled: refine failed completions"})
+    reflect_template: str = field(default="paper", metadata={"help": "step reflect.template: paper | short | format"})
+    reflect_attempts: int = field(default=1, metadata={"help": "step reflect.attempts: refinements per failure"})
+    reflect_temperature: Optional[float] = field(default=None, metadata={
+        "help": "step reflect.temperature: refinement sampling temperature (None: temperature)"})
+    reflect_max_tokens: Optional[int] = field(default=None, metadata={
+        "help": "step reflect.max_tokens: new tokens per refinement (None: max_completion_length)"})
+    require_final_answer: bool = field(default=True, metadata={
+        "help": "step require_final_answer: the verifier judge accepts only a stated final answer"})
     reflect_mode: str = field(default="add", metadata={
         "help": "grpo only. add: keep the failure in its group, train the verified refinement by an SFT term; "
                 "replace: the refinement takes the failure's place as an on-policy sample"})
@@ -97,10 +117,19 @@ class MathSEConfig(GRPOConfig):
         "help": "weight of the SFT term on verified refinements (loss=grpo, reflect_mode=add)"})
     max_refinements_per_group: Optional[int] = field(default=None, metadata={
         "help": "failed completions refined per prompt group, counted over all processes (None: all)"})
-    gold_column: Optional[str] = field(default=None, metadata={"help": "reference answer column "
-                                                                      "(default: solution, then answer)"})
+    gold_column: Optional[str] = field(default=None, metadata={
+        "help": "reference answer column (default: per row the first non-empty of answer, gold, ground_truth, "
+                "solution)"})
     question_column: str = field(default="question", metadata={"help": "question text column (default: the "
                                                                       "prompt's last user text)"})
+
+    def step_config(self) -> StepConfig:
+        """The step module's config from the flat fields (unknown or bad values fail here)."""
+        reflect = {"enabled": self.reflect, "template": self.reflect_template, "attempts": self.reflect_attempts,
+                   "temperature": self.reflect_temperature, "max_tokens": self.reflect_max_tokens}
+        return step_config({"judge": self.judge, "judge_options": self.judge_options or {},
+                            "critic": self.critic or {"backend": "verifier"}, "reflect": reflect,
+                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold})
 
     def __post_init__(self):
         super().__post_init__()
@@ -110,29 +139,28 @@ class MathSEConfig(GRPOConfig):
             raise ValueError(f"reflect_mode must be one of {REFLECT_MODES}, got {self.reflect_mode!r}")
         if self.refine_sft_coef < 0:
             raise ValueError(f"refine_sft_coef must be >= 0, got {self.refine_sft_coef}")
+        self.step_config()  # fail on bad step options before any work starts
 
 
 class MathSETrainer(GRPOTrainer):
     """GRPO with MathSE's reflection-rejection sampling inside each generation batch."""
 
     def __init__(self, *args: Any, judge: Judge | None = None, critic: Any = None, **kwargs: Any):
+        """``judge``/``critic``: step objects to use instead of those built from ``args``."""
         if not trl.__version__.startswith(SUPPORTED_TRL):
             raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
                                f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, MathSEConfig):
             raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
-        critic_config = {"backend": self.args.critic_backend, **(self.args.critic_options or {})}
-        options = self.args.judge_options or (critic_config if "orm" in self.args.judge else {})
-        self.judge = judge or Judge(self.args.judge, self.args.judge_threshold, **options)
-        self.critic = critic or Critic(critic_config)
+        self.step = self.args.step_config()
+        self.judge = judge or Judge(self.step)
+        self.critic = critic or Critic(self.step.critic)
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
         # Refinement rows scored in the GRPO loss's forward pass (add mode), and their log-probabilities.
         self._mathse_ride_along: tuple[torch.Tensor, torch.Tensor] | None = None
         self._mathse_ride_along_logps: torch.Tensor | None = None
-        # Time spent in MathSE's own work, for benchmarks/step_overhead.py.
-        self.mathse_seconds: dict[str, float] = {"judge": 0.0, "critique": 0.0, "refine": 0.0}
         if self.args.loss == "rft" and self.beta != 0.0:
             logger.warning("loss=rft has no KL term: beta=%s only costs a reference forward pass", self.beta)
         if self.args.steps_per_generation % self.args.gradient_accumulation_steps:
@@ -168,7 +196,7 @@ class MathSETrainer(GRPOTrainer):
             output["mathse_refinement_ids"], output["mathse_refinement_mask"] = ids.to(device), mask.to(device)
         return output
 
-    # ------------------------------------------------------------------ hook 2: judge, critique, refine
+    # ------------------------------------------------------------------ hook 2: the MathSE step on this batch
     def _generate(self, prompts: list):
         result = list(super()._generate(prompts))
         inputs = self._mathse_inputs
@@ -179,77 +207,56 @@ class MathSETrainer(GRPOTrainer):
         n = len(prompts)
         problems = [self._problem(x, p) for x, p in zip(inputs, prompts)]
         texts = [completion_text(c) for c in completions]
+        counters = StepCounters()
 
-        spent0 = dict(self.mathse_seconds)
-        counts: dict[str, float] = defaultdict(float)
+        # Judge → critique → reflect → re-judge: mathse_rl.step; this adapter only converts rows.
+        verdicts = self.judge.judge(problems, texts, counters=counters)
+        accepted = [v.correct is True for v in verdicts]
+        refined = [False] * n
         originals = [""] * n  # the failed completion a verified refinement replaced
         critique_texts = [""] * n
         refinements: list[list[int] | None] = [None] * n  # add mode: row i's verified refinement
-        t0 = time.perf_counter()
-        verdicts = self._verdicts(problems, texts)
-        self.mathse_seconds["judge"] += time.perf_counter() - t0
-        accepted = [v is True for v in verdicts]
-        refined = [False] * n
-        counts["rows"] = n
-        counts["correct"] = sum(accepted)
-        counts["judge_errors"] = sum(v is None for v in verdicts)
-        failed = self._capped([v is False for v in verdicts], mode)
-
         # Evaluation measures the policy as it is: no refinement outside training.
-        if self.args.reflect and mode == "train":
-            t0 = time.perf_counter()
-            critiques = self._critique([problems[i] for i in failed], [texts[i] for i in failed])
-            self.mathse_seconds["critique"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            reflect_prompts = [self._reflect_prompt(prompts[i], problems[i], texts[i], c)
-                               for i, c in zip(failed, critiques)]
-            fits = self._fits_engine(reflect_prompts)
-            counts["reflect_too_long"] += len(fits) - sum(fits)
-            failed, critiques, reflect_prompts = ([x for x, f in zip(seq, fits) if f]
-                                                  for seq in (failed, critiques, reflect_prompts))
-            r_ids = self._generate_aligned(reflect_prompts, filler=prompts[0], counts=counts)
-            self.mathse_seconds["refine"] += time.perf_counter() - t0
-            if r_ids is not None and failed:
-                r_texts = self.processing_class.batch_decode(r_ids, skip_special_tokens=True)
-                complete = [self._finished(ids) for ids in r_ids]
-                counts["reflect_too_long"] += sum(not c for c in complete)
-                t0 = time.perf_counter()
-                ok = self._verdicts([problems[i] for i in failed], r_texts)
-                self.mathse_seconds["judge"] += time.perf_counter() - t0
-                counts["judge_errors"] += sum(v is None for v in ok)
-                counts["refined"] += len(failed)
-                for k, i in enumerate(failed):
-                    if ok[k] is not True or not complete[k]:  # a truncated refinement is never trained as verified
-                        continue
-                    counts["refine_verified"] += 1
-                    refined[i] = True
-                    critique_texts[i] = critiques[k].error_analysis if critiques[k] is not None else ""
-                    if self._adds_refinements:
-                        refinements[i] = list(r_ids[k])
-                        continue
-                    # replace (grpo) and rft: the verified refinement becomes row i's completion under row i's
-                    # original prompt ids; for rft this is what "train the accepted refinement" means.
-                    completion_ids[i] = list(r_ids[k])
-                    completions[i] = self._like(completions[i], r_texts[k])
-                    if logprobs is not None:
-                        # Sampled under the reflection prompt: no valid behaviour logprob under the original
-                        # prompt, so NaN, which trl's importance sampling treats as "no correction".
-                        logprobs[i] = [math.nan] * len(completion_ids[i])
-                    if tool_mask is not None:
-                        tool_mask[i] = [1] * len(completion_ids[i])
-                    accepted[i] = True
-                    originals[i] = texts[i]
-        counts["accepted"] = sum(accepted) + (sum(r is not None for r in refinements))
+        if self.step.reflect.enabled and mode == "train":
+            failed = self._capped([v.correct is False for v in verdicts], mode)  # undecidable: never reflected on
+            critiques = critique(self.critic, [problems[i] for i in failed], [texts[i] for i in failed],
+                                 verdicts=[verdicts[i] for i in failed], counters=counters)
+            items = [ReflectItem(problems[i], texts[i], c, system=tuple(m for m in prompts[i] if m.get("role") ==
+                                                                        "system"), key=i)
+                     for i, c in zip(failed, critiques)]
+            budget = self._reflect_budget()
+            with self._reflection_sampling(budget.max_tokens):
+                outcomes = reflect_and_rejudge(self.judge, items, self._generate_aligned_with(prompts[0]), budget,
+                                               critic=self.critic, counters=counters)
+                self._finish_generation_rounds(prompts[0])
+            for o in outcomes:
+                if not o.accepted:
+                    continue
+                i, ids = o.item.key, list(o.generation.output)
+                refined[i] = True
+                critique_texts[i] = o.item.critique.error_analysis if o.item.critique is not None else ""
+                if self._adds_refinements:
+                    refinements[i] = ids
+                    continue
+                # replace (grpo) and rft: the verified refinement becomes row i's completion under row i's
+                # original prompt ids; for rft this is what "train the accepted refinement" means.
+                completion_ids[i] = ids
+                completions[i] = self._like(completions[i], o.generation.text)
+                if logprobs is not None:
+                    # Sampled under the reflection prompt: no valid behaviour logprob under the original
+                    # prompt, so NaN, which trl's importance sampling treats as "no correction".
+                    logprobs[i] = [math.nan] * len(ids)
+                if tool_mask is not None:
+                    tool_mask[i] = [1] * len(ids)
+                accepted[i] = True
+                originals[i] = texts[i]
         if self.args.loss == "rft":
             self._pending_extra_logs["mathse_weight"].extend(float(a) for a in accepted)
         self._pending_extra_logs["mathse_refined"].extend(refined)
         # With log_completions, trl's completions table shows what a refinement replaced and why.
         self._pending_extra_logs["mathse_wrong_path"].extend(originals)
         self._pending_extra_logs["mathse_critique"].extend(critique_texts)
-        sources = [str(x["data_source"]) for x in inputs] if "data_source" in inputs[0] else None
-        self._log_counts(mode, counts, sources, verdicts, refined)
-        for k, v in self.mathse_seconds.items():
-            self._metrics[mode][f"mathse/{k}_seconds"].append(v - spent0[k])
+        self._log_counters(mode, counters)
         self._mathse_rows = {"accepted": accepted, "refined": refined, "refinement": refinements}
         result[1], result[2], result[3], result[4] = completion_ids, tool_mask, completions, logprobs
         return tuple(result)
@@ -397,113 +404,112 @@ class MathSETrainer(GRPOTrainer):
                     kept.append(g - offset)
         return kept
 
-    def _generate_aligned(self, prompts: list, filler: list, counts: dict[str, float]) -> list[list[int]] | None:
+    def _generate_aligned_with(self, filler: list):
+        """The step's generate function: one round of trl generation per call (see :meth:`_generation_round`)."""
+
+        def generate(requests: list[ReflectRequest]) -> list[Generation | BaseException]:
+            return self._generation_round([r.messages for r in requests], filler, active=True)
+
+        return generate
+
+    def _finish_generation_rounds(self, filler: list) -> None:
+        """Join the other processes' generation rounds until every process is done with its reflections."""
+        if self.accelerator.num_processes > 1:
+            while self._generation_round([], filler, active=False) is not None:
+                pass
+
+    def _generation_round(self, prompts: list, filler: list, active: bool) -> list | None:
         """One generate call that every process joins with the same number of rows.
 
         trl's vLLM server gathers every process's prompts, generates them in one call and hands process p the
         rows ``p * len(prompts) .. (p + 1) * len(prompts) - 1``; colocate with tensor parallelism does the same
-        inside a TP group. So each process pads its requests to the largest count with ``filler`` (a prompt of
-        its own batch) and drops the padded rows afterwards. Returns None when generation raised (counted as
-        ``reflect_errors``; the rows stay unrefined and training goes on).
+        inside a TP group. So each round, every process pads its requests to the largest count with ``filler``
+        (a prompt of its own batch) and drops the padded rows afterwards. A process whose step made no (more)
+        request joins with none (``active=False``) until no process is active: the step may call generate a
+        different number of times on each process. Returns None when no process was active; an exception of
+        the engine comes back as each row's result (the step counts it), never raised.
         """
         n = len(prompts)
-        most = n
+        most, anyone = n, active
         if self.accelerator.num_processes > 1:
-            most = int(self.accelerator.gather(torch.tensor([n], device=self.accelerator.device)).max().item())
+            mine = torch.tensor([[n, int(active)]], device=self.accelerator.device)
+            everyone = self.accelerator.gather(mine).view(-1, 2)
+            most, anyone = int(everyone[:, 0].max().item()), bool(everyone[:, 1].any().item())
+        if not anyone:
+            return None
         if most == 0:
             return []
-        padded = list(prompts) + [filler] * (most - n)
         try:
-            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(padded)
+            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(list(prompts) + [filler] * (most - n))
             r_ids, _ = self._generate_single_turn(r_prompt_ids, r_images, r_fields, 1)
-        except Exception as exc:  # a failed reflection call must not stop training
-            logger.warning("reflection generation failed for %d rows (%s: %s); rows stay unrefined",
-                           n, type(exc).__name__, exc)
-            counts["reflect_errors"] += n
-            return None
-        return [list(ids) for ids in r_ids[:n]]
+        except Exception as exc:  # a failed reflection call must not stop training: the step counts it
+            logger.warning("reflection generation failed for %d rows (%s: %s)", n, type(exc).__name__, exc)
+            return [exc] * n
+        r_ids = [list(ids) for ids in r_ids[:n]]
+        texts = self.processing_class.batch_decode(r_ids, skip_special_tokens=True)
+        return [Generation(t, "stop" if self._finished(ids) else "length", len(ids), ids)
+                for t, ids in zip(texts, r_ids)]
 
-    def _log_counts(self, mode: str, counts: dict[str, float], sources: list[str] | None,
-                    verdicts: list[bool | None], refined: list[bool]) -> None:
-        """Sum the step's counters over all processes (and per data source) and log them as ``mathse/*``."""
-        from accelerate.utils import gather_object
+    def _reflect_budget(self) -> TokenBudget:
+        """What the engine grants a refinement: ``reflect.max_tokens`` (default ``max_completion_length``) new
+        tokens; with vLLM, prompts are checked against ``vllm_max_model_length`` (vLLM refuses longer ones)."""
+        max_tokens = self.step.reflect.max_tokens or self.max_completion_length
+        limit = getattr(self.args, "vllm_max_model_length", None) if self.use_vllm else None
+        if not limit:
+            return TokenBudget(max_tokens=max_tokens, engine="vllm" if self.use_vllm else "hf")
 
-        keys = ("rows", "correct", "accepted", "judge_errors", "refined", "refine_verified", "reflect_too_long",
-                "reflect_errors")
-        local = {("", k): float(counts.get(k, 0.0)) for k in keys}
-        if sources is not None:
-            for s, v, r in zip(sources, verdicts, refined):
-                local[(s, "rows")] = local.get((s, "rows"), 0.0) + 1
-                local[(s, "accepted")] = local.get((s, "accepted"), 0.0) + float(v is True or r)
-                local[(s, "refine_verified")] = local.get((s, "refine_verified"), 0.0) + float(r)
-        total: dict[tuple[str, str], float] = defaultdict(float)
-        for part in (gather_object([local]) if self.accelerator.num_processes > 1 else [local]):
-            for key, value in part.items():
-                total[key] += value
-        metrics = self._metrics[mode]
-        rows = max(total[("", "rows")], 1.0)
-        metrics["mathse/correct_frac"].append(total[("", "correct")] / rows)
-        metrics["mathse/accepted_frac"].append(total[("", "accepted")] / rows)
-        metrics["mathse/refine_rate"].append(total[("", "refined")] / rows)
-        for k in ("refined", "refine_verified", "judge_errors", "reflect_too_long", "reflect_errors"):
-            metrics[f"mathse/{k}"].append(total[("", k)])
-        for s in sorted({s for s, _ in total if s}):
-            n = max(total[(s, "rows")], 1.0)
-            metrics[f"mathse/{s}/accepted_frac"].append(total[(s, "accepted")] / n)
-            metrics[f"mathse/{s}/refine_verified"].append(total[(s, "refine_verified")])
+        def count_tokens(messages: list, images: tuple) -> int:
+            return len(self._tokenize_prompts([messages])[0][0])
+
+        return TokenBudget(max_tokens=max_tokens, context_limit=limit, count_tokens=count_tokens, engine="vllm")
+
+    @contextmanager
+    def _reflection_sampling(self, max_tokens: int):
+        """Refinements are sampled with ``reflect.max_tokens`` and ``reflect.temperature`` (when set)."""
+        temperature = self.step.reflect.temperature
+        targets = [self.generation_config] if getattr(self, "generation_config", None) is not None else []
+        if self.use_vllm:
+            targets.append(self.vllm_generation)
+        saved = []
+        for t in targets:
+            length_key = "max_new_tokens" if t is getattr(self, "generation_config", None) else "max_completion_length"
+            saved.append((t, length_key, getattr(t, length_key), getattr(t, "temperature", None)))
+            setattr(t, length_key, max_tokens)
+            if temperature is not None:
+                t.temperature = temperature
+        try:
+            yield
+        finally:
+            for t, length_key, length, temp in saved:
+                setattr(t, length_key, length)
+                if temperature is not None:
+                    t.temperature = temp
+
+    def _log_counters(self, mode: str, counters: StepCounters) -> None:
+        """Sum the step's counters over all processes (overall and per data source); log them as ``mathse/*``."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            merged = StepCounters()
+            for part in gather_object([counters.to_counts()]):
+                merged.merge(part)
+            counters = merged
+        for key, value in counters.as_metrics().items():
+            self._metrics[mode][key].append(value)
 
     # ------------------------------------------------------------------ helpers
-    def _verdicts(self, problems: list[Problem], texts: list[str]) -> list[bool | None]:
-        """True / False, or None when the judge cannot decide (no gold, timeout): never accepted, never refined."""
-        if not problems:
-            return []
-        return [None if r.score is None else bool(r.correct) for r in self.judge.judge(problems, texts)]
-
-    def _fits_engine(self, prompts: list) -> list[bool]:
-        """Whether each reflection prompt leaves vLLM the full completion budget (``vllm_max_model_length``).
-
-        A reflection prompt (question + wrong path + critique) is longer than the dataset prompt; vLLM rejects a
-        prompt whose length plus ``max_tokens`` exceeds the model length. Such rows are counted as too long and not
-        sent. transformers' generate has no such limit here.
-        """
-        limit = getattr(self.args, "vllm_max_model_length", None) if self.use_vllm else None
-        if not prompts or not limit:
-            return [True] * len(prompts)
-        ids, _, _ = self._tokenize_prompts(prompts)
-        return [len(x) + self.max_completion_length <= limit for x in ids]
-
     def _finished(self, ids: list[int]) -> bool:
         """Whether a generated row ended on its own (EOS) rather than at the token budget (trl's rule)."""
         return bool(ids) and ids[-1] in (*self.eos_token_ids, self._tokenizer.pad_token_id)
 
     def _problem(self, row: dict[str, Any], prompt: list) -> Problem:
-        gold_cols = (self.args.gold_column,) if self.args.gold_column else GOLD_COLUMNS
-        gold = next((row[c] for c in gold_cols if row.get(c) is not None), None)
+        gold = gold_of(row, (self.args.gold_column,) if self.args.gold_column else GOLD_COLUMNS)
         question = row.get(self.args.question_column) or prompt_text(prompt)
         choices = row.get("choices")
         images = tuple(part["image"] for m in prompt if isinstance(m.get("content"), list)
                        for part in m["content"] if part.get("type") == "image" and part.get("image") is not None)
-        return Problem(id=str(row.get("id", "")), question=str(question), gold=None if gold is None else str(gold),
-                       images=images, choices=tuple(choices) if choices else None)
-
-    def _critique(self, problems: list[Problem], texts: list[str]) -> list[Judgment | None]:
-        if not problems:
-            return []
-        try:
-            return list(self.critic.critique(problems, texts))
-        except Exception as exc:  # a broken critic must not stop training: reflect without a critique
-            logger.warning("critic failed on %d completions (%s); reflecting without critique", len(problems), exc)
-            return [None] * len(problems)
-
-    def _reflect_prompt(self, prompt: list, problem: Problem, wrong: str, critique: Judgment | None) -> list:
-        system = [m for m in prompt if m.get("role") == "system"]
-        messages = build_reflect_messages(problem, wrong, critique, template=self.args.reflect_template)
-        images = iter(problem.images)
-        for m in messages:
-            if isinstance(m["content"], list):
-                m["content"] = [{**part, "image": next(images)} if part.get("type") == "image" else part
-                                for part in m["content"]]
-        return system + messages
+        return Problem(id=str(row.get("id", "")), question=str(question), gold=gold, images=images,
+                       choices=tuple(choices) if choices else None, data_source=str(row.get("data_source") or ""))
 
     @staticmethod
     def _like(completion: Any, text: str) -> Any:

@@ -25,7 +25,7 @@ def taught_vlm(tiny_vlm_path, tmp_path_factory):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from mathse_rl.evolve.components import Critic
+    from mathse_rl.step import Critic
     from mathse_rl.prompts import build_reflect_messages
     from mathse_rl.integrations.trl.backends import load_policy, save_policy
 

@@ -116,4 +116,4 @@ def test_reflection_generation_errors_are_counted_and_training_goes_on(taught_vl
     out = trainer._generate_and_score_completions(batch)
     assert not out["mathse_refined"].any()
     metrics = trainer._metrics["train"]
-    assert metrics["mathse/reflect_errors"][-1] == 4.0 and metrics["mathse/refined"][-1] == 0.0
+    assert metrics["mathse/generate_errors"][-1] == 4.0 and metrics["mathse/refine_verified"][-1] == 0.0

@@ -58,10 +58,10 @@ def test_refined_rows_keep_the_original_prompt_and_rejected_rows_weigh_zero(taug
     # The batch keeps its shape: one row per sampled completion.
     assert out["completion_ids"].shape[0] == len(batch) == out["advantages"].shape[0]
     metrics = trainer._metrics["train"]
-    assert metrics["mathse/refine_verified"][-1] == 2.0 and metrics["mathse/refined"][-1] == 4.0
+    assert metrics["mathse/refine_verified"][-1] == 2.0 and metrics["mathse/reflected"][-1] == 4.0
     assert metrics["mathse/refine_rate"][-1] == pytest.approx(4 / 6)
     assert metrics["mathse/accepted_frac"][-1] == pytest.approx(4 / 6)
-    assert metrics["mathse/refine_seconds"][-1] > 0
+    assert metrics["mathse/seconds/generate"][-1] > 0
     # trl's completions table gets what each refinement replaced (and the critique that guided it).
     extra = trainer._logs["extra"]
     wrong = list(extra["mathse_wrong_path"])[-len(batch):]
@@ -113,7 +113,19 @@ def test_refinements_per_group_can_be_capped(taught_vlm, tmp_path):
     keys = [r["id"] for r in batch]
     # One refinement per failed group: one gold-7 row is rescued, its twin stays rejected.
     assert sum(r for r, k in zip(out["mathse_refined"].tolist(), keys) if k == "seven") == 1
-    assert trainer._metrics["train"]["mathse/refined"][-1] == 2.0
+    assert trainer._metrics["train"]["mathse/reflected"][-1] == 2.0
+
+
+def test_step_counters_reach_trl_logs_per_data_source(taught_vlm, tmp_path):
+    trainer = _trainer(taught_vlm, tmp_path, "rft", max_steps=1)
+    batch = [dict(r, data_source="bars" if r["id"] == "three" else "counts") for r in _batch(trainer)]
+    trainer.model.train()
+    trainer._generate_and_score_completions(batch)
+    m = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("mathse/")}
+    assert m["mathse/bars/accepted_frac"] == 1.0 and m["mathse/bars/reflected"] == 0.0
+    # counts: 2 "seven" rows verified after reflection, 2 "five" rows rejected.
+    assert m["mathse/counts/accepted_frac"] == 0.5 and m["mathse/counts/refine_verified"] == 2.0
+    assert m["mathse/judge_errors"] == 0.0 and m["mathse/reflect_too_long"] == 0.0 and m["mathse/truncated"] == 0.0
 
 
 def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path):
@@ -121,7 +133,7 @@ def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path)
     batch = _batch(trainer)
     trainer.model.eval()
     out = trainer._generate_and_score_completions(batch)
-    assert not out["mathse_refined"].any() and trainer._metrics["eval"]["mathse/refined"] == [0.0]
+    assert not out["mathse_refined"].any() and trainer._metrics["eval"]["mathse/reflected"] == [0.0]
 
 
 @pytest.mark.parametrize("loss,mode", [("rft", "add"), ("grpo", "add"), ("grpo", "replace")])
@@ -132,7 +144,7 @@ def test_trains_a_few_steps_with_each_loss(taught_vlm, tmp_path, loss, mode):
     logged = [h for h in trainer.state.log_history if "mathse/accepted_frac" in h]
     assert len(logged) == 2 and all(h["mathse/accepted_frac"] == pytest.approx(4 / 6) for h in logged)
     assert all(h["mathse/refine_verified"] == 2.0 for h in logged)
-    assert trainer.mathse_seconds["refine"] > 0 and trainer.mathse_seconds["judge"] > 0
+    assert all(h["mathse/seconds/generate"] > 0 and h["mathse/seconds/judge"] > 0 for h in logged)
 
 
 def test_config_rejects_an_unknown_loss(tmp_path):

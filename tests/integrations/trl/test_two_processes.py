@@ -60,9 +60,9 @@ def test_the_update_does_not_depend_on_the_process_layout(two_processes, taught_
     assert _close(two, one) < RTOL
     # The same rows were refined and verified in both layouts: the "seven" rows, on process 1 only.
     assert seen["refined"] == seen_one["refined"] == [False] * 4 + [True, True, False, False]
-    for key in ("mathse/refined", "mathse/refine_verified", "mathse/accepted_frac"):
+    for key in ("mathse/reflected", "mathse/refine_verified", "mathse/accepted_frac"):
         assert seen["metrics"][key] == seen_one["metrics"][key], key
-    assert seen["metrics"]["mathse/refined"] == 4 and seen["metrics"]["mathse/refine_verified"] == 2
+    assert seen["metrics"]["mathse/reflected"] == 4 and seen["metrics"]["mathse/refine_verified"] == 2
 
 
 def test_refinements_come_back_to_the_process_that_asked(two_processes):
@@ -76,5 +76,5 @@ def test_refinements_come_back_to_the_process_that_asked(two_processes):
 def test_refinement_cap_counts_a_group_that_spans_processes(two_processes):
     _, seen = two_processes["cap"]
     # One "seven" group of 2 rows: row 0 on process 0, row 1 on process 1; at most one refinement per group.
-    assert seen["metrics"]["mathse/refined"] == 1
+    assert seen["metrics"]["mathse/reflected"] == 1
     assert seen["refined"] == [True, False]

@@ -106,7 +106,7 @@ def run_scenario(name: str, path, out_dir, processes: int):
     trainer = make_trainer(path, out_dir, loss, keys=keys, cls=server_split_trainer(),
                            per_device_train_batch_size=batch * 2 // processes, **STEP_ARGS, **extra)
     delta = one_step_delta(trainer)
-    logged = next(h for h in trainer.state.log_history if "mathse/refined" in h)
+    logged = next(h for h in trainer.state.log_history if "mathse/reflected" in h)
     seen = {"metrics": {k: v for k, v in logged.items() if k.startswith("mathse/") and "seconds" not in k},
             "refined": [bool(x) for x in trainer._logs["extra"]["mathse_refined"]],
             "prompts": [str(p) for p in trainer._logs["prompt"]],
