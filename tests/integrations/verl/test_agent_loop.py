@@ -40,8 +40,9 @@ class PILImagesDataset(RLHFDataset):
         return images or None, None, None
 
 
-def trainer_config(**reflect):
-    rollout = {"prompt_length": PROMPT_LEN, "response_length": RESPONSE_LEN, "max_model_len": 1024}
+def trainer_config(prompt_length=PROMPT_LEN, max_model_len=1024, **reflect):
+    rollout = {"prompt_length": prompt_length, "response_length": RESPONSE_LEN, "max_model_len": max_model_len,
+               "name": "vllm"}
     cfg = {"actor_rollout_ref": {"rollout": rollout}, "data": {}}
     if reflect:
         cfg["mathse"] = {"reflect": reflect}
@@ -98,7 +99,7 @@ def test_registered_in_verls_agent_loop_registry():
 
 def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_prompt(make_server, tiny_vlm):
     server = make_server({REFLECT_MARKER: RIGHT})  # the first answer is the random model's: wrong
-    out = run_loop(server, tiny_vlm)
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(mode="replace"))
 
     first, reflect = server.calls
     assert not first.scripted and REFLECT_MARKER not in first.prompt_text
@@ -112,6 +113,7 @@ def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_promp
     assert len(out.multi_modal_data["images"]) == 1
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
     assert out.extra_fields["first_correct"] is False and out.extra_fields["refine_attempts"] == 1
+    assert out.extra_fields["accepted"] == 1.0 and out.extra_fields["mathse_role"] == "refinement"
     assert out.num_turns == 4  # verl logs num_turns/mean: reflection shows in its own metrics
 
     padded = verl_postprocess(out, tiny_vlm)
@@ -139,9 +141,31 @@ def test_sample_matches_verls_single_turn_loop_when_no_reflection_happens(make_s
     assert a.position_ids.equal(b.position_ids) and a.input_ids.equal(b.input_ids)
 
 
+def test_add_mode_keeps_the_policys_failure_and_adds_the_verified_refinement_beside_it(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: RIGHT})
+    refined, own = run_loop(server, tiny_vlm)  # mode: add is the default
+    first, reflect = server.calls
+    # the policy's own wrong answer, unchanged and rejected (GRPO keeps its negative advantage) ...
+    assert own.response_ids == first.response_ids and own.extra_fields["mathse_role"] == "policy"
+    assert own.extra_fields["accepted"] == 0.0
+    # ... and, beside it under the same original prompt, the verified refinement, marked off-policy
+    assert refined.response_ids == reflect.response_ids and refined.prompt_ids == own.prompt_ids
+    assert refined.extra_fields["mathse_role"] == "refinement" and refined.extra_fields["accepted"] == 1.0
+    assert set(refined.extra_fields) == set(own.extra_fields)  # verl stacks the same keys
+    padded = verl_postprocess(refined, tiny_vlm)
+    assert int(padded.response_mask.sum()) == len(refined.response_ids)
+
+
+def test_add_mode_adds_nothing_when_the_refinement_fails(make_server, tiny_vlm):
+    server = make_server()
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(keep_failed_refinement=True))
+    assert len(server.calls) == 2 and out.response_ids == server.calls[0].response_ids
+    assert not out.extra_fields["is_refined"] and out.extra_fields["refine_attempts"] == 1
+
+
 def test_failed_refinements_use_every_attempt_and_the_last_is_returned(make_server, tiny_vlm):
     server = make_server()  # the random model never answers
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(max_attempts=2))
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(max_attempts=2, mode="replace", keep_failed_refinement=True))
     assert len(server.calls) == 3
     assert out.extra_fields["is_refined"] and not out.extra_fields["refine_verified"]
     assert out.extra_fields["refine_attempts"] == 2 and out.num_turns == 6
@@ -151,14 +175,22 @@ def test_failed_refinements_use_every_attempt_and_the_last_is_returned(make_serv
 
 def test_reflection_off_is_a_single_turn_rollout(make_server, tiny_vlm):
     server = make_server()
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(enable=False))
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(enabled=False))
+    assert len(server.calls) == 1 and not out.extra_fields["is_refined"]
+    assert out.extra_fields["accepted"] == 0.0  # still judged: the verdict travels with the sample
+
+
+def test_the_old_switch_name_still_works_with_a_warning(make_server, tiny_vlm):
+    server = make_server()
+    with pytest.warns(DeprecationWarning, match="mathse.reflect.enabled"):
+        out = run_loop(server, tiny_vlm, cfg=trainer_config(enable=False))
     assert len(server.calls) == 1 and not out.extra_fields["is_refined"]
 
 
 def test_orm_judge_and_multiple_choice(make_server, tiny_vlm):
     # judge: orm through mathse_rl.orm.load_judge (its rule-checking "verifier" backend, no model needed).
     server = make_server({REFLECT_MARKER: f"{ANSWER_PHRASE} B."})
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="orm", orm={"backend": "verifier"}),
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="orm", orm={"backend": "verifier"}, mode="replace"),
                    gold="5", choices=["4", "5", "6"])
     assert "B. 5" in server.calls[1].prompt_text  # options shown in the reflection prompt
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
@@ -182,6 +214,7 @@ def test_a_failing_judge_flags_the_sample_and_the_rollout_goes_on(make_server, t
     out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="unreachable"))
     assert len(server.calls) == 1 and out.response_ids == server.calls[0].response_ids
     assert out.extra_fields["judge_error"] and not out.extra_fields["is_refined"]
+    assert out.extra_fields["accepted"] is None  # undecidable: never accepted, never trained as wrong
 
 
 def test_bad_options_fail_loudly(make_server, tiny_vlm):
@@ -191,3 +224,112 @@ def test_bad_options_fail_loudly(make_server, tiny_vlm):
         run_loop(make_server(), tiny_vlm, cfg=trainer_config(attempts=3))
     with pytest.raises(InstantiationException, match="judge must be one of"):
         run_loop(make_server(), tiny_vlm, cfg=trainer_config(judge="oracle"))
+
+
+# --- the token budget of a reflection (what verl's vLLM / SGLang servers grant) -----------------
+def _lengths(make_server, tiny_vlm):
+    """Token counts of the dataset prompt and of its reflection prompt."""
+    server = make_server({REFLECT_MARKER: RIGHT})
+    run_loop(server, tiny_vlm, cfg=trainer_config(mode="replace"))
+    return len(server.calls[0].prompt_ids), len(server.calls[1].prompt_ids)
+
+
+def test_every_reflection_request_asks_for_the_full_response_length(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: RIGHT})
+    run_loop(server, tiny_vlm)
+    assert server.calls[1].sampling_params.get("max_tokens") == RESPONSE_LEN
+    assert "max_tokens" not in server.calls[0].sampling_params  # the first answer: exactly verl's single turn
+
+
+@pytest.mark.parametrize("rule", ["vllm", "sglang"])
+def test_a_reflection_longer_than_the_dataset_prompt_gets_the_full_budget(make_server, tiny_vlm, rule):
+    first_len, reflect_len = _lengths(make_server, tiny_vlm)
+    prompt_length = first_len + 4  # the dataset prompt fits; the reflection prompt is far longer
+    assert reflect_len > prompt_length + RESPONSE_LEN
+    budget = {"rule": rule, "prompt_length": prompt_length, "response_length": RESPONSE_LEN, "max_model_len": 1024}
+    server = make_server({REFLECT_MARKER: RIGHT}, budget=budget)
+    cfg = trainer_config(prompt_length=prompt_length, mode="replace")
+    cfg.actor_rollout_ref.rollout.name = "hf_cpu"
+    cfg.actor_rollout_ref.rollout.engine_kwargs = {"hf_cpu": {"budget_rule": rule}}
+    out = run_loop(server, tiny_vlm, cfg=cfg)
+    # without max_tokens the server would grant min(48, prompt_length + 48 - len) = 1 (vLLM) or 0 (SGLang)
+    assert server.calls[1].granted == RESPONSE_LEN
+    assert out.extra_fields["refine_verified"] and out.response_ids == server.calls[1].response_ids
+
+
+def test_a_reflection_prompt_the_server_cannot_fully_serve_is_skipped_and_counted(make_server, tiny_vlm):
+    _, reflect_len = _lengths(make_server, tiny_vlm)
+    # the context holds the reflection prompt but not a full response after it
+    server = make_server({REFLECT_MARKER: RIGHT})
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(max_model_len=reflect_len + RESPONSE_LEN - 1))
+    assert len(server.calls) == 1
+    assert out.extra_fields["reflect_too_long"] and not out.extra_fields["is_refined"]
+
+
+def test_a_truncated_refinement_is_never_kept_in_place_of_the_sample(make_server, tiny_vlm):
+    long_right = "Step 1: " + " ".join(["2 + 3 = 5."] * 40) + f" {ANSWER_PHRASE} 5."
+    budget = {"rule": "vllm", "prompt_length": PROMPT_LEN, "response_length": RESPONSE_LEN, "max_model_len": 1024}
+    server = make_server({REFLECT_MARKER: long_right}, budget=budget)  # longer than RESPONSE_LEN: cut at the budget
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(mode="replace", keep_failed_refinement=True))
+    assert len(server.calls[1].response_ids) == RESPONSE_LEN
+    assert out.extra_fields["reflect_truncated"] and not out.extra_fields["is_refined"]
+    assert out.response_ids == server.calls[0].response_ids
+
+
+def test_a_one_token_refinement_is_never_kept_in_place_of_the_sample(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: ""})  # the refinement is a bare end-of-turn token
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(mode="replace", keep_failed_refinement=True))
+    assert len(server.calls[1].response_ids) == 1
+    assert not out.extra_fields["is_refined"] and out.response_ids == server.calls[0].response_ids
+
+
+def test_a_failing_reflection_request_is_counted_and_the_sample_survives(make_server, tiny_vlm):
+    server = make_server()
+    server.fail_on = REFLECT_MARKER
+    out = run_loop(server, tiny_vlm)
+    assert out.extra_fields["reflect_errors"] == 1 and not out.extra_fields["is_refined"]
+    assert out.response_ids == server.calls[0].response_ids
+
+
+def test_a_slow_synchronous_verifier_does_not_stall_other_rollouts(make_server, tiny_vlm, monkeypatch):
+    """Sample A's verification waits until sample B has reached the server: only possible when
+    judging runs off the event loop (on the loop, B cannot start and A's wait times out)."""
+    import threading
+
+    import hydra
+
+    import mathse_rl.verify as verify_pkg
+    import mathse_rl.verify.api as verify_api
+    from mathse_rl.types import Verdict
+
+    b_reached_server = threading.Event()
+    waited: list[bool] = []
+
+    def slow_verify(response, gold, *, choices=None, timeout=5.0):
+        waited.append(b_reached_server.wait(timeout=5.0))
+        return Verdict(False, None, "mismatch")
+
+    monkeypatch.setattr(verify_pkg, "verify", slow_verify)
+    monkeypatch.setattr(verify_api, "verify", slow_verify)
+    model, processor = tiny_vlm
+    cfg = trainer_config()
+    server = make_server({QUESTION: RIGHT})  # both answers right: no reflection, only judging
+    original = server.generate
+
+    async def generate(request_id, **kwargs):
+        out = await original(request_id, **kwargs)
+        if len(server.calls) == 2:
+            b_reached_server.set()
+        return out
+
+    server.generate = generate
+
+    async def go():
+        loops = [hydra.utils.instantiate(
+            _agent_loop_registry["mathse_reflect"], trainer_config=DictConfigWrap(cfg), server_manager=server,
+            tokenizer=processor.tokenizer, processor=processor, hf_model_type=model.config.model_type,
+            dataset_cls=PILImagesDataset, data_config=DictConfigWrap(cfg.data)) for _ in range(2)]
+        return await asyncio.gather(*(loop.run({"temperature": 0.0}, **row()) for loop in loops))
+
+    asyncio.run(go())
+    assert waited and waited[0], "sample B never reached the server while sample A was being judged"
