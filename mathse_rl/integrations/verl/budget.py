@@ -27,6 +27,8 @@ down to 1 token (vLLM) or 0 (SGLang).
 
 from __future__ import annotations
 
+from mathse_rl.step import granted_tokens as _granted
+
 # Engines whose rule is known; the CPU stand-in applies one of them.
 RULES = ("vllm", "sglang")
 
@@ -34,17 +36,19 @@ RULES = ("vllm", "sglang")
 def granted_tokens(rule: str, prompt_len: int, requested: int | None, *, prompt_length: int,
                    response_length: int, max_model_len: int) -> int:
     """New tokens the engine ``rule`` grants a prompt of ``prompt_len`` tokens asking ``requested``
-    (None = no ``max_tokens`` in the request). Raises ``ValueError`` where the engine does."""
+    (None = no ``max_tokens`` in the request). Raises ``ValueError`` where the engine does.
+
+    The explicit-``max_tokens`` part is :func:`mathse_rl.step.granted_tokens` (what the step
+    checks a reflection against); this adds the server's default and its refusal.
+    """
     if rule not in RULES:
         raise ValueError(f"unknown token-budget rule {rule!r}; known: {list(RULES)}")
-    room = max_model_len - prompt_len - (1 if rule == "sglang" else 0)
-    floor = 1 if rule == "vllm" else 0
-    if room < floor:
+    if prompt_len >= max_model_len:  # vLLM: room < 1; SGLang: room - 1 < 0
         raise ValueError(f"prompt of {prompt_len} tokens leaves no room to generate within "
                          f"max_model_len={max_model_len} ({rule})")
     if requested is None:
         requested = min(response_length, prompt_length + response_length - prompt_len)
-    return max(floor, min(int(requested), room))
+    return _granted(prompt_len, int(requested), max_model_len, rule)
 
 
 def rule_for(rollout_name: str, engine_kwargs: dict | None = None) -> str:
