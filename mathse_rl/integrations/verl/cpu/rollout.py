@@ -103,7 +103,9 @@ class HFRolloutServer:
         self._pending: list[_Request] = []
         self._batcher: Optional[asyncio.Task] = None
         self._lock = asyncio.Lock()
-        self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "weight_syncs": 0}
+        # long_*: requests whose prompt exceeds rollout.prompt_length, and the fewest new tokens one was granted
+        self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "weight_syncs": 0, "long_prompts": 0,
+                      "long_granted_min": -1}
 
     # -- verl's server interface -------------------------------------------------------
     async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any],
@@ -119,7 +121,10 @@ class HFRolloutServer:
                                               prompt_length=self.prompt_length,
                                               response_length=self.response_length,
                                               max_model_len=self.max_model_len)
-        self.stats["granted_min"] = min(self.stats.get("granted_min", params["max_tokens"]), params["max_tokens"])
+        if len(prompt_ids) > self.prompt_length:  # longer than a dataset prompt: a reflection
+            self.stats["long_prompts"] += 1
+            low = self.stats["long_granted_min"]
+            self.stats["long_granted_min"] = params["max_tokens"] if low < 0 else min(low, params["max_tokens"])
         if params["max_tokens"] == 0:  # SGLang's rule allows an empty budget: nothing is generated
             self.stats["requests"] += 1
             return TokenOutput(token_ids=[], log_probs=[] if params.get("logprobs") else None,
@@ -146,7 +151,9 @@ class HFRolloutServer:
         # well concurrent requests were batched.
         print(f"{SYNC_LOG_PREFIX} replica={self.replica_rank} step={global_steps} tensors={len(weights)} "
               f"missing={len(missing)} unexpected={len(unexpected)} requests={self.stats['requests']} "
-              f"batches={self.stats['batches']} max_batch={self.stats['max_batch']}", flush=True)
+              f"batches={self.stats['batches']} max_batch={self.stats['max_batch']} "
+              f"long_prompts={self.stats['long_prompts']} long_granted_min={self.stats['long_granted_min']}",
+              flush=True)
         if missing or unexpected:
             logger.warning("weight sync mismatch: missing %s unexpected %s", missing[:5], list(unexpected)[:5])
         return report
@@ -240,6 +247,16 @@ def _field(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
+def _engine_kwargs(config: Any) -> dict:
+    """``rollout.engine_kwargs`` as a plain dict (a dict in verl's dataclass, a DictConfig in Hydra's)."""
+    value = _field(config, "engine_kwargs", None) or {}
+    if hasattr(value, "_metadata"):
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.to_container(value, resolve=True)
+    return dict(value)
+
+
 class HFRolloutReplica(RolloutReplica):
     """One ``hf_cpu`` rollout server per replica, started next to the trainer workers."""
 
@@ -256,7 +273,7 @@ class HFRolloutReplica(RolloutReplica):
                  getattr(cfg, "max_model_len", None) or None,
                  bool(_field(self.model_config, "trust_remote_code", False)), self.replica_rank,
                  prompt_length=int(cfg.prompt_length),
-                 budget_rule=rule_for(ROLLOUT_NAME, _plain(getattr(cfg, "engine_kwargs", None))))
+                 budget_rule=rule_for(ROLLOUT_NAME, _engine_kwargs(cfg)))
         await server.get_stats.remote()  # surface start-up errors here, not at the first request
         self.servers = [server]
         self._server_handle = server
