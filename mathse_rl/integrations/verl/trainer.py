@@ -98,14 +98,15 @@ def _register():
 
             return tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
 
-        def _put(self, batch, tensors: dict[str, torch.Tensor], response_mask) -> None:
+        def _put(self, batch, tensors: dict[str, torch.Tensor], response_mask):
             import transfer_queue as tq
             from tensordict import TensorDict
             from verl.workers.utils.padding import response_to_nested
 
             out = TensorDict({k: response_to_nested(v, response_mask) for k, v in tensors.items()},
                              batch_size=len(batch))
-            tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
+            # the returned batch handle knows the new fields; later stages read through it
+            return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
 
         def _rft_advantage(self, batch):
             data = self._get(batch, ["uid", "response_mask", "extra_fields"])
@@ -116,9 +117,8 @@ def _register():
             uid = np.array([str(u) for u in column(data, "uid")], dtype=object)
             advantages, train_mask = rft_batch(accepted, mask, uid, RFTConfig.from_algorithm(self.config.algorithm))
             train_mask = train_mask.to(mask.dtype)
-            self._put(batch, {"advantages": advantages, "returns": advantages, "response_mask": train_mask,
-                              "loss_mask": train_mask}, nested_mask)
-            return batch
+            return self._put(batch, {"advantages": advantages, "returns": advantages, "response_mask": train_mask,
+                                     "loss_mask": train_mask}, nested_mask)
 
         def _weight_refinements(self, batch):
             data = self._get(batch, ["response_mask", "advantages", "extra_fields"])
@@ -131,8 +131,7 @@ def _register():
             padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]
             weight = float((self.config.get("mathse") or {}).get("refinement_weight", 1.0))
             advantages = refinement_advantages(advantages, mask, extra, padding, weight)
-            self._put(batch, {"advantages": advantages}, nested_mask)
-            return batch
+            return self._put(batch, {"advantages": advantages}, nested_mask)
 
         def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
             data = self._get(batch, ["extra_fields"])
