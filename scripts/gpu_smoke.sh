@@ -81,7 +81,7 @@ for run in mathse_rft grpo_reflect; do
     log="$LOG_DIR/$run.log"
     if grep -q "step:$STEPS " "$log"; then
         echo "PASS $run: $STEPS steps"
-        grep -o "actor/rft_[a-z_]*:[^ ]*\|actor/pg_loss:[^ ]*\|critic/score/mean:[^ ]*" "$log" | tail -n 6 || true
+        grep -o "actor/rft_[a-z_]*:[^ ]*\|actor/pg_loss:[^ ]*\|critic/score/mean:[^ ]*\|mathse/[a-z_]*:[^ ]*" "$log" | tail -n 24 || true
     else
         echo "FAIL $run: no 'step:$STEPS' line in $log"
         status=1

@@ -20,7 +20,8 @@ REWARD=(reward.reward_manager.name=mathse "+reward.reward_kwargs.reward=verifier
 case "$FLAVOUR" in
   grpo) ALGO=(algorithm.adv_estimator=grpo) ;;
   rft)  ALGO=(algorithm.adv_estimator=mathse_rft actor_rollout_ref.actor.policy_loss.loss_mode=mathse_rft
-              actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect +mathse.reflect.max_attempts=1) ;;
+              trainer.v1.trainer_mode=mathse actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect
+              +mathse.judge=length_parity +mathse.reflect.attempts=1) ;;
   *) echo "usage: $0 [grpo|rft] [hydra overrides...]" >&2; exit 2 ;;
 esac
 

@@ -3,33 +3,62 @@
 One rollout sample, MathSE's online form:
 
 1. the rollout server answers the dataset prompt (images included);
-2. the answer is judged: by the rule verifier against ``reward_model.ground_truth``
-   (``judge: verifier``), or by the ORM (``judge: orm``, :func:`mathse_rl.orm.load_judge`),
-   which also says where the solution went wrong and why;
-3. a wrong answer is turned into the reflection prompt (the paper's template: question,
-   images, the wrong solution, the error step and analysis) and the same server writes a
-   refinement, which is judged again; up to ``max_attempts`` refinements, stopping at the
-   first verified one;
-4. the sample returned to verl is the refinement as the response to the **original** prompt
-   (prompt ids, images and hence position ids are those of the dataset prompt), so the
-   policy learns to answer the question directly; extra fields ``is_refined``,
-   ``refine_verified``, ``first_correct`` and ``refine_attempts`` travel with it into verl's
-   batch for rewards, advantages and metrics. ``num_turns`` counts the reflection turns
-   (2 + 2 per refinement attempt), so verl's own ``num_turns/mean`` and ``num_turns/max``
-   metrics show how much reflection a step did.
+2. the answer is judged by the MathSE step's :class:`mathse_rl.step.Judge` (``mathse.judge``:
+   a reward name; a composite such as ``verifier+format`` decides on its verifier part only).
+   The verdict is tri-state: correct, wrong, or ``None`` (undecidable: no gold, verifier
+   timeout, judge failure), which is counted and never accepted. ``Judge.ajudge_one`` runs off
+   the event loop and batches the calls of concurrent samples, so a slow judge never stalls
+   the other rollouts of the worker;
+3. a wrong answer with a gold is critiqued and reflected on by
+   :func:`mathse_rl.step.areflect_and_rejudge`, which calls back into this loop to generate
+   (question, images, the wrong solution, the error step and analysis) and re-judges each
+   refinement; up to ``mathse.reflect.attempts`` refinements, stopping at the first verified one.
+   This module only converts verl's sample to and from the step's records.
 
-A correct first answer (or any answer when reflection is off) is returned unchanged, exactly
-as verl's single-turn loop would return it.
+Token budget. Every reflection request carries an explicit ``max_tokens`` (default: the
+rollout's ``response_length``). Without it verl's servers grant
+``min(response_length, prompt_length + response_length - len(prompt))`` new tokens, and a
+reflection prompt is longer than the dataset prompt: the refinement would be cut to a few
+tokens. Before sending, the prompt is checked against what the engine will actually grant
+(:mod:`mathse_rl.integrations.verl.budget`, the rule of verl's vLLM / SGLang servers): a prompt
+that leaves less than ``max_tokens`` is skipped and counted (``reflect_too_long``). A
+refinement that stops without an end-of-sequence token at its budget is truncated
+(``reflect_truncated``): never verified, never kept. A reflection request that raises is
+counted (``reflect_errors``); the group goes on.
 
-Rollout log-probs (``rollout.calculate_log_probs``) of a refined sample are the server's, taken
-under the reflection prompt: they measure how the critique shifted the policy, so verl's
-``training/rollout_probs_diff_*`` metrics grow with reflection, and ``algorithm.rollout_correction``
-weights refinements by the ratio of the two contexts. The recipes leave them off.
+What goes back to verl (``mode``):
 
-Options (:class:`ReflectConfig`) come from the trainer config section ``mathse.reflect``
-(``+mathse.reflect.max_attempts=2`` on a plain verl command line, no ``+`` with our recipes) and, above that, from keyword
-arguments in a verl agent-loop config file (``rollout.agent.agent_loop_config_path``).
-Select the loop for every row with ``actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect``.
+- ``add`` (default): the policy's own first answer is returned as sampled (on-policy, it keeps
+  its reward and, in GRPO, its negative advantage), and a *verified* refinement is returned
+  **beside it** as a second output of the same session, marked ``mathse_role="refinement"``.
+  verl 0.9 takes several outputs per session (its multi-trajectory form); its GRPO would give
+  every output of a session the advantage of the last one, so the ``mathse`` trainer
+  (:mod:`mathse_rl.integrations.verl.trainer`, ``trainer.v1.trainer_mode=mathse``) replaces the
+  refinement's advantage with a fixed positive weight: through the PPO surrogate with ratio 1
+  (old log-probs are recomputed under the original prompt) that is exactly a supervised term
+  ``weight * -log pi(refinement | original prompt)``, the MathSE objective, instead of treating
+  text the policy did not sample as an on-policy member of the group. Why a second output and
+  not a field on the first: the refinement's tokens need their own log-probs, masks and
+  multimodal inputs, which verl computes per output.
+- ``replace``: the previous behaviour: the refinement takes the sample's place under the
+  original prompt (verified, or with ``keep_failed_refinement`` a failed but complete one).
+
+Every output carries the same extra fields (``EXTRA_FIELDS``): ``accepted`` (the judge's
+verdict on *this* output: 1.0, 0.0, or None = undecidable), ``first_correct``, ``is_refined``,
+``refine_verified``, ``refine_attempts``, ``reflect_too_long``, ``reflect_truncated``,
+``reflect_errors``, ``judge_error``, ``mathse_role`` and ``mathse_counts`` (the sample's
+:class:`mathse_rl.step.StepCounters`, on the policy's output only). The ``mathse`` trainer
+accepts ``mathse_rft`` samples on ``accepted`` (never on a summed or shaped reward) and sums
+the counts into logged metrics (``mathse/refine_rate``, ``mathse/accepted_frac``, ...,
+``mathse/<data_source>/...``).
+
+Options: the trainer config section ``mathse`` holds the step's vocabulary
+(:class:`mathse_rl.step.StepConfig`: ``judge``, ``critic``, ``reflect.enabled``,
+``reflect.attempts``, ``reflect.max_tokens``, ...) and this loop's own (:class:`VerlOptions`:
+``reflect_mode``, ``keep_failed_refinement``, ...); keyword arguments in a verl agent-loop
+config file (``rollout.agent.agent_loop_config_path``) override them. ``+mathse.reflect.attempts=2``
+on a plain verl command line, no ``+`` with our recipes. Select the loop for every row with
+``actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect``.
 """
 
 from __future__ import annotations
@@ -37,138 +66,94 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass, field, fields
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
 from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 from verl.workers.rollout.replica import TokenOutput
 
-from mathse_rl.prompts import REFLECT_TEMPLATES, build_reflect_messages
-from mathse_rl.types import Judgment, Problem, RewardInput, Verdict
+from mathse_rl.integrations.verl.budget import rule_for
+from mathse_rl.step import (Critic, Generation, Judge, PathVerdict, ReflectItem, ReflectOutcome, ReflectRequest,
+                            StepConfig, StepCounters, TokenBudget, acritique, areflect_and_rejudge, step_config)
+from mathse_rl.types import Problem
 
 logger = logging.getLogger(__name__)
 
 NAME = "mathse_reflect"
-# Trainer-config section holding the loop's options.
-CONFIG_SECTION = ("mathse", "reflect")
-# Extra fields every sample of this loop carries (same keys on every sample, so verl can stack them).
-EXTRA_FIELDS = ("is_refined", "refine_verified", "first_correct", "refine_attempts", "reflect_too_long",
-                "judge_error")
+# Trainer-config section holding the step's and this loop's options.
+CONFIG_SECTION = "mathse"
+# Extra fields every output of this loop carries (same keys on every output, so verl can stack them).
+EXTRA_FIELDS = ("accepted", "first_correct", "is_refined", "refine_verified", "refine_attempts",
+                "reflect_too_long", "reflect_truncated", "reflect_errors", "judge_error", "mathse_role",
+                "mathse_counts")
+# What a returned output is: the policy's own sample, or a refinement added beside it.
+ROLE_POLICY, ROLE_REFINEMENT = "policy", "refinement"
+MODES = ("add", "replace")
+# Renamed options: old spelling -> new spelling (the old one still works, with a warning).
+DEPRECATED = {"reflect.enable": "reflect.enabled", "reflect.max_attempts": "reflect.attempts"}
 
 
 @dataclass(frozen=True)
-class ReflectConfig:
-    """Options of the ``mathse_reflect`` agent loop (trainer config ``mathse.reflect.*``)."""
+class VerlOptions:
+    """This loop's own options, beside the step's (trainer config ``mathse.*``)."""
 
-    enable: bool = True  # reflect on wrong first answers; False = plain single-turn rollout
-    max_attempts: int = 1  # refinements tried per wrong answer; stops at the first verified one
-    judge: str = "verifier"  # who judges answers: "verifier" (rule check vs ground truth) or "orm"
-    orm: dict[str, Any] = field(default_factory=dict)  # judge: orm -> mathse_rl.orm JudgeConfig fields
-    template: str = "paper"  # reflection prompt: a name in mathse_rl.prompts.REFLECT_TEMPLATES or a format string
-    keep_failed_refinement: bool = True  # no verified refinement: return the last one (False: the first answer)
-    max_prompt_length: int = 0  # longest reflection prompt in tokens; 0 = rollout.max_model_len - response_length
+    reflect_mode: str = "add"  # "add": a verified refinement goes beside the policy's sample; "replace": in its place
+    keep_failed_refinement: bool = False  # replace mode: a complete but unverified refinement replaces the sample too
+    max_prompt_length: int = 0  # longest reflection prompt in tokens; 0 = what leaves the server room for max_tokens
+    min_refinement_tokens: int = 2  # a refinement shorter than this never replaces a sample
+    refinement_weight: float = 1.0  # add mode, GRPO: advantage of an added verified refinement (its SFT weight)
 
     def __post_init__(self) -> None:
-        if self.judge not in JUDGES:
-            raise ValueError(f"mathse.reflect.judge must be one of {sorted(JUDGES)}, got {self.judge!r}")
+        if self.reflect_mode not in MODES:
+            raise ValueError(f"mathse.reflect_mode must be one of {list(MODES)}, got {self.reflect_mode!r}")
         if self.max_prompt_length < 0:
-            raise ValueError(f"mathse.reflect.max_prompt_length must be >= 0, got {self.max_prompt_length}")
-        if self.max_attempts < 1:
-            raise ValueError(f"mathse.reflect.max_attempts must be >= 1, got {self.max_attempts}")
-        if self.template not in REFLECT_TEMPLATES and "{wrong_solution}" not in self.template:
-            raise ValueError(
-                f"mathse.reflect.template must be one of {sorted(REFLECT_TEMPLATES)} or a format string "
-                f"with {{wrong_solution}}, got {self.template!r}"
-            )
+            raise ValueError(f"mathse.max_prompt_length must be >= 0, got {self.max_prompt_length}")
+        if self.refinement_weight <= 0:
+            raise ValueError(f"mathse.refinement_weight must be positive, got {self.refinement_weight}")
 
-    @classmethod
-    def resolve(cls, trainer_config: Any, overrides: Mapping[str, Any]) -> "ReflectConfig":
-        """Defaults, then the trainer config's ``mathse.reflect`` section, then ``overrides``."""
-        values: dict[str, Any] = {}
-        section: Any = trainer_config
-        for key in CONFIG_SECTION:
-            section = section.get(key) if section is not None and hasattr(section, "get") else None
-        if section is not None:
-            values.update(_plain(section))
-        values.update(_plain(overrides))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown mathse.reflect option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+
+def resolve_options(trainer_config: Any, overrides: Mapping[str, Any] | None = None) -> tuple[StepConfig, VerlOptions]:
+    """The step's config and this loop's options from ``mathse`` (then ``overrides``); unknown keys fail."""
+    values = _plain(trainer_config.get(CONFIG_SECTION) if hasattr(trainer_config, "get") else None)
+    for key, value in _plain(overrides).items():
+        if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    for old, new in DEPRECATED.items():
+        section, name = old.split(".")
+        sub = values.get(section)
+        if isinstance(sub, Mapping) and name in sub:
+            warnings.warn(f"mathse.{old} is deprecated; use mathse.{new}", DeprecationWarning, stacklevel=2)
+            sub = dict(sub)
+            sub.setdefault(new.split(".")[1], sub.pop(name))
+            sub.pop(name, None)
+            values[section] = sub
+    own = {f.name for f in fields(VerlOptions)}
+    verl_options = VerlOptions(**{k: values.pop(k) for k in list(values) if k in own})
+    return step_config(values), verl_options
 
 
 def _plain(mapping: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-        if isinstance(mapping, DictConfig):
-            return dict(OmegaConf.to_container(mapping, resolve=True))  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover - omegaconf is a core dependency
-        pass
+    if isinstance(mapping, DictConfig):
+        return dict(OmegaConf.to_container(mapping, resolve=True))  # type: ignore[arg-type]
     return dict(mapping or {})
 
 
-# ---------------------------------------------------------------------------------------------
-# judging: name -> async (loop config, problem, response) -> (correct, judgment or None)
-# ---------------------------------------------------------------------------------------------
-JudgeFn = Callable[[ReflectConfig, Problem, str], Awaitable[tuple[bool, Judgment | None]]]
-JUDGES: dict[str, JudgeFn] = {}
+@functools.lru_cache(maxsize=8)
+def _judge(config_json: str) -> Judge:
+    # One judge (and critic) per distinct config and process: verl builds a loop object per sample.
+    return Judge(json.loads(config_json))
 
 
-def register_judge(name: str) -> Callable[[JudgeFn], JudgeFn]:
-    def decorator(fn: JudgeFn) -> JudgeFn:
-        JUDGES[name] = fn
-        return fn
-
-    return decorator
-
-
-def verdict_critique(verdict: Verdict) -> Judgment:
-    """A critique of a wrong answer from the rule verifier alone (it never reveals the gold)."""
-    if verdict.reason == "no_answer":
-        analysis = "The solution never states its final answer in the required closing sentence."
-    elif verdict.pred:
-        analysis = f"The final answer {verdict.pred} is not correct; an earlier step must contain the mistake."
-    else:
-        analysis = f"The final answer could not be accepted ({verdict.reason})."
-    return Judgment(status="WRONG", error_step_text="the final answer (the exact step is unknown)",
-                    error_analysis=analysis)
-
-
-def rule_verdict(problem: Problem, response: str) -> Verdict:
-    from mathse_rl.verify import verify  # lazy: the verifier is only needed once a loop runs
-
-    if problem.gold is None:
-        return Verdict(correct=False, pred=None, reason="no_gold")
-    return verify(response, problem.gold, choices=problem.choices)
-
-
-@register_judge("verifier")
-async def judge_with_verifier(cfg: ReflectConfig, problem: Problem, response: str) -> tuple[bool, Judgment | None]:
-    verdict = rule_verdict(problem, response)
-    return verdict.correct, (None if verdict.correct else verdict_critique(verdict))
-
-
-@functools.lru_cache(maxsize=4)
-def _orm_judge(config_json: str) -> Any:
-    # One judge per distinct config and process: verl builds a new loop object per sample.
-    from mathse_rl.orm import load_judge
-
-    return load_judge(json.loads(config_json))
-
-
-@register_judge("orm")
-async def judge_with_orm(cfg: ReflectConfig, problem: Problem, response: str) -> tuple[bool, Judgment | None]:
-    judge = _orm_judge(json.dumps(cfg.orm, sort_keys=True))
-    item = RewardInput(question=problem.question, response=response, gold=problem.gold, choices=problem.choices,
-                       images=problem.images, data_source=problem.data_source)
-    (judgment,) = await judge.ajudge([item])
-    if judgment is None:  # the judge failed and its fallback is "none": use the rule verifier
-        return await judge_with_verifier(cfg, problem, response)
-    return judgment.correct, judgment
+@functools.lru_cache(maxsize=8)
+def _critic(config_json: str) -> Critic:
+    return Critic(json.loads(config_json))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,19 +199,8 @@ def problem_from_row(row: Mapping[str, Any], images: Sequence[Any]) -> tuple[Pro
     return problem, from_extra
 
 
-def reflection_messages(original: Sequence[Mapping[str, Any]], problem: Problem, question_has_options: bool,
-                        wrong: str, judgment: Judgment | None, template: str) -> list[dict[str, Any]]:
-    """The reflection turn (images attached to its image parts), after the original system turns."""
-    prompt_problem = problem if question_has_options else Problem(
-        id=problem.id, question=problem.question, gold=problem.gold, images=problem.images, choices=None)
-    messages = build_reflect_messages(prompt_problem, wrong, judgment, template=template)
-    images = iter(problem.images)
-    for message in messages:
-        if isinstance(message["content"], list):
-            message["content"] = [dict(p, image=next(images)) if p.get("type") == "image" else p
-                                  for p in message["content"]]
-    system = [dict(m) for m in original if m.get("role") == "system"]
-    return system + messages
+def _score(verdict: bool | None) -> float | None:
+    return None if verdict is None else float(bool(verdict))
 
 
 @register(NAME)
@@ -234,28 +208,44 @@ class MathSEReflectAgentLoop(AgentLoopBase):
     """Single-turn rollout plus MathSE's judge → reflect → re-judge on wrong answers."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in {f.name for f in fields(ReflectConfig)}}
+        own = {f.name for f in fields(StepConfig)} | {f.name for f in fields(VerlOptions)}
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
         super().__init__(*args, **kwargs)
-        self.reflect_config = ReflectConfig.resolve(self.config, options)
-        self.response_length = self.rollout_config.response_length
-        self.reflect_prompt_limit = self._reflect_prompt_limit()
+        self.step, self.options = resolve_options(self.config, options)
+        step_json = json.dumps(_plain_step(self.step), sort_keys=True)
+        self.judge = _judge(step_json)
+        self.critic = _critic(json.dumps(self.step.critic, sort_keys=True)) if self.step.reflect.enabled else None
+        self.response_length = int(self.rollout_config.response_length)
+        self.reflect_max_tokens = int(self.step.reflect.max_tokens or self.response_length)
+        self.budget_rule = rule_for(str(self.rollout_config.get("name", "vllm")),
+                                    _plain(self.rollout_config.get("engine_kwargs", None)))
+        self.max_model_len = self._max_model_len()
+        self.eos_ids = _eos_ids(self.tokenizer)
 
-    def _reflect_prompt_limit(self) -> int:
-        """Reflection prompts (question + wrong solution + critique) are longer than dataset
-        prompts and never enter the batch, so verl's ``prompt_length`` cap does not apply; the
-        server's context (``rollout.max_model_len``) minus a full response is the limit."""
-        if self.reflect_config.max_prompt_length:
-            return self.reflect_config.max_prompt_length
-        max_model_len = self.rollout_config.get("max_model_len", None)
-        if not max_model_len:
-            _warn_once("actor_rollout_ref.rollout.max_model_len is unset: reflection prompts longer than "
-                       "rollout.prompt_length are skipped; set it to about prompt_length + 2 * response_length "
-                       "+ 512 (or set mathse.reflect.max_prompt_length)")
-            return int(self.rollout_config.prompt_length)
-        return int(max_model_len) - int(self.response_length)
+    def _max_model_len(self) -> int:
+        """The server's context: ``rollout.max_model_len``, or (as verl's servers do when it is
+        unset) the model's ``max_position_embeddings``."""
+        value = self.rollout_config.get("max_model_len", None)
+        if value:
+            return int(value)
+        return _max_position_embeddings(str(self.config.actor_rollout_ref.model.path))
 
-    async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any) -> AgentLoopOutput:
-        cfg = self.reflect_config
+    def token_budget(self, images: Any, videos: Any) -> TokenBudget:
+        """What the server grants a reflection (``max_tokens`` asked explicitly). A user cap on
+        the reflection prompt (``max_prompt_length``) is a smaller context: a prompt fits it
+        exactly when it is at most that long."""
+        context = self.max_model_len
+        if self.options.max_prompt_length:
+            cap = self.options.max_prompt_length + self.reflect_max_tokens + (1 if self.budget_rule == "sglang" else 0)
+            context = min(context, cap)
+
+        async def count(messages: list[dict[str, Any]], _images: tuple[Any, ...]) -> int:
+            return len(await self._reflection_tokens(messages, images, videos))
+
+        return TokenBudget(self.reflect_max_tokens, context, count, self.budget_rule)
+
+    async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any
+                  ) -> AgentLoopOutput | list[AgentLoopOutput]:
         priority = int(priority)
         messages = list(kwargs["raw_prompt"])
         multi_modal_data = await self.process_multi_modal_info(messages)
@@ -268,38 +258,93 @@ class MathSEReflectAgentLoop(AgentLoopBase):
         metrics: dict[str, Any] = {}
         with simple_timer("generate_sequences", metrics):
             first = await self._generate(prompt_ids, sampling_params, images, videos, mm_processor_kwargs, priority)
-        extra = dict.fromkeys(EXTRA_FIELDS, False)
-        extra["refine_attempts"] = 0
-        chosen = first
-        if cfg.enable:
-            problem, from_extra = problem_from_row(kwargs, images or ())
-            first_text = self._decode(first)
-            judge = _guarded(JUDGES[cfg.judge], extra, problem.id)
-            correct, judgment = await judge(cfg, problem, first_text)
-            extra["first_correct"] = bool(correct)
-            if not correct and problem.gold is not None and not extra["judge_error"]:
-                wrong = first_text
-                for attempt in range(1, cfg.max_attempts + 1):
-                    reflect_msgs = reflection_messages(messages, problem, from_extra, wrong, judgment, cfg.template)
-                    reflect_ids = await self._reflection_tokens(reflect_msgs, images, videos)
-                    if len(reflect_ids) > self.reflect_prompt_limit:  # counted in the batch, never fatal
-                        extra["reflect_too_long"] = True
-                        break
-                    with simple_timer("generate_sequences", metrics):
-                        refined = await self._generate(reflect_ids, sampling_params, images, videos,
-                                                       mm_processor_kwargs, priority)
-                    refined_text = self._decode(refined)
-                    verified, judgment = await judge(cfg, problem, refined_text)
-                    extra["refine_attempts"] = attempt
-                    if verified or cfg.keep_failed_refinement:
-                        chosen = refined
-                        extra["is_refined"] = True
-                        extra["refine_verified"] = bool(verified)
-                    if verified:
-                        break
-                    wrong = refined_text
+        problem, from_extra = problem_from_row(kwargs, images or ())
+        first_text = self._decode(first)
+        counters = StepCounters()
+        verdict = await self.judge.ajudge_one(problem, first_text, counters=counters)
+
+        outcome: ReflectOutcome | None = None
+        if self.step.reflect.enabled and verdict.correct is False and problem.gold is not None:
+            outcome = await self._reflect(problem, from_extra, messages, first_text, verdict, counters,
+                                          sampling_params, images, videos, mm_processor_kwargs, priority, metrics)
         metrics["num_preempted"] = first.num_preempted if first.num_preempted is not None else -1
-        return await self._as_output(prompt_ids, chosen, multi_modal_data, mm_processor_kwargs, metrics, extra)
+        extra = _extra_fields(verdict, outcome, counters)
+        num_turns = 2 + 2 * int(extra["refine_attempts"])  # user, assistant, then a pair per reflection
+        refinement = self._kept(outcome)
+        extra["is_refined"] = refinement is not None
+        if refinement is None:
+            return await self._as_output(prompt_ids, first, multi_modal_data, mm_processor_kwargs, metrics, extra,
+                                         num_turns)
+        refined_extra = dict(extra, accepted=_score(outcome.status == "verified"), mathse_role=ROLE_REFINEMENT)
+        if self.options.reflect_mode == "replace":
+            return await self._as_output(prompt_ids, refinement, multi_modal_data, mm_processor_kwargs, metrics,
+                                         refined_extra, num_turns)
+        # add: the policy's own answer comes last, so verl's per-session bookkeeping (rewards,
+        # GRPO's group statistics) is that of the on-policy sample; the counts travel once.
+        refined_extra["mathse_counts"] = {}
+        refined_out = await self._as_output(prompt_ids, refinement, multi_modal_data, mm_processor_kwargs,
+                                            dict(metrics), refined_extra, num_turns)
+        policy_out = await self._as_output(prompt_ids, first, multi_modal_data, mm_processor_kwargs, metrics, extra,
+                                           num_turns)
+        return [refined_out, policy_out]
+
+    async def _reflect(self, problem: Problem, from_extra: bool, messages: list[Any], wrong: str,
+                       verdict: PathVerdict, counters: StepCounters, sampling_params: dict[str, Any], images: Any,
+                       videos: Any, mm_processor_kwargs: dict[str, Any], priority: int,
+                       metrics: dict[str, Any]) -> ReflectOutcome:
+        """One wrong answer through the step's critique → reflect → re-judge, generating here."""
+        # Options already in the question text (it came from the raw prompt) are not listed twice.
+        shown = problem if from_extra else Problem(id=problem.id, question=problem.question, gold=problem.gold,
+                                                   images=problem.images, choices=None,
+                                                   data_source=problem.data_source)
+        (critique,) = await acritique(self.critic, [shown], [wrong], verdicts=[verdict], counters=counters)
+        system = tuple(dict(m) for m in messages if m.get("role") == "system")
+        item = ReflectItem(shown, wrong, critique, system)
+
+        async def generate(requests: list[ReflectRequest]) -> list[Generation | BaseException]:
+            outs: list[Generation | BaseException] = []
+            for request in requests:
+                params = dict(sampling_params, max_tokens=request.max_tokens)
+                if request.temperature is not None:
+                    params["temperature"] = request.temperature
+                try:
+                    ids = await self._reflection_tokens(request.messages, images, videos)
+                    with simple_timer("generate_sequences", metrics):
+                        out = await self._generate(ids, params, images, videos, mm_processor_kwargs, priority)
+                except Exception as exc:  # one failed request must not fail the group: counted by the step
+                    logger.warning("mathse_reflect: reflection for sample %s failed: %s: %s", problem.id,
+                                   type(exc).__name__, exc)
+                    outs.append(exc)
+                    continue
+                stop = "length" if self._truncated(out, min(request.max_tokens, self.response_length)) else "stop"
+                outs.append(Generation(self._decode(out), stop, len(out.token_ids), out))
+            return outs
+
+        (outcome,) = await areflect_and_rejudge(self.judge, [item], generate, self.token_budget(images, videos),
+                                                critic=self.critic, options=self.step.reflect, counters=counters)
+        return outcome
+
+    def _kept(self, outcome: ReflectOutcome | None) -> TokenOutput | None:
+        """The refinement returned with the sample: a verified one; in replace mode with
+        ``keep_failed_refinement``, also a complete rejected one of at least ``min_refinement_tokens``.
+        A truncated, too-long or failed reflection never is."""
+        if outcome is None or outcome.generation is None:
+            return None
+        if outcome.status == "verified":
+            return outcome.generation.output
+        if (self.options.reflect_mode == "replace" and self.options.keep_failed_refinement
+                and outcome.status == "rejected"
+                and len(outcome.generation.output.token_ids) >= self.options.min_refinement_tokens):
+            return outcome.generation.output
+        return None
+
+    def _truncated(self, output: TokenOutput, budget: int) -> bool:
+        """Stopped on its token limit: aborted, or ``budget`` tokens written without an end token
+        (verl's vLLM server reports ``completed`` for both a stop and a length finish)."""
+        ids = list(output.token_ids)
+        if output.stop_reason in ("aborted", "length") or not ids:
+            return True
+        return len(ids) >= budget and ids[-1] not in self.eos_ids
 
     async def _reflection_tokens(self, messages: list[dict[str, Any]], images: Any, videos: Any) -> list[int]:
         # The builder directly: ct_build_initial_tokens would reject a prompt over prompt_length.
@@ -324,7 +369,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
 
     async def _as_output(self, prompt_ids: list[int], output: TokenOutput, multi_modal_data: dict[str, Any],
                          mm_processor_kwargs: dict[str, Any], metrics: dict[str, Any],
-                         extra: dict[str, Any]) -> AgentLoopOutput:
+                         extra: dict[str, Any], num_turns: int) -> AgentLoopOutput:
         """``output`` as the response to ``prompt_ids`` (the dataset prompt), as verl's single-turn loop builds it."""
         merge_result, response_mask, response_logprobs = await self.ct_merge_assistant_token(
             prompt_ids,
@@ -345,28 +390,50 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             response_logprobs=response_logprobs[: self.response_length] if response_logprobs else None,
             multi_modal_data=multi_modal_data,
             mm_processor_kwargs=mm_processor_kwargs,
-            num_turns=2 + 2 * int(extra["refine_attempts"]),  # user, assistant, then a pair per reflection
+            num_turns=num_turns,
             metrics=metrics,
             extra_fields=extra_fields,
         )
 
 
-def _guarded(judge: JudgeFn, extra: dict[str, Any], sample_id: str) -> JudgeFn:
-    """A judge that never raises: a failure counts as "not verified", is flagged in the
-    sample's ``judge_error`` field and logged with the sample's id; the rollout goes on."""
+def _extra_fields(verdict: PathVerdict, outcome: ReflectOutcome | None, counters: StepCounters) -> dict[str, Any]:
+    """The policy output's extra fields (see the module docstring)."""
+    counts = counters.to_counts()
+    status = outcome.status if outcome is not None else None
+    return {
+        "accepted": _score(verdict.correct),
+        "first_correct": verdict.correct,
+        "is_refined": False,
+        "refine_verified": status == "verified",
+        "refine_attempts": int(outcome.attempts) if outcome is not None else 0,
+        "reflect_too_long": bool(counts.get("reflect_too_long", 0)),
+        "reflect_truncated": bool(counts.get("truncated", 0)),
+        "reflect_errors": int(counts.get("generate_errors", 0)),
+        "judge_error": bool(counts.get("judge_errors", 0)) or verdict.judge_error,
+        "mathse_role": ROLE_POLICY,
+        "mathse_counts": counts,
+    }
 
-    async def call(cfg: ReflectConfig, problem: Problem, response: str) -> tuple[bool, Judgment | None]:
-        try:
-            return await judge(cfg, problem, response)
-        except Exception as exc:  # one bad sample must not end the step
-            extra["judge_error"] = True
-            logger.warning("mathse_reflect: judging sample %s failed: %s: %s", sample_id, type(exc).__name__, exc)
-            return False, None
 
-    return call
+def _plain_step(config: StepConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config)
 
 
-@functools.lru_cache(maxsize=None)
-def _warn_once(message: str) -> None:
-    logger.warning("mathse_reflect: %s", message)
+def _eos_ids(tokenizer: Any) -> set[int]:
+    ids = {getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)}
+    for token in ("<|im_end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(token) if hasattr(tokenizer, "convert_tokens_to_ids") else None
+        if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None):
+            ids.add(tid)
+    return {i for i in ids if isinstance(i, int)}
 
+
+@functools.lru_cache(maxsize=8)
+def _max_position_embeddings(model_path: str) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=False)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text.max_position_embeddings)

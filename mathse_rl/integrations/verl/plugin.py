@@ -18,6 +18,7 @@ REGISTRATIONS: tuple[str, ...] = (
     "mathse_rl.integrations.verl.reward_manager",  # reward manager "mathse"
     "mathse_rl.integrations.verl.algos",           # advantage estimator + policy loss "mathse_rft"
     "mathse_rl.integrations.verl.agent_loop",      # agent loop "mathse_reflect"
+    "mathse_rl.integrations.verl.trainer",         # trainer "mathse" (trainer.v1.trainer_mode)
 )
 
 

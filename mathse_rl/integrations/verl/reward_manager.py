@@ -27,6 +27,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import registry as _verl_registry
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
+from mathse_rl.integrations.verl.batching import MicroBatcher
 from mathse_rl.integrations.verl.scoring import DEFAULT_REWARD, _plain, result_dict, reward_for, sample_from_verl
 from mathse_rl.rewards import Reward
 from mathse_rl.types import RewardInput, RewardOutput
@@ -82,48 +83,19 @@ def question_and_images(non_tensor: Mapping[str, Any]) -> tuple[str, tuple[Any, 
     return question, tuple(images)
 
 
-class _MicroBatcher:
-    """Collects samples that arrive within a short window and scores them in one reward call."""
+def _score_batch(reward: Reward):
+    """One reward call for a batch; a failure scores every sample of it as unscored (logged)."""
 
-    def __init__(self, reward: Reward, max_batch: int, window_s: float):
-        self.reward, self.max_batch, self.window_s = reward, max(1, max_batch), max(0.0, window_s)
-        self._pending: list[tuple[RewardInput, asyncio.Future]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
-
-    async def score(self, sample: RewardInput) -> RewardOutput:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((sample, future))
-        if len(self._pending) >= self.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.window_s, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.ensure_future(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, batch: list[tuple[RewardInput, asyncio.Future]]) -> None:
-        samples = [s for s, _ in batch]
+    async def score(samples: list[RewardInput]) -> list[RewardOutput]:
         try:
-            if self.reward.is_async:
-                outs = await self.reward.acall(samples)
-            else:
-                outs = await asyncio.get_running_loop().run_in_executor(None, self.reward, samples)
+            if reward.is_async:
+                return await reward.acall(samples)
+            return await asyncio.to_thread(reward, samples)
         except Exception as exc:  # Reward.__call__ already isolates bad samples; this is a last resort
-            logger.error("mathse reward %r failed on a batch of %d: %s", self.reward.name, len(samples), exc)
-            outs = [RewardOutput(None, {}) for _ in samples]
-        for (_, future), out in zip(batch, outs):
-            if not future.done():
-                future.set_result(out)
+            logger.error("mathse reward %r failed on a batch of %d: %s", reward.name, len(samples), exc)
+            return [RewardOutput(None, {}) for _ in samples]
+
+    return score
 
 
 class MathSERewardManager(RewardManagerBase):
@@ -135,7 +107,7 @@ class MathSERewardManager(RewardManagerBase):
         settings = manager_settings(config)
         self.reward = reward_for(settings["reward"], settings["reward_options"], reward_router_address)
         self.unscored_value = settings["unscored_value"]
-        self._batcher = _MicroBatcher(self.reward, settings["max_batch"], settings["batch_window_s"])
+        self._batcher = MicroBatcher(_score_batch(self.reward), settings["max_batch"], settings["batch_window_s"])
         self.reward_router_address = reward_router_address
         if compute_score is not None:
             logger.info("mathse reward manager scores with %r; the configured custom reward function is not used",
@@ -155,7 +127,7 @@ class MathSERewardManager(RewardManagerBase):
 
     async def run_single(self, data: DataProto) -> dict:
         # decoding here, not in a thread, lets every sample of a worker's chunk join one batch
-        out = await self._batcher.score(self.sample(data))
+        out = await self._batcher.submit(self.sample(data))
         result = result_dict(self.reward, out, self.unscored_value)
         return {"reward_score": result["score"], "reward_extra_info": result}
 

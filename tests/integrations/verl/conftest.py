@@ -24,15 +24,22 @@ class Call:
     n_images: int
     response_ids: list[int]
     scripted: bool
+    sampling_params: dict
+    granted: int
 
 
 class TinyVLMServer:
     # A plain class, not a dataclass: hydra.utils.instantiate would turn a dataclass into a config.
-    def __init__(self, model: Any, processor: Any, script: dict[str, str] | None = None, max_new_tokens: int = 8):
+    def __init__(self, model: Any, processor: Any, script: dict[str, str] | None = None, max_new_tokens: int = 8,
+                 budget: dict[str, Any] | None = None):
         self.model, self.processor = model, processor
         self.script = dict(script or {})
         self.max_new_tokens = max_new_tokens
+        # The engine's token-budget rule (integrations/verl/budget.py): rule, prompt_length,
+        # response_length, max_model_len. Answers (scripted ones too) are cut to the grant.
+        self.budget = dict(budget or {})
         self.calls: list[Call] = []
+        self.fail_on: str | None = None  # a marker: prompts containing it raise, like a dead server
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, video_data=None,
                        audio_data=None, mm_processor_kwargs=None, **kwargs):
@@ -49,16 +56,27 @@ class TinyVLMServer:
             inputs = {"pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
         else:
             assert n_pad == 0, "image tokens in the prompt but no images sent"
+        if self.fail_on is not None and self.fail_on in text:
+            raise ConnectionError("rollout server unreachable")
+        granted = None  # no budget rule: scripted answers whole, the model's own up to max_new_tokens
+        if self.budget:
+            from mathse_rl.integrations.verl.budget import granted_tokens
+
+            budget = dict(self.budget)
+            granted = granted_tokens(budget.pop("rule", "vllm"), len(prompt_ids), sampling_params.get("max_tokens"),
+                                     **budget)
         answer = next((v for k, v in self.script.items() if k in text), None)
         if answer is not None:
             ids = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+            ids = ids[:granted] if granted is not None else ids
         else:
             ids_in = torch.tensor([prompt_ids])
             with torch.no_grad():
                 out = self.model.generate(input_ids=ids_in, attention_mask=torch.ones_like(ids_in), do_sample=False,
-                                          max_new_tokens=self.max_new_tokens, **inputs)
+                                          max_new_tokens=min(self.max_new_tokens, granted or self.max_new_tokens), **inputs)
             ids = out[0, ids_in.shape[1]:].tolist()
-        self.calls.append(Call(list(prompt_ids), text, len(image_data or []), ids, answer is not None))
+        self.calls.append(Call(list(prompt_ids), text, len(image_data or []), ids, answer is not None,
+                               dict(sampling_params), granted))
         return TokenOutput(token_ids=ids, stop_reason="completed")
 
 
@@ -88,8 +106,8 @@ def bind_rope_index(processor: Any, config: Any) -> None:
 
 @pytest.fixture
 def make_server(tiny_vlm):
-    def make(script: dict[str, str] | None = None) -> TinyVLMServer:
+    def make(script: dict[str, str] | None = None, **kwargs: Any) -> TinyVLMServer:
         model, processor = tiny_vlm
-        return TinyVLMServer(model, processor, dict(script or {}))
+        return TinyVLMServer(model, processor, dict(script or {}), **kwargs)
 
     return make

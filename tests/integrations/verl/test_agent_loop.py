@@ -40,11 +40,13 @@ class PILImagesDataset(RLHFDataset):
         return images or None, None, None
 
 
-def trainer_config(**reflect):
-    rollout = {"prompt_length": PROMPT_LEN, "response_length": RESPONSE_LEN, "max_model_len": 1024}
+def trainer_config(prompt_length=PROMPT_LEN, max_model_len=1024, **mathse):
+    """verl's trainer config with a ``mathse`` section (the step's names, plus the loop's own)."""
+    rollout = {"prompt_length": prompt_length, "response_length": RESPONSE_LEN, "max_model_len": max_model_len,
+               "name": "vllm"}
     cfg = {"actor_rollout_ref": {"rollout": rollout}, "data": {}}
-    if reflect:
-        cfg["mathse"] = {"reflect": reflect}
+    if mathse:
+        cfg["mathse"] = mathse
     return OmegaConf.create(cfg)
 
 
@@ -98,7 +100,7 @@ def test_registered_in_verls_agent_loop_registry():
 
 def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_prompt(make_server, tiny_vlm):
     server = make_server({REFLECT_MARKER: RIGHT})  # the first answer is the random model's: wrong
-    out = run_loop(server, tiny_vlm)
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect_mode="replace"))
 
     first, reflect = server.calls
     assert not first.scripted and REFLECT_MARKER not in first.prompt_text
@@ -112,6 +114,7 @@ def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_promp
     assert len(out.multi_modal_data["images"]) == 1
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
     assert out.extra_fields["first_correct"] is False and out.extra_fields["refine_attempts"] == 1
+    assert out.extra_fields["accepted"] == 1.0 and out.extra_fields["mathse_role"] == "refinement"
     assert out.num_turns == 4  # verl logs num_turns/mean: reflection shows in its own metrics
 
     padded = verl_postprocess(out, tiny_vlm)
@@ -139,9 +142,31 @@ def test_sample_matches_verls_single_turn_loop_when_no_reflection_happens(make_s
     assert a.position_ids.equal(b.position_ids) and a.input_ids.equal(b.input_ids)
 
 
+def test_add_mode_keeps_the_policys_failure_and_adds_the_verified_refinement_beside_it(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: RIGHT})
+    refined, own = run_loop(server, tiny_vlm)  # mode: add is the default
+    first, reflect = server.calls
+    # the policy's own wrong answer, unchanged and rejected (GRPO keeps its negative advantage) ...
+    assert own.response_ids == first.response_ids and own.extra_fields["mathse_role"] == "policy"
+    assert own.extra_fields["accepted"] == 0.0
+    # ... and, beside it under the same original prompt, the verified refinement, marked off-policy
+    assert refined.response_ids == reflect.response_ids and refined.prompt_ids == own.prompt_ids
+    assert refined.extra_fields["mathse_role"] == "refinement" and refined.extra_fields["accepted"] == 1.0
+    assert set(refined.extra_fields) == set(own.extra_fields)  # verl stacks the same keys
+    padded = verl_postprocess(refined, tiny_vlm)
+    assert int(padded.response_mask.sum()) == len(refined.response_ids)
+
+
+def test_add_mode_adds_nothing_when_the_refinement_fails(make_server, tiny_vlm):
+    server = make_server()
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(keep_failed_refinement=True))
+    assert len(server.calls) == 2 and out.response_ids == server.calls[0].response_ids
+    assert not out.extra_fields["is_refined"] and out.extra_fields["refine_attempts"] == 1
+
+
 def test_failed_refinements_use_every_attempt_and_the_last_is_returned(make_server, tiny_vlm):
     server = make_server()  # the random model never answers
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(max_attempts=2))
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect={"attempts": 2}, reflect_mode="replace", keep_failed_refinement=True))
     assert len(server.calls) == 3
     assert out.extra_fields["is_refined"] and not out.extra_fields["refine_verified"]
     assert out.extra_fields["refine_attempts"] == 2 and out.num_turns == 6
@@ -151,14 +176,22 @@ def test_failed_refinements_use_every_attempt_and_the_last_is_returned(make_serv
 
 def test_reflection_off_is_a_single_turn_rollout(make_server, tiny_vlm):
     server = make_server()
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(enable=False))
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect={"enabled": False}))
+    assert len(server.calls) == 1 and not out.extra_fields["is_refined"]
+    assert out.extra_fields["accepted"] == 0.0  # still judged: the verdict travels with the sample
+
+
+def test_the_old_switch_name_still_works_with_a_warning(make_server, tiny_vlm):
+    server = make_server()
+    with pytest.warns(DeprecationWarning, match="mathse.reflect.enabled"):
+        out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect={"enable": False}))
     assert len(server.calls) == 1 and not out.extra_fields["is_refined"]
 
 
 def test_orm_judge_and_multiple_choice(make_server, tiny_vlm):
     # judge: orm through mathse_rl.orm.load_judge (its rule-checking "verifier" backend, no model needed).
     server = make_server({REFLECT_MARKER: f"{ANSWER_PHRASE} B."})
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="orm", orm={"backend": "verifier"}),
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="orm", critic={"backend": "verifier"}, reflect_mode="replace"),
                    gold="5", choices=["4", "5", "6"])
     assert "B. 5" in server.calls[1].prompt_text  # options shown in the reflection prompt
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
@@ -171,23 +204,160 @@ def test_reflection_prompt_over_the_limit_is_skipped_not_fatal(make_server, tiny
     assert out.extra_fields["reflect_too_long"] and not out.extra_fields["is_refined"]
 
 
-def test_a_failing_judge_flags_the_sample_and_the_rollout_goes_on(make_server, tiny_vlm, monkeypatch):
-    from mathse_rl.integrations.verl.agent_loop import JUDGES
+def test_a_failing_judge_flags_the_sample_and_the_rollout_goes_on(make_server, tiny_vlm):
+    from mathse_rl.rewards import Reward, register_reward, unregister_reward
 
-    async def unreachable(cfg, problem, response):
-        raise ConnectionError("judge endpoint down")
+    class Unreachable(Reward):
+        name = "unreachable_judge"
 
-    monkeypatch.setitem(JUDGES, "unreachable", unreachable)  # judges are a registry: add one
-    server = make_server()
-    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="unreachable"))
+        def score(self, samples):
+            raise ConnectionError("judge endpoint down")
+
+    register_reward("unreachable_judge", Unreachable)  # the judge is any reward name
+    try:
+        server = make_server()
+        out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="unreachable_judge"))
+    finally:
+        unregister_reward("unreachable_judge")
     assert len(server.calls) == 1 and out.response_ids == server.calls[0].response_ids
-    assert out.extra_fields["judge_error"] and not out.extra_fields["is_refined"]
+    assert not out.extra_fields["is_refined"]  # an undecidable answer is never reflected on
+    assert out.extra_fields["accepted"] is None  # undecidable: never accepted, never trained as wrong
+    assert out.extra_fields["mathse_counts"]["undecidable"] == 1
 
 
 def test_bad_options_fail_loudly(make_server, tiny_vlm):
     from hydra.errors import InstantiationException  # verl builds loops with hydra, which wraps the error
 
-    with pytest.raises(InstantiationException, match="unknown mathse.reflect option"):
-        run_loop(make_server(), tiny_vlm, cfg=trainer_config(attempts=3))
-    with pytest.raises(InstantiationException, match="judge must be one of"):
+    with pytest.raises(InstantiationException, match="attempts"):
+        run_loop(make_server(), tiny_vlm, cfg=trainer_config(attempts=3))  # belongs under reflect
+    with pytest.raises(InstantiationException, match="oracle"):
         run_loop(make_server(), tiny_vlm, cfg=trainer_config(judge="oracle"))
+    with pytest.raises(InstantiationException, match="reflect_mode"):
+        run_loop(make_server(), tiny_vlm, cfg=trainer_config(reflect_mode="merge"))
+
+
+# --- the token budget of a reflection (what verl's vLLM / SGLang servers grant) -----------------
+def _lengths(make_server, tiny_vlm):
+    """Token counts of the dataset prompt and of its reflection prompt."""
+    server = make_server({REFLECT_MARKER: RIGHT})
+    run_loop(server, tiny_vlm, cfg=trainer_config(reflect_mode="replace"))
+    return len(server.calls[0].prompt_ids), len(server.calls[1].prompt_ids)
+
+
+def test_every_reflection_request_asks_for_the_full_response_length(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: RIGHT})
+    run_loop(server, tiny_vlm)
+    assert server.calls[1].sampling_params.get("max_tokens") == RESPONSE_LEN
+    assert "max_tokens" not in server.calls[0].sampling_params  # the first answer: exactly verl's single turn
+
+
+@pytest.mark.parametrize("rule", ["vllm", "sglang"])
+def test_a_reflection_longer_than_the_dataset_prompt_gets_the_full_budget(make_server, tiny_vlm, rule):
+    first_len, reflect_len = _lengths(make_server, tiny_vlm)
+    prompt_length = first_len + 4  # the dataset prompt fits; the reflection prompt is far longer
+    assert reflect_len > prompt_length + RESPONSE_LEN
+    budget = {"rule": rule, "prompt_length": prompt_length, "response_length": RESPONSE_LEN, "max_model_len": 1024}
+    server = make_server({REFLECT_MARKER: RIGHT}, budget=budget)
+    cfg = trainer_config(prompt_length=prompt_length, reflect_mode="replace")
+    cfg.actor_rollout_ref.rollout.name = "hf_cpu"
+    cfg.actor_rollout_ref.rollout.engine_kwargs = {"hf_cpu": {"budget_rule": rule}}
+    out = run_loop(server, tiny_vlm, cfg=cfg)
+    # without max_tokens the server would grant min(48, prompt_length + 48 - len) = 1 (vLLM) or 0 (SGLang)
+    assert server.calls[1].granted == RESPONSE_LEN
+    assert out.extra_fields["refine_verified"] and out.response_ids == server.calls[1].response_ids
+
+
+def test_a_reflection_prompt_the_server_cannot_fully_serve_is_skipped_and_counted(make_server, tiny_vlm):
+    _, reflect_len = _lengths(make_server, tiny_vlm)
+    # the context holds the reflection prompt but not a full response after it
+    server = make_server({REFLECT_MARKER: RIGHT})
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(max_model_len=reflect_len + RESPONSE_LEN - 1))
+    assert len(server.calls) == 1
+    assert out.extra_fields["reflect_too_long"] and not out.extra_fields["is_refined"]
+
+
+def test_a_truncated_refinement_is_never_kept_in_place_of_the_sample(make_server, tiny_vlm):
+    long_right = "Step 1: " + " ".join(["2 + 3 = 5."] * 40) + f" {ANSWER_PHRASE} 5."
+    budget = {"rule": "vllm", "prompt_length": PROMPT_LEN, "response_length": RESPONSE_LEN, "max_model_len": 1024}
+    server = make_server({REFLECT_MARKER: long_right}, budget=budget)  # longer than RESPONSE_LEN: cut at the budget
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect_mode="replace", keep_failed_refinement=True))
+    assert len(server.calls[1].response_ids) == RESPONSE_LEN
+    assert out.extra_fields["reflect_truncated"] and not out.extra_fields["is_refined"]
+    assert out.response_ids == server.calls[0].response_ids
+
+
+def test_a_one_token_refinement_is_never_kept_in_place_of_the_sample(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: ""})  # the refinement is a bare end-of-turn token
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect_mode="replace", keep_failed_refinement=True))
+    assert len(server.calls[1].response_ids) == 1
+    assert not out.extra_fields["is_refined"] and out.response_ids == server.calls[0].response_ids
+
+
+def test_a_failing_reflection_request_is_counted_and_the_sample_survives(make_server, tiny_vlm):
+    server = make_server()
+    server.fail_on = REFLECT_MARKER
+    out = run_loop(server, tiny_vlm)
+    assert out.extra_fields["reflect_errors"] == 1 and not out.extra_fields["is_refined"]
+    assert out.response_ids == server.calls[0].response_ids
+
+
+def test_a_slow_synchronous_judge_does_not_stall_other_rollouts(make_server, tiny_vlm):
+    """Sample A's judge waits until sample B has reached the server: only possible when judging
+    runs off the event loop (on the loop, B cannot start and A's wait times out)."""
+    import threading
+
+    import hydra
+
+    from mathse_rl.rewards import Reward, register_reward, unregister_reward
+    from mathse_rl.types import RewardOutput
+
+    b_reached_server = threading.Event()
+    waited: list[bool] = []
+
+    class SlowJudge(Reward):  # synchronous, like the verifier's symbolic path at its timeout
+        name = "slow_judge"
+
+        def score(self, samples):
+            waited.append(b_reached_server.wait(timeout=5.0))
+            return [RewardOutput(1.0, {}) for _ in samples]
+
+    model, processor = tiny_vlm
+    cfg = trainer_config(judge="slow_judge")
+    server = make_server({QUESTION: RIGHT})  # both answers right: no reflection, only judging
+    original = server.generate
+
+    async def generate(request_id, **kwargs):
+        out = await original(request_id, **kwargs)
+        if len(server.calls) == 2:
+            b_reached_server.set()
+        return out
+
+    server.generate = generate
+
+    async def go():
+        loops = [hydra.utils.instantiate(
+            _agent_loop_registry["mathse_reflect"], trainer_config=DictConfigWrap(cfg), server_manager=server,
+            tokenizer=processor.tokenizer, processor=processor, hf_model_type=model.config.model_type,
+            dataset_cls=PILImagesDataset, data_config=DictConfigWrap(cfg.data)) for _ in range(2)]
+        return await asyncio.gather(*(loop.run({"temperature": 0.0}, **row()) for loop in loops))
+
+    register_reward("slow_judge", SlowJudge)
+    try:
+        outs = asyncio.run(go())
+    finally:
+        unregister_reward("slow_judge")
+    assert waited and waited[0], "sample B never reached the server while sample A was being judged"
+    assert [o.extra_fields["accepted"] for o in outs] == [1.0, 1.0]
+
+
+def test_a_wrong_answer_in_the_right_format_is_not_accepted_by_a_composite_judge(make_server, tiny_vlm):
+    """judge: verifier+format scores a wrong, well-formatted answer 1.0 (the old acceptance
+    threshold); the verdict comes from the verifier part alone."""
+    from mathse_rl.rewards import get_reward
+    from mathse_rl.types import RewardInput
+
+    wrong = f"Step 1: 2 + 3 = 6. {ANSWER_PHRASE} 6."
+    assert get_reward("verifier+format")([RewardInput(question=QUESTION, response=wrong, gold="5")])[0].score == 1.0
+    server = make_server({QUESTION: wrong})
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="verifier+format", reflect={"enabled": False}))
+    assert out.extra_fields["accepted"] == 0.0 and out.extra_fields["first_correct"] is False

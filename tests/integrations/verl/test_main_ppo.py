@@ -10,8 +10,12 @@ one extra request, so refined samples are counted there):
 
 - GRPO with ``reward.reward_manager.name=mathse`` scoring ``verifier+length_parity``
   (a random model never solves a problem, so the parity part is what varies inside a group);
-- MathSE-RFT: ``algorithm.adv_estimator=mathse_rft``, ``policy_loss.loss_mode=mathse_rft``
-  and the ``mathse_reflect`` agent loop (every wrong first answer is reflected on).
+- MathSE-RFT: ``algorithm.adv_estimator=mathse_rft``, ``policy_loss.loss_mode=mathse_rft``,
+  the ``mathse`` trainer and the ``mathse_reflect`` agent loop (every wrong first answer is
+  reflected on; a verified refinement is added beside it). The judge is ``length_parity``
+  (a random model never solves a problem, so only a parity judge accepts anything). The
+  ``hf_cpu`` rollout grants new tokens by vLLM's rule, so a reflection prompt (longer than
+  ``rollout.prompt_length``) sent without ``max_tokens`` would get a budget of a token or two.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ STEPS = 2
 BATCH, GROUP = 2, 4  # prompts per step, samples per prompt: 4 make a group with no reward spread rare
 TIMEOUT_S = 420
 REWARD = "verifier+length_parity"  # max score 2.0
+RESPONSE_LENGTH = 16  # main_ppo_command's default
+DATA_SOURCE = "mathse_cpu_debug"
 
 FLAVOURS = {
     "grpo_mathse_reward": [
@@ -40,16 +46,19 @@ FLAVOURS = {
     "mathse_rft_reflect": [
         "algorithm.adv_estimator=mathse_rft",
         "actor_rollout_ref.actor.policy_loss.loss_mode=mathse_rft",
+        "trainer.v1.trainer_mode=mathse",
         "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect",
-        "+mathse.reflect.max_attempts=1",
+        "+mathse.judge=length_parity",
+        "+mathse.reflect.attempts=1",
         "reward.reward_manager.name=mathse",
         f"+reward.reward_kwargs.reward={REWARD}",
     ],
 }
 
 
-SYNC_FIELDS = ("step", "tensors", "missing", "unexpected", "requests", "batches", "max_batch")
-SYNC_LINE = re.compile(r"weights synced replica=0 " + " ".join(rf"{f}=(\d+)" for f in SYNC_FIELDS))
+SYNC_FIELDS = ("step", "tensors", "missing", "unexpected", "requests", "batches", "max_batch", "long_prompts",
+               "long_granted_min")
+SYNC_LINE = re.compile(r"weights synced replica=0 " + " ".join(rf"{f}=(-?\d+)" for f in SYNC_FIELDS))
 
 
 def run_main_ppo(model: str, train: str, out: Path, overrides: list[str]) -> tuple[list[dict], str]:
@@ -107,10 +116,23 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
     samples = BATCH * GROUP
     per_step = [b["requests"] - a["requests"] for a, b in zip(syncs, syncs[1:])]
     if flavour == "mathse_rft_reflect":
-        # a random model answers wrong, so wrong first answers were reflected on (refined samples)
+        # wrong first answers were reflected on: one more request each
         assert all(samples < n <= 2 * samples for n in per_step), per_step
-        # the mathse_rft loss ran and trained on accepted samples
-        assert any(d["actor/rft_accepted_frac"] > 0 for d in steps.values())
+        # every reflection prompt is longer than a dataset prompt, and the server granted it the
+        # full response length (without an explicit max_tokens it grants 16 + 96 - len <= 1)
+        assert syncs[-1]["long_prompts"] >= sum(per_step) - STEPS * samples > 0, syncs[-1]
+        assert syncs[-1]["long_granted_min"] == RESPONSE_LENGTH, syncs[-1]
+        # the mathse_rft loss ran and trained on accepted samples only
+        assert any(d["actor/rft_accepted_tokens"] > 0 for d in steps.values())
+        # the step's counters reached verl's logged metrics, overall and per data source
+        for data in steps.values():
+            assert data["mathse/paths"] == samples, data
+            assert data["mathse/reflected"] == data["mathse/refine_rate"] * samples > 0
+            assert 0 < data["mathse/accepted_frac"] <= 1
+            assert data["mathse/accepted"] == data["mathse/correct"] + data["mathse/refine_verified"]
+            assert {"mathse/judge_errors", "mathse/reflect_too_long", "mathse/truncated",
+                    "mathse/generate_errors"} <= set(data)
+            assert data[f"mathse/{DATA_SOURCE}/paths"] == samples
     else:
         assert per_step == [samples] * STEPS, per_step
         assert "actor/rft_accepted_frac" not in steps[1]  # verl's own PPO loss

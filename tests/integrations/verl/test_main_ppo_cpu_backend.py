@@ -196,3 +196,35 @@ def test_rollout_server_serves_a_text_only_model(tiny_lm_path):
     with pytest.raises(ValueError, match="text-only"):
         asyncio.run(server.generate("x", prompt_ids=prompts[0], sampling_params={},
                                     image_data=[Image.new("RGB", (56, 56))]))
+
+
+@pytest.mark.parametrize("rule, explicit, expected", [
+    ("vllm", None, 2),      # min(response_length, prompt_length + response_length - len(prompt)) = 8 + 6 - 12
+    ("vllm", 6, 6),         # an explicit max_tokens is granted while the context has room
+    ("sglang", None, 2),
+    ("sglang", 6, 6),
+])
+def test_rollout_server_grants_the_real_engines_token_budget(tiny_vlm_path, monkeypatch, rule, explicit, expected):
+    """A prompt longer than rollout.prompt_length (a reflection) gets what vLLM/SGLang would grant it."""
+    from mathse_rl.integrations.verl.cpu.rollout import HFRolloutServer
+
+    server = HFRolloutServer(tiny_vlm_path, response_length=6, max_model_len=64, prompt_length=8, budget_rule=rule)
+    granted = []
+    monkeypatch.setattr(server, "_generate_batch", lambda key, reqs: granted.append(key[4]) or [([1], None)] * len(reqs))
+    ids = server.processor.tokenizer.encode("What is 12 + 30 plus seven?")[:12]
+    assert len(ids) == 12
+    params = {"temperature": 0.0} if explicit is None else {"temperature": 0.0, "max_tokens": explicit}
+    asyncio.run(server.generate("b", prompt_ids=ids, sampling_params=params))
+    assert granted == [expected]
+
+
+def test_rollout_server_refuses_a_prompt_with_no_room_like_the_engines(tiny_vlm_path):
+    from mathse_rl.integrations.verl.cpu.rollout import HFRolloutServer
+
+    for rule in ("vllm", "sglang"):
+        server = HFRolloutServer(tiny_vlm_path, response_length=6, max_model_len=64, prompt_length=8, budget_rule=rule)
+        with pytest.raises(ValueError, match="no room"):
+            asyncio.run(server.generate("x", prompt_ids=[5] * 64, sampling_params={"max_tokens": 4}))
+    # one token short of the context: vLLM still grants 1 token, SGLang grants 0 (an empty answer)
+    out = asyncio.run(server.generate("y", prompt_ids=[5] * 63, sampling_params={"max_tokens": 4}))
+    assert out.token_ids == []

@@ -29,7 +29,7 @@ VERL_CONFIG = Path(verl.__file__).parent / "trainer" / "config"
 # Keys a recipe may add to verl's config: our own option sections.
 EXTENSIONS = (
     "algorithm.mathse_rft",  # mathse_rft estimator options (algos.RFTConfig)
-    "mathse",  # mathse_reflect agent-loop options (agent_loop.ReflectConfig)
+    "mathse",  # the MathSE step's options (step.StepConfig) and the agent loop's (agent_loop.VerlOptions)
     "reward.custom_reward_function.reward_kwargs",  # reward name for compute_score / the mathse manager
     "reward.reward_kwargs",  # the same, read by the mathse reward manager
 )
@@ -148,15 +148,19 @@ def test_recipe_composes_with_known_keys_only(base, source, name, overrides):
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
 
-    from mathse_rl.integrations.verl.agent_loop import ReflectConfig
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    from mathse_rl.integrations.verl.agent_loop import resolve_options
     from mathse_rl.integrations.verl.algos import RFTConfig
 
     get_adv_estimator_fn(cfg.algorithm.adv_estimator)
     get_policy_loss_fn(cfg.actor_rollout_ref.actor.policy_loss.loss_mode)
     get_reward_manager_cls(cfg.reward.reward_manager.name)
     assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop in _agent_loop_registry
+    assert get_trainer_cls(cfg.trainer.v1.trainer_mode).__name__ == "MathSETrainer"
     RFTConfig.from_algorithm(cfg.algorithm)
-    ReflectConfig.resolve(cfg, {})
+    step, options = resolve_options(cfg)
+    assert step.reflect.enabled and step.reflect.attempts == 1 and options.reflect_mode == "add"
 
 
 def test_a_typo_is_caught(base):

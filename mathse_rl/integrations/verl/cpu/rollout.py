@@ -28,6 +28,7 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from mathse_rl.integrations.verl.budget import RULES, granted_tokens, rule_for
 from mathse_rl.integrations.verl.cpu.rollout_registry import ROLLOUT_NAME  # noqa: F401  (re-export)
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class HFRolloutServer:
     """A transformers model answering verl's token-in/token-out ``generate`` calls."""
 
     def __init__(self, model_path: str, response_length: int, max_model_len: Optional[int] = None,
-                 trust_remote_code: bool = False, replica_rank: int = 0, threads: int = 0) -> None:
+                 trust_remote_code: bool = False, replica_rank: int = 0, threads: int = 0,
+                 prompt_length: Optional[int] = None, budget_rule: str = "vllm") -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
         from mathse_rl.integrations.verl.cpu.processor import load_images_only_processor
@@ -88,13 +90,22 @@ class HFRolloutServer:
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else min(self.eos_ids, default=0)
         self.response_length = response_length
-        self.max_model_len = max_model_len
+        # The real servers' budget rule (see integrations/verl/budget.py); like them, an unset
+        # max_model_len means the model's max_position_embeddings.
+        self.max_model_len = max_model_len or int(config.get_text_config().max_position_embeddings)
+        # rollout.prompt_length (None: whatever the context leaves beside a full response)
+        self.prompt_length = prompt_length if prompt_length is not None else self.max_model_len - response_length
+        if budget_rule not in RULES:
+            raise ValueError(f"hf_cpu budget_rule must be one of {list(RULES)}, got {budget_rule!r}")
+        self.budget_rule = budget_rule
         self.replica_rank = replica_rank
         self.global_steps: Optional[int] = None
         self._pending: list[_Request] = []
         self._batcher: Optional[asyncio.Task] = None
         self._lock = asyncio.Lock()
-        self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "weight_syncs": 0}
+        # long_*: requests whose prompt exceeds rollout.prompt_length, and the fewest new tokens one was granted
+        self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "weight_syncs": 0, "long_prompts": 0,
+                      "long_granted_min": -1}
 
     # -- verl's server interface -------------------------------------------------------
     async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any],
@@ -105,11 +116,19 @@ class HFRolloutServer:
         if image_data and not self.is_vlm:
             raise ValueError("image_data given to a text-only model")
         params = dict(sampling_params)
-        limit = params.pop("max_tokens", params.pop("max_new_tokens", None))
-        limit = self.response_length if limit is None else min(int(limit), self.response_length)
-        if self.max_model_len:
-            limit = min(limit, self.max_model_len - len(prompt_ids))
-        params["max_tokens"] = max(1, limit)
+        requested = params.pop("max_tokens", params.pop("max_new_tokens", None))
+        params["max_tokens"] = granted_tokens(self.budget_rule, len(prompt_ids), requested,
+                                              prompt_length=self.prompt_length,
+                                              response_length=self.response_length,
+                                              max_model_len=self.max_model_len)
+        if len(prompt_ids) > self.prompt_length:  # longer than a dataset prompt: a reflection
+            self.stats["long_prompts"] += 1
+            low = self.stats["long_granted_min"]
+            self.stats["long_granted_min"] = params["max_tokens"] if low < 0 else min(low, params["max_tokens"])
+        if params["max_tokens"] == 0:  # SGLang's rule allows an empty budget: nothing is generated
+            self.stats["requests"] += 1
+            return TokenOutput(token_ids=[], log_probs=[] if params.get("logprobs") else None,
+                               stop_reason="length", extra_fields={"global_steps": self.global_steps})
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(list(prompt_ids), list(image_data or []), params, future))
         if self._batcher is None or self._batcher.done():
@@ -132,7 +151,9 @@ class HFRolloutServer:
         # well concurrent requests were batched.
         print(f"{SYNC_LOG_PREFIX} replica={self.replica_rank} step={global_steps} tensors={len(weights)} "
               f"missing={len(missing)} unexpected={len(unexpected)} requests={self.stats['requests']} "
-              f"batches={self.stats['batches']} max_batch={self.stats['max_batch']}", flush=True)
+              f"batches={self.stats['batches']} max_batch={self.stats['max_batch']} "
+              f"long_prompts={self.stats['long_prompts']} long_granted_min={self.stats['long_granted_min']}",
+              flush=True)
         if missing or unexpected:
             logger.warning("weight sync mismatch: missing %s unexpected %s", missing[:5], list(unexpected)[:5])
         return report
@@ -226,6 +247,16 @@ def _field(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
+def _engine_kwargs(config: Any) -> dict:
+    """``rollout.engine_kwargs`` as a plain dict (a dict in verl's dataclass, a DictConfig in Hydra's)."""
+    value = _field(config, "engine_kwargs", None) or {}
+    if hasattr(value, "_metadata"):
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.to_container(value, resolve=True)
+    return dict(value)
+
+
 class HFRolloutReplica(RolloutReplica):
     """One ``hf_cpu`` rollout server per replica, started next to the trainer workers."""
 
@@ -240,7 +271,9 @@ class HFRolloutReplica(RolloutReplica):
             name=name, num_cpus=0, max_concurrency=self.max_concurrency,
         ).remote(str(_field(self.model_config, "path")), int(cfg.response_length),
                  getattr(cfg, "max_model_len", None) or None,
-                 bool(_field(self.model_config, "trust_remote_code", False)), self.replica_rank)
+                 bool(_field(self.model_config, "trust_remote_code", False)), self.replica_rank,
+                 prompt_length=int(cfg.prompt_length),
+                 budget_rule=rule_for(ROLLOUT_NAME, _engine_kwargs(cfg)))
         await server.get_stats.remote()  # surface start-up errors here, not at the first request
         self.servers = [server]
         self._server_handle = server
