@@ -42,6 +42,7 @@ class Tracker:
         self.printer = printer
         self.history: list[dict[str, Any]] = []
         self.tables: dict[str, list[list[Any]]] = {}
+        self.summaries: dict[str, Any] = {}
         self.run = None
         if "wandb" in self.sinks:
             import wandb
@@ -75,6 +76,13 @@ class Tracker:
 
         table = wandb.Table(columns=list(columns), data=[[cell(c, v) for c, v in zip(columns, r)] for r in rows])
         self.run.log({name: table}, step=step)
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        """Run-level facts (what the run delivers, which stages made things worse): wandb's run
+        summary, and kept in ``self.summaries``."""
+        self.summaries.update(values)
+        if self.run is not None:
+            self.run.summary.update(dict(values))
 
     def finish(self) -> None:
         if self.run is not None:
