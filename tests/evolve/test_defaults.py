@@ -146,3 +146,23 @@ def test_threads_option_is_applied_to_torch(tmp_path):
     assert load_config().threads == 0
     assert 1 <= resolve_threads(0) <= len(os.sched_getaffinity(0))
     assert resolve_threads(3) == 3
+
+
+def test_the_rule_critic_names_the_step_that_mis_copies_a_number():
+    # Step 2 copies 13 where step 1 gave 12; every equation is true, so no arithmetic slip shows it.
+    from mathse_rl.evolve import Critic
+    from mathse_rl.types import Problem
+
+    p = Problem(id="s", question="Ann has 7 pens. Ann gets 5 more pens, then 2 more, then gives away 3. "
+                "How many pens does Ann have now?", gold="11")
+    wrong = "Step 1: 7 + 5 = 12.\nStep 2: 13 + 2 = 15.\nStep 3: 15 - 3 = 12.\nThe answer to this problem is 12."
+    j = Critic().critique([p], [wrong])[0]
+    assert j.status == "WRONG" and j.error_step == 2
+    assert "13" in j.error_analysis
+    # A plain arithmetic slip is still named where it happens.
+    slip = "Step 1: 7 + 5 = 12.\nStep 2: 12 + 2 = 15.\nStep 3: 15 - 3 = 12.\nThe answer to this problem is 12."
+    assert Critic().critique([p], [slip])[0].error_step == 2
+    # Numbers read from an image are stated in a step before they are used: not a mis-copy.
+    bars = Problem(id="b", question="Add the heights of the red and blue bars.", gold="12")
+    read = "Step 1: The red bar is 7.\nStep 2: The blue bar is 6.\nStep 3: 7 + 6 = 14.\nThe answer to this problem is 14."
+    assert Critic().critique([bars], [read])[0].error_step == 3
