@@ -60,7 +60,7 @@ def online(model_path: str, a) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from mathse_rl.evolve.prompts import build_solve_messages
+    from mathse_rl.prompts import build_solve_messages
     from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
     from mathse_rl.integrations.trl.backends import load_policy
 

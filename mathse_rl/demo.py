@@ -62,7 +62,7 @@ class Encoder:
         self.end_ids = self.tok("<|im_end|>", add_special_tokens=False)["input_ids"]
 
     def prompt(self, problem: Problem) -> dict[str, Any]:
-        from mathse_rl.evolve.prompts import build_solve_messages
+        from mathse_rl.prompts import build_solve_messages
 
         return self.encode_prompt(problem.id, build_solve_messages(problem), problem.images)
 
@@ -414,7 +414,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
     from mathse_rl.evolve import Critic, Judge, get_generator, run_evolve
     from mathse_rl.evolve.components import solve_row
     from mathse_rl.evolve.evaluate import evaluate
-    from mathse_rl.evolve.prompts import build_solve_messages
+    from mathse_rl.prompts import build_solve_messages
     from mathse_rl.tracking import Tracker
 
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -555,7 +555,7 @@ def _train_orm(cfg: DemoConfig, out: Path, m0: str, judge_base: str, problems: S
     """ORM data from exact labels: teacher paths, injected errors and M0's own samples."""
     from mathse_rl.data import teacher
     from mathse_rl.evolve import get_generator
-    from mathse_rl.evolve.prompts import build_solve_messages
+    from mathse_rl.prompts import build_solve_messages
     from mathse_rl.orm import build_orm_dataset, evaluate_judge, format_table, load_judge, train_orm
     from mathse_rl.orm.data import eval_items
 

@@ -45,7 +45,8 @@ class Verdict:
 
     ``reason`` is one of: "exact", "numeric", "symbolic", "choice", "text",
     "no_answer", "mismatch", "hedged" (several options offered: "A or B"),
-    "timeout", "too_long", "parse_error", "no_gold".
+    "timeout", "too_long", "parse_error", "no_gold", "no_final_answer" (strict mode:
+    the response never states its final answer).
     """
 
     correct: bool

@@ -45,6 +45,34 @@ def test_every_core_module_imports_without_a_framework():
     assert n_modules > 40 and frameworks == []
 
 
+# Layers from the bottom up; a module may import only its own layer or the ones below it.
+LAYERS = (("types", "chat", "prompts", "verify"), ("orm", "rewards", "models", "step"), ("data",), ("evolve",),
+          ("integrations",))
+
+
+def test_dependencies_point_downward():
+    # data/ and evolve/ share the prompts: they live below both (mathse_rl.prompts), so no core
+    # module imports from a layer above its own.
+    import ast
+    from pathlib import Path
+
+    root = Path(mathse_rl.__file__).parent
+    rank = {name: i for i, names in enumerate(LAYERS) for name in names}
+    upward = []
+    for path in root.rglob("*.py"):
+        top = path.relative_to(root).parts[0].removesuffix(".py")
+        if top not in rank:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for mod in mods:
+                parts = mod.split(".")
+                if parts[0] == "mathse_rl" and len(parts) > 1 and rank.get(parts[1], -1) > rank[top]:
+                    upward.append(f"{path.relative_to(root)} -> {mod}")
+    assert upward == []
+
+
 def test_cli_version_and_help():
     out = _run("from mathse_rl.cli import main; import sys; sys.argv=['mathse-rl','--help']\n"
                "try: main()\nexcept SystemExit: pass")

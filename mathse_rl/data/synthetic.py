@@ -217,7 +217,7 @@ def vocabulary_text(n_examples: int = 40, seed: int = 0) -> list[str]:
     prompts and solutions become short token sequences.
     """
     from mathse_rl.data import teacher
-    from mathse_rl.evolve.prompts import build_solve_messages
+    from mathse_rl.prompts import build_solve_messages
 
     lines = [spec.question for spec in LEVELS.values()]
     rng = random.Random(seed)

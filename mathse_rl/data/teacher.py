@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from mathse_rl.evolve.prompts import ANSWER_PHRASE, build_solve_messages
+from mathse_rl.prompts import ANSWER_PHRASE, build_solve_messages
 from mathse_rl.types import Attempt, Judgment, Problem
 
 ERROR_KINDS: tuple[str, ...] = ("misread", "arithmetic", "operation")

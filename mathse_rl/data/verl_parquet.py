@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mathse_rl.evolve.prompts import SOLVE_TEMPLATE, format_options
+from mathse_rl.prompts import SOLVE_TEMPLATE, format_options
 from mathse_rl.types import Problem
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ The loop is framework-neutral; the trl backends (generation with transformers, t
 """
 
 from mathse_rl.evolve.components import (
-    Critic, Generator, Judge, JudgeResult, PolicyRefiner, Refiner, Trainer, TrainRow, get_generator, get_refiner,
+    Critic, Generator, Judge, PathVerdict, PolicyRefiner, Refiner, Trainer, TrainRow, get_generator, get_refiner,
     get_trainer, list_components, register_generator, register_refiner, register_trainer,
 )
 from mathse_rl.evolve.config import EvolveConfig, load_config
@@ -18,7 +18,7 @@ from mathse_rl.evolve.loop import EvolveResult, run_evolve
 from mathse_rl.evolve.pool import Pool, StageLog
 
 __all__ = [
-    "Critic", "EvolveConfig", "EvolveResult", "Generator", "Judge", "JudgeResult", "PolicyRefiner", "Pool",
+    "Critic", "EvolveConfig", "EvolveResult", "Generator", "Judge", "PathVerdict", "PolicyRefiner", "Pool",
     "Refiner", "StageLog", "TrainRow", "Trainer", "evaluate", "get_generator", "get_refiner", "get_trainer",
     "list_components", "load_config", "pass_at_k", "register_generator", "register_refiner", "register_trainer",
     "run_evolve",

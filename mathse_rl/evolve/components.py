@@ -1,4 +1,4 @@
-"""The loop's pluggable parts and their registries: generator, trainer, judge, critic, refiner.
+"""The loop's pluggable parts and their registries: generator, trainer, refiner (judge and critic: :mod:`mathse_rl.step`).
 
 Each part is a small protocol; a name in the config picks an implementation from a
 registry. Names may map to an import path (``"pkg.module:attr"``) that is imported only
@@ -17,8 +17,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-from mathse_rl.evolve.prompts import build_reflect_messages, build_solve_messages
-from mathse_rl.types import Attempt, Judgment, Problem, RewardInput
+from mathse_rl.prompts import build_reflect_messages, build_solve_messages
+# The judge and the critic are the MathSE step's (one implementation for every trainer).
+from mathse_rl.step import Critic, Judge, PathVerdict, reward_input
+from mathse_rl.types import Attempt, Judgment, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,49 +62,16 @@ class TrainRow:
     source: str
 
 
-@dataclass(frozen=True)
-class JudgeResult:
-    correct: bool
-    score: float | None
-    extras: Mapping[str, Any]
-
-
-class Judge:
-    """Accepts or rejects paths with a reward from the registry (``verifier``, ``orm``, composites)."""
-
-    def __init__(self, name: str = "verifier", threshold: float = 0.5, **options: Any):
-        from mathse_rl.rewards import get_reward
-
-        self.name = name
-        self.threshold = threshold
-        self.reward = get_reward(name, **options)
-
-    def judge(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[JudgeResult]:
-        samples = [reward_input(p, r) for p, r in zip(problems, responses)]
-        outs = self.reward(samples)
-        return [JudgeResult(o.score is not None and o.score >= self.threshold, o.score, dict(o.extras))
-                for o in outs]
-
-
-class Critic:
-    """Writes critiques (error step, analysis) of wrong paths with an ORM backend (:mod:`mathse_rl.orm`)."""
-
-    def __init__(self, config: Mapping[str, Any] | None = None):
-        from mathse_rl.orm import load_judge
-
-        self.config = dict(config or {"backend": "verifier"})
-        self.backend = load_judge(self.config)
-
-    def critique(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Judgment]:
-        items = [reward_input(p, r) for p, r in zip(problems, responses)]
-        return list(self.backend.judge(items))
-
-
 class Refiner(Protocol):
-    """Writes corrected solutions from wrong paths and their critiques."""
+    """Writes corrected solutions from wrong paths and their critiques.
+
+    Each refinement is a string or a :class:`mathse_rl.step.Generation` (which says whether the
+    engine stopped on ``max_new_tokens``: such a refinement is never accepted). For strings,
+    the loop counts tokens with the generator's tokenizer (:func:`text_token_counter`).
+    """
 
     def refine(self, problems: Sequence[Problem], wrong: Sequence[str], critiques: Sequence[Judgment | None], *,
-               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[str]]:
+               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[Any]]:
         ...
 
 
@@ -118,10 +87,24 @@ class PolicyRefiner:
         return self.generator.generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
 
 
-def reward_input(problem: Problem, response: str) -> RewardInput:
-    return RewardInput(question=problem.question, response=response, gold=problem.gold,
-                       choices=problem.choices, images=tuple(problem.images), data_source=problem.data_source,
-                       extra={"problem_id": problem.id})
+def text_token_counter(generator: Any) -> Callable[[str], int] | None:
+    """Tokens in a generated text, by the generator's own tokenizer; None when it exposes none.
+
+    A generator may define ``count_tokens(text)``; otherwise its ``processing`` / ``tokenizer``
+    (a processor's ``.tokenizer`` included) or a vLLM ``llm.get_tokenizer()`` is used. A
+    refinement that re-encodes to ``max_new_tokens`` tokens stopped on its budget.
+    """
+    count = getattr(generator, "count_tokens", None)
+    if callable(count):
+        return count
+    tok = getattr(generator, "processing", None) or getattr(generator, "tokenizer", None)
+    llm = getattr(generator, "llm", None)
+    if tok is None and llm is not None and hasattr(llm, "get_tokenizer"):
+        tok = llm.get_tokenizer()
+    tok = getattr(tok, "tokenizer", tok)
+    if tok is None or not callable(tok):
+        return None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def solve_row(problem: Problem, response: str, source: str) -> TrainRow:
@@ -187,7 +170,7 @@ def list_components() -> dict[str, list[str]]:
 
 
 __all__ = [
-    "Attempt", "Critic", "Generator", "Judge", "JudgeResult", "PolicyRefiner", "Refiner", "TrainRow", "Trainer",
+    "Attempt", "Critic", "Generator", "Judge", "PathVerdict", "PolicyRefiner", "Refiner", "TrainRow", "Trainer",
     "get_generator", "get_refiner", "get_trainer", "list_components", "register_generator", "register_refiner",
-    "register_trainer", "reward_input", "solve_row",
+    "register_trainer", "reward_input", "solve_row", "text_token_counter",
 ]

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:
+    from mathse_rl.step import StepConfig
 
 
 @dataclass
@@ -43,10 +46,12 @@ class GenerateConfig:
 class ReflectConfig:
     enabled: bool = True  # run the reflection stage at all
     when: str = "after"  # after: once after the rounds (Algorithm 1) | every_round: after each round's judging | never
-    template: str = "paper"  # reflection prompt: paper | short | a format string (see evolve.prompts)
+    template: str = "paper"  # reflection prompt: paper | short | a format string (see mathse_rl.prompts)
     refiner: str = "policy"  # refiner registry name: policy (the model writes its own) | openai (a teacher)
     n: int = 1  # refinements per wrong path
+    attempts: int = 1  # refinements tried one after another per wrong path, stopping at the first verified one
     temperature: float = 0.7  # refiner sampling temperature
+    max_tokens: Optional[int] = None  # new tokens per refinement (None: generate.max_new_tokens); longer = truncated
     max_per_question: Optional[int] = None  # wrong paths reflected per question (None: all, as in the paper)
     only_unsolved: bool = False  # reflect only questions with no correct path in the pool
     openai: dict[str, Any] = field(default_factory=lambda: {  # teacher endpoint for refiner=openai
@@ -88,6 +93,7 @@ class TrainConfig:
 class EvalConfig:
     enabled: bool = True  # evaluate the held-out split after distillation, every round and the final fine-tune
     judge: str = "verifier"  # reward name that scores held-out answers
+    require_final_answer: bool = False  # strict extraction for held-out scoring too (default lenient: last-number fallback)
     k: int = 0  # pass@k samples per question at eval_temperature (0: greedy accuracy only)
     temperature: float = 0.7  # sampling temperature for pass@k
     max_new_tokens: Optional[int] = None  # None: generate.max_new_tokens
@@ -111,9 +117,11 @@ class EvolveConfig:
     output_dir: str = "mathse_runs/evolve"  # run directory: pool, stage records, checkpoints, images
     rounds: int = 2  # self-evolving rounds K (the paper's data sizes imply two)
     judge: str = "verifier"  # reward name that accepts paths: verifier | orm | composites like verifier+format
-    judge_threshold: float = 0.5  # a path is accepted when the judge's score is at least this
+    judge_threshold: float = 0.5  # only for a custom judge reward with no verdict of its own: accept at score >= this
     judge_options: dict[str, Any] = field(default_factory=dict)  # reward options (orm*: judge config; empty = critic's)
     critic: dict[str, Any] = field(default_factory=lambda: {"backend": "verifier"})  # orm.load_judge config for critiques
+    undecidable_as_wrong: bool = False  # undecidable paths (no gold, timeout, judge failure) count as wrong
+    require_final_answer: bool = True  # the verifier accepts only a stated final answer (strict extraction)
     distill_train: bool = True  # fine-tune on the seed (distilled) pool before round 1 (M0)
     seed: int = 0  # global seed
     threads: int = 0  # torch CPU threads for generation and training (0: what the machine can give now)
@@ -163,6 +171,8 @@ def validate(cfg: EvolveConfig) -> None:
         raise ValueError(f"generate.n must be >= 1, got {cfg.generate.n}")
     if cfg.reflect.n < 1:
         raise ValueError(f"reflect.n must be >= 1, got {cfg.reflect.n}")
+    if cfg.reflect.attempts < 1:
+        raise ValueError(f"reflect.attempts must be >= 1, got {cfg.reflect.attempts}")
     if cfg.reflect.when not in REFLECT_WHEN:
         raise ValueError(f"reflect.when must be one of {REFLECT_WHEN}, got {cfg.reflect.when!r}")
     if cfg.pool.max_per_question is not None and cfg.pool.max_per_question < 1:
@@ -220,11 +230,27 @@ def judge_options(cfg: EvolveConfig) -> dict[str, Any]:
     The paper's ORM both judges and critiques, so ``judge=orm`` with ``critic.backend=local
     critic.model=...`` judges with that same model unless ``judge_options`` says otherwise.
     """
+    from mathse_rl.step import uses_orm
+
     if cfg.judge_options:
         return dict(cfg.judge_options)
-    if "orm" in cfg.judge:
-        return dict(cfg.critic)
-    return {}
+    return dict(cfg.critic) if uses_orm(cfg.judge) else {}
+
+
+def step_config(cfg: EvolveConfig, **overrides: Any) -> "StepConfig":
+    """The MathSE step's config (:class:`mathse_rl.step.StepConfig`) of this run: the same names.
+
+        >>> step_config(load_config(overrides=["reflect.attempts=2"])).reflect.attempts
+        2
+    """
+    from mathse_rl.step import step_config as make
+
+    r = cfg.reflect
+    return make({"judge": cfg.judge, "judge_options": dict(cfg.judge_options), "critic": dict(cfg.critic),
+                 "threshold": cfg.judge_threshold, "undecidable_as_wrong": cfg.undecidable_as_wrong,
+                 "require_final_answer": cfg.require_final_answer,
+                 "reflect": {"enabled": r.enabled, "template": r.template, "attempts": r.attempts,
+                             "temperature": r.temperature, "max_tokens": r.max_tokens}}, **overrides)
 
 
 def coerce(config: EvolveConfig | dict[str, Any] | str | Path | None) -> EvolveConfig:

@@ -10,7 +10,7 @@ from math import comb
 from typing import Any, Sequence
 
 from mathse_rl.evolve.components import Generator, Judge
-from mathse_rl.evolve.prompts import build_solve_messages
+from mathse_rl.prompts import build_solve_messages
 from mathse_rl.types import Problem
 
 

@@ -28,15 +28,18 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from mathse_rl.evolve.components import (
-    Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row,
+    Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row, text_token_counter,
 )
-from mathse_rl.evolve.config import EvolveConfig, coerce, judge_options, resolve_threads, step_budget, to_yaml
+from mathse_rl.evolve.config import EvolveConfig, coerce, resolve_threads, step_budget, step_config, to_yaml
 from mathse_rl.evolve.evaluate import evaluate
 from mathse_rl.evolve.pool import (
     Bookkeeping, Pool, StageLog, atomic_write_text, attempt_from_row, attempt_to_row, chunked, read_jsonl,
     write_jsonl,
 )
-from mathse_rl.evolve.prompts import build_solve_messages
+from mathse_rl.prompts import build_solve_messages
+from mathse_rl.step import (
+    Generation, PathVerdict, ReflectItem, StepCounters, TokenBudget, critique, reflect_and_rejudge,
+)
 from mathse_rl.types import Attempt, Judgment, Problem
 
 logger = logging.getLogger(__name__)
@@ -119,9 +122,8 @@ def _step_budget(train: Any, stage: str):
 class _BudgetCounter:
     """Wraps the policy's generator and counts paths that used the whole ``max_new_tokens``.
 
-    Tokens are counted with the generator's ``count_tokens(text)`` when it has one, else with the
-    tokenizer it holds (``processing``/``tokenizer``, vLLM's ``llm.get_tokenizer()``); a generator
-    with neither is counted as not measured.
+    Tokens are counted by :func:`~mathse_rl.evolve.components.text_token_counter` (the generator's
+    own tokenizer); a generator without one is counted as not measured.
     """
 
     def __init__(self, inner: Generator):
@@ -147,16 +149,7 @@ class _BudgetCounter:
         return out
 
     def _counter(self) -> Callable[[str], int] | None:
-        if hasattr(self.inner, "count_tokens"):
-            return self.inner.count_tokens
-        tok = getattr(self.inner, "tokenizer", None) or getattr(self.inner, "processing", None)
-        llm = getattr(self.inner, "llm", None)
-        if tok is None and llm is not None and hasattr(llm, "get_tokenizer"):
-            tok = llm.get_tokenizer()
-        tok = getattr(tok, "tokenizer", tok)
-        if tok is None or not callable(tok):
-            return None
-        return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+        return text_token_counter(self.inner)
 
 
 class _Loop:
@@ -195,11 +188,14 @@ class _Loop:
         self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
         self._generator = _BudgetCounter(generator) if generator is not None else None
         self.trainer = trainer
-        self.judge = judge or Judge(cfg.judge, cfg.judge_threshold, **judge_options(cfg))
+        self.judge = judge or Judge(step_config(cfg))
         self._critic = critic
         self._refiner = refiner
-        self.eval_judge = eval_judge or (self.judge if cfg.eval.judge == cfg.judge and judge is None
-                                         else Judge(cfg.eval.judge))
+        # Acceptance for training is strict by default (require_final_answer); held-out scoring has its own
+        # switch (eval.require_final_answer, lenient by default), so the two never share a judge silently.
+        self.eval_judge = eval_judge or Judge(step_config(
+            cfg, judge=cfg.eval.judge, judge_options=dict(cfg.judge_options) if cfg.eval.judge == cfg.judge else {},
+            require_final_answer=cfg.eval.require_final_answer))
         if tracker is None:
             from mathse_rl.tracking import Tracker
 
@@ -380,33 +376,31 @@ class _Loop:
             self.faults(stage, "chunk")
         return rows
 
-    def _judge_in_batches(self, problems: list[Problem], responses: list[str], desc: str):
+    def _judge_in_batches(self, problems: list[Problem], responses: list[str], desc: str,
+                          counters: StepCounters | None = None) -> list[PathVerdict]:
+        """The step's verdicts (True / False / None = undecidable), judged a chunk at a time."""
         from tqdm.auto import tqdm
 
-        results = []
+        results: list[PathVerdict] = []
         size = max(1, self.cfg.generate.chunk_size)
         for i in tqdm(range(0, len(problems), size), desc=desc, disable=not self.cfg.tracking.progress, leave=False):
-            results.extend(self.judge.judge(problems[i:i + size], responses[i:i + size]))
+            results.extend(self.judge.judge(problems[i:i + size], responses[i:i + size], counters=counters))
         return results
 
     def _agreement(self, problems: list[Problem], responses: list[str], decisions: list[bool]) -> float | None:
-        """Share of paths where the judge and the rule verifier agree (1.0 when the judge is the verifier)."""
+        """Share of paths where the judge and the rule verifier agree on acceptance (1.0 when the judge is it)."""
         if not problems:
             return None
-        if self.cfg.judge == "verifier" and isinstance(self.judge, Judge) and self.judge.name == "verifier":
+        if isinstance(self.judge, Judge) and self.judge.name == "verifier":
             return 1.0
-        try:
-            from mathse_rl.verify import verify
-        except ImportError:
-            return None
-        agree = 0
-        for p, r, d in zip(problems, responses, decisions):
-            try:
-                v = verify(r, p.gold, choices=p.choices).correct
-            except Exception:
-                v = False
-            agree += int(v == d)
-        return agree / len(problems)
+        verifier = Judge(step_config(self.cfg, judge="verifier", judge_options={}))
+        accepted = [v.correct is True for v in verifier.judge(problems, responses)]
+        return sum(int(a == d) for a, d in zip(accepted, decisions)) / len(problems)
+
+    @staticmethod
+    def _judge_counts(counters: StepCounters) -> dict[str, int]:
+        """What a judging stage records besides its acceptances: undecidable paths and judge failures."""
+        return {"undecidable": counters["undecidable"], "judge_errors": counters["judge_errors"]}
 
     # ------------------------------------------------------------------ the stages
     def run(self) -> EvolveResult:
@@ -445,12 +439,14 @@ class _Loop:
         seed = [dataclasses.replace(a, source="distilled") for a in self.seed]
         problems = [self.by_id[a.problem_id] for a in seed]
         responses = [a.response for a in seed]
-        results = self._judge_in_batches(problems, responses, "judge seed") if seed else []
+        counters = StepCounters()
+        results = self._judge_in_batches(problems, responses, "judge seed", counters) if seed else []
         accepted = [dataclasses.replace(a, correct=True, round=0, meta={**a.meta, "judge_score": r.score})
                     for a, r in zip(seed, results) if r.correct]
         write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
         added = self.pool.add(accepted)
         return {"seed_paths": len(seed), "accepted": len(accepted), "added": added, "threads": self.threads,
+                **self._judge_counts(counters),
                 "accept_rate": len(accepted) / len(seed) if seed else None,
                 "skipped_problems": len(self.skipped), "skipped": self.skipped}
 
@@ -476,12 +472,17 @@ class _Loop:
         rows = self._rows_of(f"r{i}.generate")
         problems = [self.by_id[r["problem_id"]] for r in rows]
         responses = [r["response"] for r in rows]
-        results = self._judge_in_batches(problems, responses, f"round {i} judge")
-        accepted, wrong = [], []
+        counters = StepCounters()
+        results = self._judge_in_batches(problems, responses, f"round {i} judge", counters)
+        accepted, wrong, wrong_verdicts = [], [], []
         for p, resp, res in zip(problems, responses, results):
             a = Attempt(p.id, resp, "sampled", round=i, correct=res.correct, meta={"judge_score": res.score})
-            (accepted if res.correct else wrong).append(a)
-        critiques = self._critique(wrong)
+            if res.correct:
+                accepted.append(a)
+            elif res.correct is False:  # undecidable paths are neither pooled nor reflected on (counted)
+                wrong.append(a)
+                wrong_verdicts.append(res)
+        critiques = self._critique(wrong, wrong_verdicts, counters)
         wrong = [dataclasses.replace(a, judgment=c) for a, c in zip(wrong, critiques)]
         write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
         write_jsonl(sdir / "wrong.jsonl", (attempt_to_row(a) for a in wrong))
@@ -489,12 +490,13 @@ class _Loop:
         added = self.pool.add(accepted)
         solved_now = {a.problem_id for a in accepted}
         questions = {p.id for p in problems}
-        agreement = self._agreement(problems, responses, [r.correct for r in results])
+        agreement = self._agreement(problems, responses, [r.correct is True for r in results])
         self._examples_table(f"round{i}/examples", wrong[: self.cfg.tracking.table_rows], None, step=i)
         return {"round": i, "paths": len(rows), "accepted": len(accepted), "added": added, "wrong": len(wrong),
                 "accept_rate": len(accepted) / len(rows) if rows else None,
                 "questions_attempted": len(questions), "questions_solved": len(solved_now),
-                "judge_verifier_agreement": agreement}
+                "judge_verifier_agreement": agreement, **self._judge_counts(counters),
+                "critic_errors": counters["critic_errors"]}
 
     def _rows_of(self, stage: str) -> list[dict[str, Any]]:
         rows = []
@@ -502,7 +504,9 @@ class _Loop:
             rows.extend(read_jsonl(part))
         return rows
 
-    def _critique(self, wrong: list[Attempt]) -> list[Judgment | None]:
+    def _critique(self, wrong: list[Attempt], verdicts: list[PathVerdict],
+                  counters: StepCounters) -> list[Judgment | None]:
+        """The step's critiques, a chunk at a time; a failed critique leaves the path reflectable ("unknown" step)."""
         if not wrong:
             return []
         from tqdm.auto import tqdm
@@ -511,11 +515,8 @@ class _Loop:
         size = max(1, self.cfg.generate.chunk_size)
         for s in tqdm(range(0, len(wrong), size), desc="critique", disable=not self.cfg.tracking.progress, leave=False):
             batch = wrong[s:s + size]
-            try:
-                out.extend(self.critic.critique([self.by_id[a.problem_id] for a in batch], [a.response for a in batch]))
-            except Exception as exc:  # a failed critique still leaves the path reflectable ("unknown" step)
-                logger.warning("critic failed on %d paths (%s); reflecting without critique", len(batch), exc)
-                out.extend([None] * len(batch))
+            out.extend(critique(self.critic, [self.by_id[a.problem_id] for a in batch], [a.response for a in batch],
+                                verdicts=verdicts[s:s + size], counters=counters))
         return out
 
     def _wrong_of(self, judge_stages: Sequence[str]) -> list[Attempt]:
@@ -535,34 +536,65 @@ class _Loop:
         return wrong
 
     def _reflect(self, sdir: Path, stage: str, round_: int, wrong: list[Attempt]) -> dict[str, Any]:
+        """The step's reflect-and-rejudge on stored wrong paths, a durable chunk at a time.
+
+        Each part row records the outcome (``status``: verified, rejected, undecidable, truncated,
+        too_long, error); only verified refinements join the pool. A refinement that hit its token
+        budget (``reflect.max_tokens``, else ``generate.max_new_tokens``) is ``truncated``: counted,
+        never accepted.
+        """
         r = self.cfg.reflect
-        max_new = self.cfg.generate.max_new_tokens
+        step = step_config(self.cfg)
+        budget = TokenBudget(max_tokens=step.reflect.max_tokens or self.cfg.generate.max_new_tokens, engine="hf")
+        critic = self.critic if step.reflect.attempts > 1 else None
 
         def make(chunk: Sequence[Attempt]) -> list[dict[str, Any]]:
-            problems = [self.by_id[a.problem_id] for a in chunk]
-            outs = self.refiner.refine(problems, [a.response for a in chunk], [a.judgment for a in chunk],
-                                       n=r.n, temperature=r.temperature, max_new_tokens=max_new, template=r.template)
-            return [{"problem_id": a.problem_id, "parent": a.response, "parent_round": a.round, "response": o,
-                     "critique": a.judgment.error_analysis if a.judgment else ""}
-                    for a, refs in zip(chunk, outs) for o in refs]
+            items = [ReflectItem(self.by_id[a.problem_id], a.response, a.judgment, key=a) for a in chunk
+                     for _ in range(r.n)]
+            outs = reflect_and_rejudge(self.judge, items, self._refine, budget, critic=critic, options=step.reflect)
+            return [{"problem_id": o.item.key.problem_id, "parent": o.item.wrong, "parent_round": o.item.key.round,
+                     "response": o.generation.text if o.generation else "", "status": o.status,
+                     "judge_score": o.verdict.score if o.verdict else None, "attempts": o.attempts,
+                     "critique": o.item.critique.error_analysis if o.item.critique else ""} for o in outs]
 
         rows = self._generate_parts(sdir, stage, wrong, make, f"{stage} refine")
-        problems = [self.by_id[x["problem_id"]] for x in rows]
-        responses = [x["response"] for x in rows]
-        results = self._judge_in_batches(problems, responses, f"{stage} re-judge")
         accepted = [Attempt(x["problem_id"], x["response"], "reflected", round=round_, correct=True,
-                            parent=x["parent"], meta={"judge_score": res.score, "parent_round": x["parent_round"]})
-                    for x, res in zip(rows, results) if res.correct]
+                            parent=x["parent"], meta={"judge_score": x["judge_score"], "parent_round": x["parent_round"]})
+                    for x in rows if x["status"] == "verified"]
         write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
         added = self.pool.add(accepted)
         table = [[(self.by_id[x["problem_id"]].images or (None,))[0], self.by_id[x["problem_id"]].question,
-                  x["parent"], x["critique"], x["response"], "CORRECT" if res.correct else "WRONG"]
-                 for x, res in list(zip(rows, results))[: self.cfg.tracking.table_rows]]
+                  x["parent"], x["critique"], x["response"], "CORRECT" if x["status"] == "verified" else x["status"]]
+                 for x in rows[: self.cfg.tracking.table_rows]]
         self.tracker.table(f"{stage}/examples", ["image", "question", "wrong_path", "critique", "refinement",
                                                  "verdict"], table, step=round_)
-        return {"round": round_, "wrong_paths": len(wrong), "refined": len(rows), "verified": len(accepted),
-                "added": added, "reflection_success_rate": len(accepted) / len(rows) if rows else None,
-                "questions_rescued": len({a.problem_id for a in accepted})}
+        status = {k: sum(x["status"] == k for x in rows) for k in ("truncated", "too_long", "error", "undecidable")}
+        refined = len(rows) - status["too_long"]
+        return {"round": round_, "wrong_paths": len(wrong), "refined": refined, "verified": len(accepted),
+                "added": added, "reflection_success_rate": len(accepted) / refined if refined else None,
+                "questions_rescued": len({a.problem_id for a in accepted}), "truncated": status["truncated"],
+                "reflect_too_long": status["too_long"], "generate_errors": status["error"],
+                "undecidable": status["undecidable"], "max_tokens": budget.max_tokens}
+
+    def _refine(self, requests: Sequence[Any]) -> list[Generation]:
+        """The step's generate function over the refiner: one refinement per request, within its ``max_tokens``."""
+        if not requests:
+            return []
+        first = requests[0]
+        outs = self.refiner.refine([q.item.problem for q in requests], [q.item.wrong for q in requests],
+                                   [q.item.critique for q in requests], n=1,
+                                   temperature=self.cfg.reflect.temperature if first.temperature is None
+                                   else first.temperature, max_new_tokens=first.max_tokens,
+                                   template=self.cfg.reflect.template)
+        count = text_token_counter(self._refiner_generator())
+        gens = []
+        for refs in outs:
+            g = refs[0] if refs else ""
+            gens.append(g if isinstance(g, Generation) else Generation(str(g), None, count(str(g)) if count else None))
+        return gens
+
+    def _refiner_generator(self) -> Any:
+        return getattr(self.refiner, "generator", None)
 
     def _examples_table(self, name: str, wrong: list[Attempt], _unused: Any, step: int) -> None:
         rows = [[(self.by_id[a.problem_id].images or (None,))[0], self.by_id[a.problem_id].question, a.response,

@@ -8,7 +8,8 @@ read at request time, never stored), ``max_tokens``, ``concurrency``, ``timeout`
     mathse-rl evolve --config recipes/trl/qwen2_5_vl_7b.yaml reflect.refiner=openai \\
         reflect.openai.model=gpt-4o reflect.openai.base_url=https://api.openai.com/v1
 
-A request that fails yields an empty refinement, which the re-judge rejects; the run goes on.
+A request that fails yields an empty refinement, which the re-judge rejects; the run goes on. Each
+refinement carries the endpoint's finish reason: one cut at ``max_tokens`` is never accepted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import logging
 import os
 from typing import Any, Sequence
 
-from mathse_rl.evolve.prompts import build_reflect_messages
+from mathse_rl.prompts import build_reflect_messages
+from mathse_rl.step import Generation
 from mathse_rl.types import Judgment, Problem
 
 logger = logging.getLogger(__name__)
@@ -56,25 +58,27 @@ class OpenAIRefiner:
         self.failures = 0
 
     def refine(self, problems: Sequence[Problem], wrong: Sequence[str], critiques: Sequence[Judgment | None], *,
-               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[str]]:
+               n: int, temperature: float, max_new_tokens: int, template: str) -> list[list[Generation]]:
         import httpx
 
         key = os.environ.get(self.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
 
-        def one(args) -> list[str]:
+        def one(args) -> list[Generation]:
             p, w, c = args
             body = {"model": self.model, "n": n, "temperature": temperature, "max_tokens": self.max_tokens,
                     "messages": _openai_messages(build_reflect_messages(p, w, c, template=template), p.images)}
             try:
                 r = httpx.post(self.url, json=body, headers=headers, timeout=self.timeout)
                 r.raise_for_status()
-                texts = [ch["message"]["content"] or "" for ch in r.json()["choices"]]
+                # finish_reason "length": the teacher hit max_tokens; the step never accepts that refinement
+                texts = [Generation(ch["message"]["content"] or "", ch.get("finish_reason"))
+                         for ch in r.json()["choices"]]
             except Exception as exc:  # one failed request costs one refinement, not the stage
                 self.failures += 1
                 logger.warning("refiner request failed for %s: %s", p.id, exc)
                 texts = []
-            return (texts + [""] * n)[:n]
+            return (texts + [Generation("", "error")] * n)[:n]
 
         with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(one, zip(problems, wrong, critiques)))

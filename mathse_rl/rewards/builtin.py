@@ -25,13 +25,16 @@ class VerifierReward(Reward):
     """1.0 when the rule-based verifier accepts the final answer, 0.0 when not, None without a usable gold.
 
     Extras: ``pred`` (the extracted answer) and ``reason`` (the verdict's reason).
+    ``strict=True`` (for acceptance in training) scores 0.0 a response that never states its
+    final answer (reason ``no_final_answer``) instead of reading its last number.
     """
 
     name = "verifier"
     extras_keys = ("pred", "reason")
 
-    def __init__(self, timeout: float = 5.0):
+    def __init__(self, timeout: float = 5.0, strict: bool = False):
         self.timeout = float(timeout)  # seconds allowed per answer comparison
+        self.strict = bool(strict)  # only a stated final answer counts (acceptance in training)
         self._verify = importlib.import_module("mathse_rl.verify")
 
     def score(self, samples: Sequence[RewardInput]) -> list[RewardOutput]:
@@ -52,8 +55,8 @@ class VerifierReward(Reward):
             # one choices list per sample; None when no sample has any
             choices = per_sample if any(c for c in per_sample) else None
             return list(batch([s.response for s in samples], [s.gold for s in samples],
-                              choices=choices, timeout=self.timeout))
-        return [self._verify.verify(s.response, s.gold, choices=s.choices, timeout=self.timeout)
+                              choices=choices, timeout=self.timeout, strict=self.strict))
+        return [self._verify.verify(s.response, s.gold, choices=s.choices, timeout=self.timeout, strict=self.strict)
                 for s in samples]
 
 
@@ -77,6 +80,7 @@ class FormatReward(Reward):
 
     name = "format"
     extras_keys = ("form", "pred")
+    decides_correctness = False  # shapes a reward; never accepts a path as a judge (mathse_rl.step)
 
     def __init__(self, forms: Sequence[str] = ("statement", "boxed")):
         unknown = set(forms) - {"statement", "boxed"}

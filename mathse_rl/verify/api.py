@@ -41,8 +41,14 @@ def _symbolic(provisional: Verdict, pred_norm: str, gold: str, timeout: float) -
     return Verdict(bool(result), provisional.pred, "symbolic" if result else "mismatch")
 
 
-def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, timeout: float = 5.0) -> Verdict:
+def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, timeout: float = 5.0,
+           strict: bool = False, cues: Sequence[str] | None = None) -> Verdict:
     """Judge one response against its reference answer.
+
+    ``strict`` (acceptance in training): only a stated final answer counts — a box, an
+    ``<answer>`` block or a final-answer cue (``cues``, default ``extract.DEFAULT_CUES``);
+    otherwise the verdict is ``no_final_answer``. The lenient default also reads a bare
+    option letter or the last number, for evaluation.
 
     >>> verify(r"The length is $\\boxed{14}$.", "C", choices=["10", "12", "14", "16"])
     Verdict(correct=True, pred='14', reason='choice')
@@ -51,7 +57,7 @@ def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, ti
     """
     start = time.monotonic()
     try:
-        verdict, sym = fast_verify(response or "", gold, choices)
+        verdict, sym = fast_verify(response or "", gold, choices, strict, cues)
     except Exception:  # a sample the parser mishandles is wrong, never a crash
         return Verdict(False, None, "parse_error")
     if sym is None:
@@ -60,7 +66,7 @@ def verify(response: str, gold: str, *, choices: Sequence[str] | None = None, ti
 
 
 async def averify(response: str, gold: str, *, choices: Sequence[str] | None = None,
-                  timeout: float = 5.0) -> Verdict:
+                  timeout: float = 5.0, strict: bool = False, cues: Sequence[str] | None = None) -> Verdict:
     """``verify`` for coroutines: runs in a thread so a symbolic wait never blocks the event loop.
 
     >>> import asyncio
@@ -69,7 +75,7 @@ async def averify(response: str, gold: str, *, choices: Sequence[str] | None = N
     """
     import asyncio
 
-    return await asyncio.to_thread(verify, response, gold, choices=choices, timeout=timeout)
+    return await asyncio.to_thread(verify, response, gold, choices=choices, timeout=timeout, strict=strict, cues=cues)
 
 
 def _per_sample_choices(choices, n: int) -> list:
@@ -83,11 +89,13 @@ def _per_sample_choices(choices, n: int) -> list:
 
 
 def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any = None, timeout: float = 5.0,
-                 workers: int | None = None) -> list[Verdict]:
+                 workers: int | None = None, strict: bool = False, cues: Sequence[str] | None = None) -> list[Verdict]:
     """``verify`` over many samples, in order; ``choices`` is one list for all or one per sample.
 
     ``workers``: processes sharing the work (None: in-process for small batches, else
     up to four); each sample still gets its own ``timeout`` on the symbolic path.
+    ``strict``/``cues``: as in ``verify``; a strict batch runs its fast path in-process
+    (the symbolic path still uses the workers).
 
     >>> [v.correct for v in verify_batch(["\\\\boxed{2}", "\\\\boxed{3}"], ["2", "2"], workers=1)]
     [True, False]
@@ -100,11 +108,11 @@ def verify_batch(responses: Sequence[str], golds: Sequence[str], *, choices: Any
         workers = 1 if n < _INLINE_BATCH else _pools().default_size()
     for g in set(map(str, golds)) if n <= 4096 else ():
         parse_gold(g)  # warm the cache once per distinct gold
-    if workers <= 1:
+    if workers <= 1 or strict:
         fast = []
         for r, g, c in zip(responses, golds, per):
             try:
-                v, sym = fast_verify(r or "", g, c)
+                v, sym = fast_verify(r or "", g, c, strict, cues)
             except Exception:
                 v, sym = Verdict(False, None, "parse_error"), None
             fast.append((v, sym))

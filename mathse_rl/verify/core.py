@@ -114,17 +114,20 @@ def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None)
     return False, "mismatch"
 
 
-def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None) -> tuple[Verdict, str | None]:
+def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, strict: bool = False,
+                cues: Sequence[str] | None = None) -> tuple[Verdict, str | None]:
     """The in-process decision. Returns (verdict, None) when decided, or a provisional
-    verdict plus the normalised prediction to hand to the symbolic path."""
+    verdict plus the normalised prediction to hand to the symbolic path.
+
+    ``strict``: a response that does not state its final answer is refused ("no_final_answer")."""
     g = parse_gold(gold)
     if g is None:
         return Verdict(False, None, "no_gold"), None
     choices_t = tuple(str(c) for c in choices) if choices else None
-    ex = extract(response, choices_t)
+    ex = extract(response, choices_t, strict, tuple(cues) if cues is not None else None)
     pred_text = ex.answer
     if pred_text is None:
-        return Verdict(False, None, "no_answer"), None
+        return Verdict(False, None, "no_final_answer" if strict else "no_answer"), None
     if isinstance(g, Letter) and _HEDGE.match(strip_wrappers(pred_text)):
         return Verdict(False, pred_text, "hedged"), None
     try:

@@ -6,6 +6,10 @@ phrases ("The answer to this problem is", "final answer is", "Answer:", 答案�
 "the correct option is", "####"); an option written
 as ``Option B``/``(B)`` when choices are given; the last number in the text.
 
+``strict=True`` (acceptance in training) keeps only answers the response *states*: a box,
+an ``<answer>`` block, or a final-answer cue (``cues``, default ``DEFAULT_CUES``) followed
+by an answer; no bare letter, no last number, no answer pulled out of prose.
+
 >>> extract_answer("so x = 2. The answer to this problem is $\\\\frac{3}{4}$.")
 '\\\\frac{3}{4}'
 >>> extract_answer("<think>maybe \\\\boxed{3}</think> The answer is \\\\boxed{4}")
@@ -53,6 +57,12 @@ _PHRASES = [
     re.compile(r"(?:故选|因此选|所以选|应选|选择)\s*[:：]?\s*"),
     re.compile(r"^#### ?", re.M),
 ]
+# Final-answer cues for strict extraction (plain phrases, case-insensitive): the default cue set.
+DEFAULT_CUES = ("the answer to this problem is", "the answer to the problem is", "the answer to this question is",
+                "final answer is", "final answer:", "the answer is", "answer:", "correct option is",
+                "correct answer is", "correct choice is", "答案是", "答案为", "故选", "####")
+# A cue followed by a verb is a broken sentence ("the answer is are 9"), not a stated answer.
+_BROKEN_AFTER_CUE = re.compile(r"^\s*(?:is|are|was|were|be|been|equals?|the answer)\b", re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|\(([A-J])\)")
 _NUMBER = re.compile(r"(?<![A-Za-z_\d.])-?(?:\d+(?:[.,]\d+)*|\.\d+)(?:/\d+)?")
@@ -126,10 +136,14 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
     return (group[-1][1], parts) if parts else None
 
 
-def _sentence(text: str) -> str:
-    """The answer written after a phrase: up to the end of its sentence or line."""
+def _sentence(text: str, strict: bool = False) -> str:
+    """The answer written after a phrase: up to the end of its sentence or line.
+
+    ``strict``: a broken sentence gives no answer, and no number is picked out of prose."""
     text = text.lstrip().lstrip("*_").lstrip()  # markdown emphasis: "**Answer:** 12"
     line = text[:_MAX_SENTENCE].split("\n", 1)[0]
+    if strict and _BROKEN_AFTER_CUE.match(line):
+        return ""
     seg = _MATH_SEGMENT.match(line)
     if seg:
         return next(g for g in seg.groups() if g is not None).strip()
@@ -147,7 +161,7 @@ def _sentence(text: str) -> str:
     if inner:
         return next(g for g in inner.groups() if g is not None).strip()
     piece = piece.strip().rstrip(".*_").strip()
-    if _is_prose(piece):
+    if _is_prose(piece) and not strict:
         nums = _NUMBER.findall(piece)
         if nums:
             return nums[-1]  # "Jane started growing 3 hours ago" -> "3"
@@ -174,13 +188,26 @@ def _bare_answer(text: str) -> str | None:
     return t.rstrip(".").strip()
 
 
-def _from_phrases(text: str, phrases: Sequence[re.Pattern] = ()) -> Extraction | None:
+def _cue_patterns(cues: Sequence[str]) -> tuple[re.Pattern, ...]:
+    """Plain cue phrases as patterns: case-insensitive, any run of spaces, an optional colon after."""
+    out = []
+    for cue in cues:
+        words = [re.escape(w) for w in str(cue).strip().split()]
+        if words:
+            out.append(re.compile(r"\s+".join(words) + r"\s*[:：]?\s*", re.I))
+    return tuple(out)
+
+
+_DEFAULT_CUE_PATTERNS = _cue_patterns(DEFAULT_CUES)
+
+
+def _from_phrases(text: str, phrases: Sequence[re.Pattern] = (), strict: bool = False) -> Extraction | None:
     for rx in phrases or _PHRASES:
         last = None
         for last in rx.finditer(text):
             pass
         if last is not None:
-            ans = _sentence(text[last.end():])
+            ans = _sentence(text[last.end():], strict)
             if ans:
                 return Extraction(ans, "phrase", (ans,))
     return None
@@ -197,8 +224,17 @@ def trim(response: str) -> str:
     return text[-MAX_SCAN_CHARS:]
 
 
-def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
-    """The answer in ``response`` with the rule that found it; see the module docstring."""
+def extract(response: str, choices: Sequence[str] | None = None, strict: bool = False,
+            cues: Sequence[str] | None = None) -> Extraction:
+    """The answer in ``response`` with the rule that found it; see the module docstring.
+
+    ``strict``: only a stated answer counts (box, ``<answer>`` block, a cue from ``cues``);
+    ``cues``: the final-answer phrases strict mode accepts (None: ``DEFAULT_CUES``)."""
+    phrases: Sequence[re.Pattern] = ()
+    if strict:
+        phrases = _DEFAULT_CUE_PATTERNS if cues is None else _cue_patterns(cues)
+        if not phrases:
+            phrases = (re.compile(r"(?!)"),)  # no cue at all: only boxes and answer blocks count
     if not response:
         return Extraction(None, "none")
     text = _after_think(response)
@@ -211,7 +247,7 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
         end, parts = boxes
         # A final-answer sentence written after the last box overrides it ("...\boxed{255} ...
         # Final Answer: The final answer is $10,455$").
-        later = _from_phrases(text[end:], _PHRASES[:2])
+        later = _from_phrases(text[end:], _PHRASES[:2], strict)
         if later is not None:
             return later
         return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts))
@@ -220,16 +256,18 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
         pass
     if tag is not None:
         inner = tag.group(1).strip()
-        found = _from_phrases(inner)
+        found = _from_phrases(inner, phrases, strict)
         if found is not None:
             return found
         if inner and len(inner) <= _MAX_TAG_ANSWER:
-            inner = _sentence(inner) if "$" in inner or "\\(" in inner else inner.rstrip(".")
-            return Extraction(inner, "tag", (inner,))
+            inner = _sentence(inner, strict) if "$" in inner or "\\(" in inner else inner.rstrip(".")
+            return Extraction(inner, "tag", (inner,)) if inner else Extraction(None, "none")
         text = inner or text
-    found = _from_phrases(text)
+    found = _from_phrases(text, phrases, strict)
     if found is not None:
         return found
+    if strict:
+        return Extraction(None, "none")  # nothing stated: no guessing from the rest of the text
     tail_line = text.rstrip().rsplit("\n", 1)[-1].strip()
     bare = _BARE_LETTER.match(tail_line)
     if bare:
@@ -263,12 +301,15 @@ def extract(response: str, choices: Sequence[str] | None = None) -> Extraction:
     return Extraction(None, "none")
 
 
-def extract_answer(response: str, choices: Sequence[str] | None = None) -> str | None:
+def extract_answer(response: str, choices: Sequence[str] | None = None, strict: bool = False,
+                   cues: Sequence[str] | None = None) -> str | None:
     """The final answer string in a response, or None. Cheap: no SymPy, bounded scan.
+
+    ``strict``/``cues``: see ``extract`` (only a stated final answer counts).
 
     >>> extract_answer("Answer: (B)", choices=["1", "2"])
     '(B)'
     >>> extract_answer("no digits here") is None
     True
     """
-    return extract(response, choices).answer
+    return extract(response, choices, strict, cues).answer

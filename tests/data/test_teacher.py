@@ -8,7 +8,7 @@ import pytest
 
 from mathse_rl.data import teacher
 from mathse_rl.data.synthetic import make_problem, make_split
-from mathse_rl.evolve.prompts import ANSWER_PHRASE
+from mathse_rl.prompts import ANSWER_PHRASE
 from mathse_rl.types import Judgment
 
 

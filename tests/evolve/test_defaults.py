@@ -166,3 +166,32 @@ def test_the_rule_critic_names_the_step_that_mis_copies_a_number():
     bars = Problem(id="b", question="Add the heights of the red and blue bars.", gold="12")
     read = "Step 1: The red bar is 7.\nStep 2: The blue bar is 6.\nStep 3: 7 + 6 = 14.\nThe answer to this problem is 14."
     assert Critic().critique([bars], [read])[0].error_step == 3
+
+
+class AnswerlessGenerator(ScriptedGenerator):
+    """Right numbers, but some paths never state a final answer (the sentence is cut short)."""
+
+    def generate(self, messages, images, *, n, temperature, max_new_tokens):
+        out = super().generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
+        return [[r.replace("The answer to this problem is", "so it is") if k % 2 == 0 else r
+                 for k, r in enumerate(rs)] for rs in out]
+
+
+def test_training_acceptance_demands_a_final_answer_while_evaluation_stays_lenient(tmp_path):
+    from mathse_rl.evolve.pool import read_jsonl
+    from mathse_rl.verify import verify
+
+    cfg = scripted_config(tmp_path, eval={"k": 0})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=AnswerlessGenerator(),
+                        trainer=RecordingTrainer())
+    pool = read_jsonl(tmp_path / "pool.jsonl")
+    by_id = {p.id: p for p in TRAIN}
+    assert pool and all(verify(r["response"], by_id[r["problem_id"]].gold, strict=True).correct for r in pool)
+    assert result.stages["r1.judge"]["accepted"] > 0
+    # Held-out greedy paths (sample index 0) never state the answer: the lenient default still scores them...
+    assert result.heldout[0]["accuracy"] > 0
+    # ...and strict held-out scoring is one switch away.
+    strict = run_evolve(scripted_config(tmp_path / "strict", rounds=0, reflect={"enabled": False},
+                                        eval={"k": 0, "require_final_answer": True}),
+                        TRAIN, HELDOUT, seed_attempts=SEED, generator=AnswerlessGenerator(), trainer=RecordingTrainer())
+    assert strict.heldout[0]["accuracy"] == 0.0

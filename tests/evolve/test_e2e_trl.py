@@ -16,7 +16,7 @@ from scripted_parts import TeacherRefiner
 
 from mathse_rl.evolve import load_config, run_evolve
 from mathse_rl.evolve.pool import read_jsonl
-from mathse_rl.evolve.prompts import build_solve_messages
+from mathse_rl.prompts import build_solve_messages
 from mathse_rl.types import Attempt, Problem
 
 pytestmark = pytest.mark.slow

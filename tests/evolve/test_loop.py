@@ -228,3 +228,40 @@ def test_swapping_the_judge_by_name(tmp_path):
                      seed_attempts=SEED, generator=ScriptedGenerator(), trainer=RecordingTrainer())
     assert result.stages["r1.judge"]["judge_verifier_agreement"] == 1.0
     assert result.stages["r1.judge"]["accepted"] == ref.stages["r1.judge"]["accepted"] > 0
+
+
+class CountingGenerator(ScriptedGenerator):
+    """The scripted policy with a tokenizer (one token per word) that records each call's token budget."""
+
+    def __init__(self):
+        super().__init__(rule=lambda r, a, b, k, reflecting: reflecting)  # every refinement is right
+        self.budgets: list[int] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, messages, images, *, n, temperature, max_new_tokens):
+        self.budgets.append(max_new_tokens)
+        return super().generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def test_refinements_that_hit_the_token_budget_are_counted_and_never_accepted(tmp_path):
+    # A scripted solution is 12 words; with 8 new tokens allowed every refinement stopped on its
+    # budget, so none is trained, however right its (cut) answer reads.
+    gen = CountingGenerator()
+    cfg = scripted_config(tmp_path, rounds=1, reflect={"when": "every_round"}, generate={"max_new_tokens": 8})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=gen, trainer=RecordingTrainer())
+    r1 = result.stages["r1.reflect"]
+    assert r1["refined"] == result.stages["r1.judge"]["wrong"] > 0
+    assert r1["verified"] == 0 and r1["truncated"] == r1["refined"]
+    assert not [r for r in read_jsonl(tmp_path / "pool.jsonl") if r["source"] == "reflected"]
+
+
+def test_reflection_asks_for_its_own_token_budget(tmp_path):
+    gen = CountingGenerator()
+    cfg = scripted_config(tmp_path, rounds=1, reflect={"when": "every_round", "max_tokens": 40},
+                          generate={"max_new_tokens": 8})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=gen, trainer=RecordingTrainer())
+    r1 = result.stages["r1.reflect"]
+    assert r1["max_tokens"] == 40 and 40 in gen.budgets
+    assert r1["truncated"] == 0 and r1["verified"] == r1["refined"] > 0

@@ -155,8 +155,9 @@ class _Teacher(BaseHTTPRequestHandler):
             self.send_response(500)
             self.end_headers()
             return
-        reply = {"choices": [{"message": {"role": "assistant", "content": f"Fixed. The answer to this problem is {i}."}}
-                             for i in range(body["n"])]}
+        # the second choice ran out of tokens, as an endpoint reports it
+        reply = {"choices": [{"message": {"role": "assistant", "content": f"Fixed. The answer to this problem is {i}."},
+                              "finish_reason": "length" if i else "stop"} for i in range(body["n"])]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -183,8 +184,10 @@ def test_openai_refiner_sends_the_reflection_prompt_with_images(tmp_path, monkey
                               n=2, temperature=0.7, max_new_tokens=64, template="paper")
     finally:
         server.shutdown()
-    assert outs[0] == ["Fixed. The answer to this problem is 0.", "Fixed. The answer to this problem is 1."]
-    assert outs[1] == ["", ""] and refiner.failures == 1
+    assert [g.text for g in outs[0]] == ["Fixed. The answer to this problem is 0.",
+                                         "Fixed. The answer to this problem is 1."]
+    assert [g.finish_reason for g in outs[0]] == ["stop", "length"]  # the step never accepts the cut one
+    assert [g.text for g in outs[1]] == ["", ""] and refiner.failures == 1
     path, auth, body = next(b for b in _Teacher.bodies if isinstance(b[2]["messages"][-1]["content"], list))
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "teacher"
     parts = body["messages"][-1]["content"]

@@ -39,7 +39,7 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from mathse_rl.evolve.components import Critic, Judge
-from mathse_rl.evolve.prompts import build_reflect_messages
+from mathse_rl.prompts import build_reflect_messages
 from mathse_rl.integrations.trl.rewards import GOLD_COLUMNS, completion_text, prompt_text
 from mathse_rl.types import Judgment, Problem
 
@@ -281,7 +281,7 @@ def online_dataset(problems):
     """
     from datasets import Dataset, Image, Sequence as HFSequence
 
-    from mathse_rl.evolve.prompts import build_solve_messages
+    from mathse_rl.prompts import build_solve_messages
 
     data = {"id": [p.id for p in problems], "prompt": [build_solve_messages(p) for p in problems],
             "solution": [p.gold for p in problems], "question": [p.question for p in problems]}

@@ -45,7 +45,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutp
 from verl.utils.profiler import simple_timer
 from verl.workers.rollout.replica import TokenOutput
 
-from mathse_rl.evolve.prompts import REFLECT_TEMPLATES, build_reflect_messages
+from mathse_rl.prompts import REFLECT_TEMPLATES, build_reflect_messages
 from mathse_rl.types import Judgment, Problem, RewardInput, Verdict
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ReflectConfig:
     max_attempts: int = 1  # refinements tried per wrong answer; stops at the first verified one
     judge: str = "verifier"  # who judges answers: "verifier" (rule check vs ground truth) or "orm"
     orm: dict[str, Any] = field(default_factory=dict)  # judge: orm -> mathse_rl.orm JudgeConfig fields
-    template: str = "paper"  # reflection prompt: a name in evolve.prompts.REFLECT_TEMPLATES or a format string
+    template: str = "paper"  # reflection prompt: a name in mathse_rl.prompts.REFLECT_TEMPLATES or a format string
     keep_failed_refinement: bool = True  # no verified refinement: return the last one (False: the first answer)
     max_prompt_length: int = 0  # longest reflection prompt in tokens; 0 = rollout.max_model_len - response_length
 

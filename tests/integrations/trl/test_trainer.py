@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from mathse_rl.evolve.components import Critic
-from mathse_rl.evolve.prompts import build_reflect_messages
+from mathse_rl.prompts import build_reflect_messages
 from mathse_rl.types import Problem
 
 pytestmark = pytest.mark.slow

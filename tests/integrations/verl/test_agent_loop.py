@@ -18,7 +18,7 @@ import verl  # noqa: F401  (loads the mathse_rl plugin)
 from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap, _agent_loop_registry
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from mathse_rl.evolve.prompts import ANSWER_PHRASE, Problem, build_solve_messages
+from mathse_rl.prompts import ANSWER_PHRASE, Problem, build_solve_messages
 
 QUESTION = "What is 2 + 3?"
 RIGHT = f"Step 1: 2 + 3 = 5. {ANSWER_PHRASE} 5."
