@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from mathse_rl.prompts import ANSWER_PHRASE, build_solve_messages
 from mathse_rl.types import Attempt, Problem
 
 DATA_SOURCE = "mathse_counting_stories"
-ANSWER_PHRASE = "The answer to this problem is"  # the sentence MathSE solutions end with
 NAMES = ("Ann", "Ben", "Cara", "Dan", "Eva", "Finn")
 THINGS = ("apples", "shells", "cards", "pens", "stickers", "marbles")
 LETTERS = "ABCD"
@@ -135,8 +135,6 @@ def teacher_attempt(problem: Problem) -> Attempt:
 
 def vocabulary_text(seed: int = 0, n: int = 60) -> list[str]:
     """Questions, prompts and solutions of the task, for a tiny model's tokenizer (``build_tiny(extra_text=...)``)."""
-    from mathse_rl.evolve.prompts import build_solve_messages
-
     lines = []
     for p in make_split("pool", n, seed, mc_rate=0.5):
         lines += [build_solve_messages(p)[-1]["content"], teacher_solution(p)]

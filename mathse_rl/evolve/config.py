@@ -124,6 +124,7 @@ class EvolveConfig:
     require_final_answer: bool = True  # the verifier accepts only a stated final answer (strict extraction)
     distill_train: bool = True  # fine-tune on the seed (distilled) pool before round 1 (M0)
     seed: int = 0  # global seed
+    solve_template: str = "auto"  # solve prompt: auto (by modality: image | text) | image | text | a format string
     threads: int = 0  # torch CPU threads for generation and training (0: what the machine can give now)
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -177,6 +178,12 @@ def validate(cfg: EvolveConfig) -> None:
         raise ValueError(f"reflect.when must be one of {REFLECT_WHEN}, got {cfg.reflect.when!r}")
     if cfg.pool.max_per_question is not None and cfg.pool.max_per_question < 1:
         raise ValueError("pool.max_per_question must be >= 1 or null")
+    if cfg.solve_template != "auto":
+        from mathse_rl.prompts import SOLVE_TEMPLATES
+
+        if cfg.solve_template not in SOLVE_TEMPLATES and "{question}" not in cfg.solve_template:
+            raise ValueError(f"solve_template must be auto, one of {sorted(SOLVE_TEMPLATES)} or a format string "
+                             f"with {{question}}, got {cfg.solve_template!r}")
     if cfg.threads < 0:
         raise ValueError(f"threads must be >= 0 (0: what the machine can give), got {cfg.threads}")
     if not 0.0 <= cfg.data.eval_fraction < 1.0:

@@ -459,7 +459,7 @@ class _Loop:
             rows = []
             for start in range(0, len(chunk), g.batch_size):
                 batch = list(chunk[start:start + g.batch_size])
-                outs = self.generator.generate([build_solve_messages(p) for p in batch], [p.images for p in batch],
+                outs = self.generator.generate([build_solve_messages(p, self.cfg.solve_template) for p in batch], [p.images for p in batch],
                                                n=n, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
                 for p, responses in zip(batch, outs):
                     rows.extend({"problem_id": p.id, "response": r} for r in responses)
@@ -607,7 +607,7 @@ class _Loop:
         attempts = list(self.pool)
         if not cfg.pool.accumulate:
             attempts = [a for a in attempts if a.source == "distilled" or a.round == round_]
-        rows = [solve_row(self.by_id[a.problem_id], a.response, a.source) for a in attempts if a.problem_id in self.by_id]
+        rows = [solve_row(self.by_id[a.problem_id], a.response, a.source, cfg.solve_template) for a in attempts if a.problem_id in self.by_id]
         init = cfg.model if cfg.train.from_base else self.current_model
         target = str(self.out / "checkpoints" / name)
         if not rows:
@@ -628,7 +628,8 @@ class _Loop:
                                                  "accuracy": None}}
         res = evaluate(self.generator, self.eval_judge, self.heldout, k=cfg.eval.k, temperature=cfg.eval.temperature,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.generate.max_new_tokens,
-                       batch_size=cfg.generate.batch_size, progress=cfg.tracking.progress)
+                       batch_size=cfg.generate.batch_size, progress=cfg.tracking.progress,
+                       template=cfg.solve_template)
         write_jsonl(sdir / "examples.jsonl", res.pop("examples"))
         entry = {"stage": stage, "round": round_, "model": self.current_model, **res}
         scored = [h for h in self.heldout_log if h.get("accuracy") is not None]

@@ -195,3 +195,35 @@ def test_training_acceptance_demands_a_final_answer_while_evaluation_stays_lenie
                                         eval={"k": 0, "require_final_answer": True}),
                         TRAIN, HELDOUT, seed_attempts=SEED, generator=AnswerlessGenerator(), trainer=RecordingTrainer())
     assert strict.heldout[0]["accuracy"] == 0.0
+
+
+def test_the_solve_prompt_follows_the_modality_and_the_solve_template_option(tmp_path):
+    from mathse_rl.prompts import build_solve_messages
+    from mathse_rl.types import Problem
+
+    text = Problem(id="t", question="Ann has 7 pens and gets 5 more. How many pens?", gold="12")
+    prompt = build_solve_messages(text)[-1]["content"]
+    assert isinstance(prompt, str) and "image" not in prompt and text.question in prompt
+    image_prompt = build_solve_messages(TRAIN[0])[-1]["content"][-1]["text"]
+    assert "using the image" in image_prompt
+    # The option reaches generation, evaluation and the training rows alike.
+    cfg = scripted_config(tmp_path, rounds=1, reflect={"enabled": False},
+                          solve_template="Solve: What is {question}{options} Show steps.")
+    trainer = RecordingTrainer()
+    gen = PromptRecorder()
+    run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=gen, trainer=trainer)
+    assert gen.prompts and all(p.startswith("Solve: What is What is") for p in gen.prompts)
+    with pytest.raises(ValueError, match="solve_template"):
+        scripted_config(tmp_path / "bad", solve_template="no placeholder")
+
+
+class PromptRecorder(ScriptedGenerator):
+    def __init__(self):
+        super().__init__()
+        self.prompts: list[str] = []
+
+    def generate(self, messages, images, *, n, temperature, max_new_tokens):
+        for m in messages:
+            c = m[-1]["content"]
+            self.prompts.append(c[-1]["text"] if isinstance(c, list) else c)
+        return super().generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
