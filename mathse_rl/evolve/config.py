@@ -47,7 +47,7 @@ class ReflectConfig:
     enabled: bool = True  # run the reflection stage at all
     when: str = "after"  # after: once after the rounds (Algorithm 1) | every_round: after each round's judging | never
     template: str = "paper"  # reflection prompt: paper | short | a format string (see mathse_rl.prompts)
-    refiner: str = "policy"  # refiner registry name: policy (the model writes its own) | openai (a teacher)
+    refiner: str = "auto"  # auto: a teacher if one is configured (refiner object, reflect.openai.base_url), else no reflection | policy | openai
     n: int = 1  # refinements per wrong path
     attempts: int = 1  # refinements tried one after another per wrong path, stopping at the first verified one
     temperature: float = 0.7  # refiner sampling temperature

@@ -191,6 +191,7 @@ class _Loop:
         self.judge = judge or Judge(step_config(cfg))
         self._critic = critic
         self._refiner = refiner
+        self.refiner_name = cfg.reflect.refiner
         # Acceptance for training is strict by default (require_final_answer); held-out scoring has its own
         # switch (eval.require_final_answer, lenient by default), so the two never share a judge silently.
         self.eval_judge = eval_judge or Judge(step_config(
@@ -203,6 +204,7 @@ class _Loop:
                               run_name=cfg.tracking.run_name or self.out.name, config=dataclasses.asdict(cfg),
                               dir=str(self.out))
         self.tracker = tracker
+        self.reflecting = self._plan_reflection()
         self.current_model = cfg.model
         self.loaded_model: str | None = None
         self.heldout_log: list[dict[str, Any]] = []
@@ -226,6 +228,27 @@ class _Loop:
                            len(leaked), sorted({a.problem_id for a in leaked})[:5])
         return [a for a in seed if a.problem_id in train_ids]
 
+    def _plan_reflection(self) -> bool:
+        """Whether reflection runs, and with which refiner (``reflect.refiner=auto`` resolved here).
+
+        ``auto`` reflects only with a teacher: a refiner object passed in, or the OpenAI-compatible
+        teacher when ``reflect.openai.base_url`` is set. A policy that never saw the reflection prompt
+        rarely writes a verified reflection (measured: README, "the refiner"), so it reflects only
+        when asked for by name (``reflect.refiner=policy``).
+        """
+        r = self.cfg.reflect
+        if not r.enabled or r.when == "never":
+            return False
+        if self._refiner is not None or r.refiner != "auto":
+            return True
+        if (r.openai or {}).get("base_url"):
+            self.refiner_name = "openai"
+            return True
+        self._say("reflection is off: reflect.refiner=auto found no teacher refiner. Pass refiner=..., set "
+                  "reflect.refiner=openai (reflect.openai.*), or reflect.refiner=policy to let the policy reflect on "
+                  "its own wrong paths (a policy never trained on the reflection prompt rarely writes a verified one).")
+        return False
+
     # ------------------------------------------------------------------ components (built on first use)
     @property
     def generator(self) -> Generator:
@@ -246,7 +269,7 @@ class _Loop:
     @property
     def refiner(self) -> Refiner:
         if self._refiner is None:
-            self._refiner = get_refiner(self.cfg.reflect.refiner, self.cfg, self.generator)
+            self._refiner = get_refiner(self.refiner_name, self.cfg, self.generator)
         return self._refiner
 
     def _trainer(self) -> Trainer:
@@ -417,12 +440,12 @@ class _Loop:
                     break
                 self._stage(f"r{i}.generate", lambda d, i=i: self._round_generate(d, i), step=i)
                 self._stage(f"r{i}.judge", lambda d, i=i: self._round_judge(d, i), step=i)
-                if cfg.reflect.enabled and cfg.reflect.when == "every_round":
+                if self.reflecting and cfg.reflect.when == "every_round":
                     self._stage(f"r{i}.reflect", lambda d, i=i: self._reflect(d, f"r{i}.reflect", i,
                                                                             self._wrong_of([f"r{i}.judge"])), step=i)
                 self._stage(f"r{i}.train", lambda d, i=i: self._train(d, f"r{i}", round_=i), step=i)
                 self._stage(f"r{i}.eval", lambda d, i=i: self._eval(d, f"r{i}.eval", round_=i), step=i)
-            if cfg.reflect.enabled and cfg.reflect.when == "after":
+            if self.reflecting and cfg.reflect.when == "after":
                 final_round = cfg.rounds + 1
                 judged = [f"r{i}.judge" for i in range(1, cfg.rounds + 1)]
                 self._stage("reflect", lambda d: self._reflect(d, "reflect", final_round, self._wrong_of(judged)),
@@ -446,6 +469,8 @@ class _Loop:
         write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
         added = self.pool.add(accepted)
         return {"seed_paths": len(seed), "accepted": len(accepted), "added": added, "threads": self.threads,
+                "reflection": (self.refiner_name if self._refiner is None else type(self._refiner).__name__)
+                if self.reflecting else "off",
                 **self._judge_counts(counters),
                 "accept_rate": len(accepted) / len(seed) if seed else None,
                 "skipped_problems": len(self.skipped), "skipped": self.skipped}
@@ -653,7 +678,7 @@ class _Loop:
 
     def _last_eval_stage(self) -> str:
         cfg = self.cfg
-        if cfg.reflect.enabled and cfg.reflect.when == "after":
+        if self.reflecting and cfg.reflect.when == "after":
             return "final.eval"
         return f"r{cfg.rounds}.eval" if cfg.rounds > 0 else "distill.eval"
 

@@ -227,3 +227,23 @@ class PromptRecorder(ScriptedGenerator):
             c = m[-1]["content"]
             self.prompts.append(c[-1]["text"] if isinstance(c, list) else c)
         return super().generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def test_by_default_reflection_needs_a_teacher_and_says_so(tmp_path):
+    from scripted_parts import TeacherRefiner
+
+    lines: list[str] = []
+    base = {"model": "base", "output_dir": str(tmp_path / "auto"), "rounds": 1,
+            "generate": {"n": 2, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 16}}
+    cfg = load_config(defaults=base)
+    assert cfg.reflect.refiner == "auto"
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
+                        trainer=RecordingTrainer(), tracker=Tracker(["console"], printer=lines.append))
+    assert "reflect" not in result.stages and "final.train" not in result.stages
+    assert result.stages["distill.judge"]["reflection"] == "off"
+    assert any("reflection is off" in line and "reflect.refiner=policy" in line for line in lines)
+    # With a teacher passed in, auto reflects with it.
+    cfg = load_config(defaults={**base, "output_dir": str(tmp_path / "teacher")})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
+                        trainer=RecordingTrainer(), refiner=TeacherRefiner(), tracker=Tracker(["none"]))
+    assert result.stages["reflect"]["verified"] > 0 and result.stages["distill.judge"]["reflection"] == "TeacherRefiner"
