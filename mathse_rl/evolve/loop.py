@@ -704,8 +704,6 @@ class _Loop:
             path = " -> ".join(f"{h['stage'].split('.')[0]} {100 * h['accuracy']:.1f}%" for h in scored)
             self._say(f"held-out accuracy: {path}; delivered: {delivered_stage} ({delivered})"
                       + (f"; made worse: {', '.join(w['stage'] for w in worse)}" if worse else ""))
-        self.tracker.log({"delivered_accuracy": best["accuracy"] if best else None,
-                          "stages_made_worse": len(worse), "delivered_stage": delivered_stage})
         if hasattr(self.tracker, "summary"):
             self.tracker.summary({"delivered_checkpoint": delivered, "delivered_stage": delivered_stage,
                                   "delivered_accuracy": best["accuracy"] if best else None,

@@ -48,6 +48,7 @@ def test_the_run_delivers_the_best_checkpoint_and_says_when_a_stage_made_things_
     said = "\n".join(lines)
     assert "final.eval made held-out accuracy worse" in said and "delivers" in said
     assert any(h.get("made_worse") == 1 for h in tracker.history)
+    assert tracker.summaries["delivered_stage"] == "r1.eval" and tracker.summaries["stages_made_worse"] == "final.eval"
 
 
 def test_delivery_never_falls_below_m0(tmp_path):
