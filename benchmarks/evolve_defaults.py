@@ -24,7 +24,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "trl" / "tiny_cpu.yam
 SIZES = {"seed": 100, "pool": 200, "heldout": 150}
 
 
-def prepare(task: str, seed: int, out: Path) -> dict[str, str]:
+def prepare(task: str, seed: int, out: Path, size: str = "XS") -> dict[str, str]:
     """The task's train/heldout/seed files and a tiny model whose tokenizer knows its words."""
     from mathse_rl.models.tiny import build_tiny
 
@@ -34,7 +34,7 @@ def prepare(task: str, seed: int, out: Path) -> dict[str, str]:
 
         t = stories.make_task(seed, SIZES["seed"], SIZES["pool"], SIZES["heldout"])
         paths = stories.write_task(data, t)
-        model = build_tiny(out / "model", kind="lm", size="S", seed=seed, extra_text=stories.vocabulary_text(),
+        model = build_tiny(out / "model", kind="lm", size=size, seed=seed, extra_text=stories.vocabulary_text(),
                            vocab_size=512, tag="stories-v1")
     elif task == "bars":
         from mathse_rl.data import synthetic, teacher
@@ -44,7 +44,7 @@ def prepare(task: str, seed: int, out: Path) -> dict[str, str]:
         pool = synthetic.make_split("train", SIZES["pool"], seed=seed, cfg=world)
         heldout = synthetic.make_split("heldout", SIZES["heldout"], seed=seed, cfg=world)
         paths = _write_bars(data, seed_set + pool, heldout, [teacher.teacher_attempt(p) for p in seed_set])
-        model = build_tiny(out / "model", kind="vlm", size="S", seed=seed, extra_text=synthetic.vocabulary_text(),
+        model = build_tiny(out / "model", kind="vlm", size=size, seed=seed, extra_text=synthetic.vocabulary_text(),
                            vocab_size=768, tag="bars-v1")
     else:
         raise SystemExit(f"unknown task {task!r}; choose stories or bars")
@@ -72,10 +72,10 @@ def _write_bars(data: Path, train, heldout, seed_attempts) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def run(task: str, seed: int, out: Path, overrides: list[str]) -> int:
+def run(task: str, seed: int, out: Path, overrides: list[str], size: str = "XS") -> int:
     from mathse_rl.cli import main
 
-    paths = prepare(task, seed, out)
+    paths = prepare(task, seed, out, size)
     args = ["evolve", "--config", str(RECIPE), f"model={paths['model']}", f"data.train={paths['train']}",
             f"data.eval={paths['eval']}", f"data.seed={paths['seed']}", f"output_dir={out / 'run'}",
             f"seed={seed}", f"train.seed={seed}", *overrides]
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["stories", "bars"], default="stories")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", default="XS", help="tiny model size (mathse_rl.models.tiny.SIZES); XS fits a shared "
+                    "2-core machine: six runs in well under an hour")
     ap.add_argument("--out", type=Path, default=None, help="run directory (data, model, run)")
     ap.add_argument("--table", type=Path, nargs="*", default=None, help="print the table of these run directories")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the recipe (none: the defaults)")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(sorted(args.table)))
         return 0
     out = args.out or Path("mathse_runs/defaults") / f"{args.task}-{args.seed}"
-    return run(args.task, args.seed, out, args.overrides)
+    return run(args.task, args.seed, out, args.overrides, args.size)
 
 
 if __name__ == "__main__":
