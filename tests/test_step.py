@@ -332,3 +332,37 @@ def test_counters_merge_and_log_per_source():
     assert m["mathse/chart/accepted_frac"] == 0.25
     with pytest.raises(KeyError):
         a.add("no_such_counter")
+
+
+def test_require_final_answer_rejects_an_unstated_answer_and_can_be_turned_off():
+    unstated = "Step 1: 5 + 7 = 12"
+    (strict,) = Judge().judge([Q], [unstated])
+    (lenient,) = Judge(StepConfig(require_final_answer=False)).judge([Q], [unstated])
+    assert strict.correct is False and strict.reason == "no_final_answer"
+    assert lenient.correct is True
+
+
+def test_counters_time_each_part_of_the_step():
+    counters = StepCounters()
+    judge = Judge()
+    judge.judge([Q], [WRONG], counters=counters)
+    crit = critique(Critic(), [Q], [WRONG], counters=counters)
+    reflect_and_rejudge(judge, [ReflectItem(Q, WRONG, crit[0])], Engine(Generation(RIGHT, "stop", 9)),
+                        TokenBudget(max_tokens=32), counters=counters)
+    m = StepCounters.from_counts(counters.to_counts()).as_metrics()
+    assert all(m[f"mathse/seconds/{part}"] > 0 for part in ("judge", "critique", "generate"))
+    assert "mathse/seconds/paths" not in m and m["mathse/paths"] == 1.0
+
+
+def test_an_override_replaces_a_field_whole():
+    cfg = step_config({"judge": "orm", "judge_options": {"backend": "local"}}, judge="verifier", judge_options={})
+    assert (cfg.judge, cfg.judge_options) == ("verifier", {})
+    assert step_config(None, reflect={"attempts": 3}).reflect.template == "paper"
+
+
+def test_no_gold_is_undecidable_for_an_orm_judge_too_without_asking_it(scripted):
+    scripted.script = {RIGHT: ("CORRECT", 0.9)}
+    unreadable = Problem(id="q3", question="?", gold="\\boxed{}")
+    verdicts = orm_judge().judge([Q, unreadable], [RIGHT, RIGHT])
+    assert [(v.correct, v.reason) for v in verdicts] == [(True, "correct"), (None, "no_gold")]
+    assert scripted.batches == [1]

@@ -11,8 +11,9 @@ loading never stops on one bad row.
 Sources: a ``.jsonl``/``.json`` file, a ``.parquet`` file, a directory written by
 ``datasets.Dataset.save_to_disk``, or ``hf:<name>[:<split>]`` for a hub dataset.
 Columns (first present wins): id ``id|pid|problem_id`` (else the row number), question
-``question|problem|query``, answer ``answer|gold|solution|ground_truth``, images
-``images|image|image_path|decoded_image``, choices ``choices|options``.
+``question|problem|query``, images ``images|image|image_path|decoded_image``, choices
+``choices|options``. The reference answer follows the one gold-column rule (:func:`gold_of`),
+per row: ``answer|gold|ground_truth|solution`` (``data.gold_columns`` in an evolve recipe).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 ID_COLUMNS = ("id", "pid", "problem_id")
 QUESTION_COLUMNS = ("question", "problem", "query")
-ANSWER_COLUMNS = ("answer", "gold", "solution", "ground_truth")
+# The gold-column rule, used by every loader and trainer: per row, the first of these columns that
+# holds a non-empty value. Short answer columns come before ``solution``, which often holds a worked
+# solution ("5 + 7 = \boxed{12}"): a row with both is checked against its ``answer``.
+GOLD_COLUMNS = ("answer", "gold", "ground_truth", "solution")
 IMAGE_COLUMNS = ("images", "image", "image_path", "decoded_image")
 CHOICE_COLUMNS = ("choices", "options")
 
@@ -38,6 +42,24 @@ def _first(row: Mapping[str, Any], names: Sequence[str]) -> Any:
     for n in names:
         if n in row and row[n] is not None:
             return row[n]
+    return None
+
+
+def gold_of(row: Mapping[str, Any], columns: Sequence[str] = GOLD_COLUMNS) -> str | None:
+    """The row's reference answer: the first of ``columns`` holding a non-empty value (None: none does).
+
+        >>> gold_of({"solution": "5 + 7 = \\boxed{12}", "answer": "12"})
+        '12'
+        >>> gold_of({"answer": "", "solution": "7"}), gold_of({"answer": float("nan")})
+        ('7', None)
+    """
+    for name in columns:
+        value = row.get(name)
+        if value is None or (isinstance(value, float) and value != value):  # None or NaN (pandas' empty cell)
+            continue
+        text = str(value).strip()
+        if text:
+            return str(value)
     return None
 
 
@@ -62,15 +84,15 @@ def _image(value: Any, root: Path | None) -> Any:
 
 
 def row_to_problem(row: Mapping[str, Any], index: int, *, image_root: str | Path | None = None,
-                   data_source: str = "") -> Problem:
+                   data_source: str = "", gold_columns: Sequence[str] = GOLD_COLUMNS) -> Problem:
     """One row → Problem; raises ``ValueError`` with the reason when the row is unusable."""
     pid = _first(row, ID_COLUMNS)
     pid = str(pid) if pid is not None else str(index)
     question = _first(row, QUESTION_COLUMNS)
     if question is None or not str(question).strip():
         raise ValueError("missing question")
-    gold = _first(row, ANSWER_COLUMNS)
-    if gold is None or not str(gold).strip():
+    gold = gold_of(row, gold_columns)
+    if gold is None:
         raise ValueError("missing answer")
     raw = _first(row, IMAGE_COLUMNS)
     raw = [] if raw is None else (list(raw) if isinstance(raw, (list, tuple)) else [raw])
@@ -83,7 +105,7 @@ def row_to_problem(row: Mapping[str, Any], index: int, *, image_root: str | Path
     if isinstance(choices, str):
         choices = json.loads(choices) if choices.strip().startswith("[") else None
     meta = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool)) and k not in
-            (*ID_COLUMNS, *QUESTION_COLUMNS, *ANSWER_COLUMNS, *IMAGE_COLUMNS, *CHOICE_COLUMNS)}
+            (*ID_COLUMNS, *QUESTION_COLUMNS, *GOLD_COLUMNS, *gold_columns, *IMAGE_COLUMNS, *CHOICE_COLUMNS)}
     return Problem(id=pid, question=str(question), gold=str(gold), images=images,
                    choices=tuple(str(c) for c in choices) if choices else None,
                    data_source=str(row.get("data_source") or data_source), meta=meta)
@@ -124,8 +146,12 @@ def iter_rows(source: str | Path) -> Iterable[Mapping[str, Any]]:
 
 
 def load_problems(source: str | Path, *, image_root: str | Path | None = None, limit: int | None = None,
-                  data_source: str = "") -> tuple[list[Problem], list[dict[str, str]]]:
-    """(problems, bad rows as ``{"id", "reason"}``); duplicates of an id are bad rows too."""
+                  data_source: str = "", gold_columns: Sequence[str] = GOLD_COLUMNS,
+                  ) -> tuple[list[Problem], list[dict[str, str]]]:
+    """(problems, bad rows as ``{"id", "reason"}``); duplicates of an id are bad rows too.
+
+    ``gold_columns``: where the reference answer is, in order, per row (:func:`gold_of`).
+    """
     problems: list[Problem] = []
     bad: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -138,7 +164,7 @@ def load_problems(source: str | Path, *, image_root: str | Path | None = None, l
             bad.append({"id": str(row["id"]), "reason": row["__bad__"]})
             continue
         try:
-            p = row_to_problem(row, i, image_root=image_root, data_source=data_source)
+            p = row_to_problem(row, i, image_root=image_root, data_source=data_source, gold_columns=gold_columns)
         except ValueError as exc:
             pid = _first(row, ID_COLUMNS)
             bad.append({"id": str(pid if pid is not None else i), "reason": str(exc)})

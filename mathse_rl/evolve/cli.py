@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data.train:
         print("no training problems: set data.train=<jsonl | parquet | dir | hf:name:split>", file=sys.stderr)
         return 2
-    train, bad_train = load_problems(cfg.data.train, image_root=cfg.data.image_root, limit=cfg.data.limit)
-    heldout, bad_eval = (load_problems(cfg.data.eval, image_root=cfg.data.image_root)
+    cols = tuple(cfg.data.gold_columns)
+    train, bad_train = load_problems(cfg.data.train, image_root=cfg.data.image_root, limit=cfg.data.limit,
+                                     gold_columns=cols)
+    heldout, bad_eval = (load_problems(cfg.data.eval, image_root=cfg.data.image_root, gold_columns=cols)
                          if cfg.data.eval else ([], []))
     seed, bad_seed = load_seed_attempts(cfg.data.seed) if cfg.data.seed else ([], [])
     for name, rows in (("train", bad_train), ("eval", bad_eval), ("seed", bad_seed)):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
+from mathse_rl.data.loaders import GOLD_COLUMNS
+
 if TYPE_CHECKING:
     from mathse_rl.step import StepConfig
 
@@ -28,6 +30,7 @@ class DataConfig:
     eval_fraction: float = 0.0  # share of train held out when `eval` is None
     limit: Optional[int] = None  # use only the first N training problems (smoke runs)
     image_root: Optional[str] = None  # directory that relative image paths are read from
+    gold_columns: list[str] = field(default_factory=lambda: list(GOLD_COLUMNS))  # reference answer: per row, the first non-empty
 
 
 @dataclass
@@ -253,11 +256,12 @@ def step_config(cfg: EvolveConfig, **overrides: Any) -> "StepConfig":
     from mathse_rl.step import step_config as make
 
     r = cfg.reflect
-    return make({"judge": cfg.judge, "judge_options": dict(cfg.judge_options), "critic": dict(cfg.critic),
-                 "threshold": cfg.judge_threshold, "undecidable_as_wrong": cfg.undecidable_as_wrong,
-                 "require_final_answer": cfg.require_final_answer,
-                 "reflect": {"enabled": r.enabled, "template": r.template, "attempts": r.attempts,
-                             "temperature": r.temperature, "max_tokens": r.max_tokens}}, **overrides)
+    values = {"judge": cfg.judge, "judge_options": dict(cfg.judge_options), "critic": dict(cfg.critic),
+              "threshold": cfg.judge_threshold, "undecidable_as_wrong": cfg.undecidable_as_wrong,
+              "require_final_answer": cfg.require_final_answer,
+              "reflect": {"enabled": r.enabled, "template": r.template, "attempts": r.attempts,
+                          "temperature": r.temperature, "max_tokens": r.max_tokens}}
+    return make({**values, **overrides})  # an override replaces a field whole (judge_options={} empties it)
 
 
 def coerce(config: EvolveConfig | dict[str, Any] | str | Path | None) -> EvolveConfig:

@@ -14,7 +14,7 @@ from typing import Optional
 
 from trl import TrlParser
 
-from mathse_rl.data.loaders import load_problems
+from mathse_rl.data.loaders import GOLD_COLUMNS, load_problems
 from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
 from mathse_rl.integrations.trl.backends import load_policy, save_policy
 from mathse_rl.integrations.trl.trainer import online_dataset
@@ -27,11 +27,15 @@ class ScriptArguments:
     reward_funcs: list[str] = field(default_factory=lambda: ["verifier"],
                                     metadata={"help": "reward names from the registry"})
     limit: Optional[int] = field(default=None, metadata={"help": "use only the first N problems"})
+    gold_columns: list[str] = field(default_factory=lambda: list(GOLD_COLUMNS), metadata={
+        "help": "reference answer columns, per row the first non-empty (default: answer, gold, ground_truth, solution)"})
 
 
 def main() -> None:
     script, args = TrlParser((ScriptArguments, MathSEConfig)).parse_args_and_config()
-    problems, bad = load_problems(script.train_data, limit=script.limit)
+    # The loader resolves each row's reference answer (one rule: mathse_rl.data.loaders.gold_of); the
+    # dataset handed to trl carries it in its `solution` column, which the judge and the rewards read.
+    problems, bad = load_problems(script.train_data, limit=script.limit, gold_columns=script.gold_columns)
     if bad:
         print(f"skipped {len(bad)} bad rows: {bad[:10]}")
     model, processor = load_policy(script.model, dtype="bfloat16" if args.bf16 else "float32")

@@ -19,14 +19,13 @@ Ready-made callables for a ``trl grpo`` YAML (``reward_funcs: [mathse_rl.integra
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
+from mathse_rl.data.loaders import GOLD_COLUMNS, gold_of
 from mathse_rl.rewards import Reward, get_reward
 from mathse_rl.types import RewardInput, RewardOutput
 
-# Dataset columns read by default, first present wins.
-GOLD_COLUMNS: tuple[str, ...] = ("solution", "answer")
+# The reference answer follows the one gold-column rule (mathse_rl.data.loaders.gold_of), per row.
 IMAGE_COLUMNS: tuple[str, ...] = ("images", "image")
 # trl's own keyword arguments, never dataset columns.
 _TRL_KWARGS = frozenset({"prompts", "completions", "completion_ids", "trainer_state", "log_extra",
@@ -70,12 +69,6 @@ def _as_images(value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
-def _gold(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return str(value)
-
-
 class RewardFunc:
     """A registry reward seen through trl's reward-function interface (synchronous form)."""
 
@@ -109,7 +102,7 @@ class RewardFunc:
                 columns: Mapping[str, Any]) -> list[RewardInput]:
         """One ``RewardInput`` per completion from trl's keyword arguments."""
         n = len(completions)
-        gold_col = next((c for c in self.gold_columns if c in columns), None)
+        gold_cols = [c for c in self.gold_columns if columns.get(c) is not None]
         image_col = next((c for c in self.image_columns if c in columns), None)
 
         def column(key: str | None, i: int) -> Any:
@@ -124,7 +117,7 @@ class RewardFunc:
             out.append(RewardInput(
                 question=prompt_text(prompts[i]),
                 response=completion_text(completions[i]),
-                gold=_gold(column(gold_col, i)),
+                gold=gold_of({c: columns[c][i] for c in gold_cols}, gold_cols),
                 choices=tuple(choices) if choices else None,
                 images=_as_images(column(image_col, i)),
                 data_source=str(column("data_source", i) or ""),
@@ -169,8 +162,10 @@ def make_reward_func(name: str | Mapping[str, float], *, gold_column: str | Sequ
     """A trl reward function for a registry name (``"verifier"``, ``"verifier+format"``,
     ``{"verifier": 0.9, "format": 0.1}``); ``reward_options`` go to the reward's factory.
 
-    The gold answer is read from the first present of ``gold_column`` (default ``solution``
-    then ``answer``); a missing or unusable gold gives ``None`` so trl leaves the sample out.
+    The gold answer is read per row from the first of ``gold_column`` (a name or a list; default
+    :data:`~mathse_rl.data.loaders.GOLD_COLUMNS`: ``answer``, ``gold``, ``ground_truth``, then
+    ``solution``) holding a value; a missing or unusable gold gives ``None`` so trl leaves the
+    sample out.
     The result is ``async`` when the reward is (it calls a model or a service).
     """
     kwargs = dict(gold_column=gold_column, choices_column=choices_column, image_columns=image_columns,
