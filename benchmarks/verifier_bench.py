@@ -1,6 +1,13 @@
 """Our verifier against Math-Verify on the same labelled corpus, in one process.
 
     .venv/bin/python benchmarks/verifier_bench.py [--rollouts 400] [--seed 0] [--batch-copies 10]
+    .venv/bin/python benchmarks/verifier_bench.py --mv-tests mv_tests.jsonl --real real.jsonl --no-batch
+
+``--mv-tests``: Math-Verify's own regression tests, converted from a local checkout by
+``scripts/convert_math_verify_tests.py``; ``--real``: real model responses with labels from
+the benchmarks' own pipelines, rebuilt by ``scripts/build_real_responses.py`` (provenance in
+docs/verifier_eval.md). With either, one run prints a breakdown (Math-Verify's tests, our dev
+cases, real free-form, real multiple choice) and a per-kind table, side by side.
 
 Corpus: the public dev cases (../shared/verifier/dev_cases.jsonl, or $MATHSE_SHARED_DIR)
 plus rollout-like responses generated here: a long chain of thought with intermediate
@@ -247,6 +254,46 @@ def _stats(name, preds, lat, corpus):
             "median_ms": statistics.median(lat) * 1e3, "p99_ms": p99 * 1e3, "total_s": sum(lat)}
 
 
+def _group(row: dict) -> str:
+    cat = row.get("category", "")
+    if cat.startswith("math_verify/"):
+        return "math-verify tests"
+    if cat.startswith("real/"):
+        return "real multiple choice" if row.get("choices") else "real free-form"
+    if cat.startswith(("rollout/", "near_miss")):
+        return "generated"
+    return "dev cases"
+
+
+def _kind(row: dict) -> str:
+    cat = row.get("category", "")
+    if cat.startswith("math_verify/"):
+        return "mv:" + cat.split("::")[-1].removeprefix("test_")
+    if cat.startswith("real/"):
+        return f"{cat.split('/')[1]}:{'mc' if row.get('choices') else 'free'}:{row.get('answer_type') or '-'}"
+    return cat.split("/")[-1]
+
+
+def _breakdown(title: str, key, corpus, results) -> None:
+    """One line per group: ours and Math-Verify side by side on the same samples."""
+    print(f"\n{title}")
+    print(f"{'':<34}{'n':>5} | {'ours agree':>11}{'FP':>4}{'FN':>4}{'med ms':>8} | {'MV agree':>10}{'FP':>4}{'FN':>4}"
+          f"{'med ms':>8} | {'ok':>3}")
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(corpus):
+        groups.setdefault(key(row), []).append(i)
+    for g, idx in sorted(groups.items()):
+        sub = [corpus[i] for i in idx]
+        cells = []
+        for preds, lat in results:
+            cells.append(_stats("", [preds[i] for i in idx], [lat[i] for i in idx], sub))
+        a, b = cells
+        ok = "yes" if a["agree"] >= b["agree"] and a["fp"] <= b["fp"] else "NO"
+        print(f"{g[:34]:<34}{len(idx):>5} | {100 * a['agree'] / a['n']:>10.1f}%{a['fp']:>4}{a['fn']:>4}"
+              f"{a['median_ms']:>8.3f} | {100 * b['agree'] / b['n']:>9.1f}%{b['fp']:>4}{b['fn']:>4}"
+              f"{b['median_ms']:>8.3f} | {ok:>3}")
+
+
 def _print_table(rows):
     print(f"{'verifier':<14}{'agreement':>16}{'FP':>6}{'FN':>6}{'median ms':>12}{'p99 ms':>11}{'total s':>10}")
     for r in rows:
@@ -300,10 +347,16 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-only", action="store_true", help="only time verify_batch with 2 workers against 1")
     ap.add_argument("--extra", default=None,
                     help="also score a labelled JSONL (response, gold, expected[, choices]) as its own table")
+    ap.add_argument("--mv-tests", default=None, help="Math-Verify's tests (scripts/convert_math_verify_tests.py)")
+    ap.add_argument("--real", default=None, help="real model responses (scripts/build_real_responses.py)")
+    ap.add_argument("--no-batch", action="store_true", help="skip the verify_batch timing")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)  # math-verify logs every unparsable string
 
     corpus = dev_cases() + rollouts(args.rollouts, args.seed) + near_misses(args.seed)
+    for path in (args.mv_tests, args.real):
+        if path:
+            corpus += [json.loads(line) for line in Path(path).open(encoding="utf-8") if line.strip()]
     if args.extra:
         extra = [json.loads(line) for line in Path(args.extra).open(encoding="utf-8") if line.strip()]
         for row in extra:
@@ -331,6 +384,11 @@ def main(argv=None) -> int:
     ours, lat_ours = run_ours(corpus)
     mv, lat_mv = run_math_verify(corpus)
     rows = [_stats("mathse-rl", ours, lat_ours, corpus), _stats("math-verify", mv, lat_mv, corpus)]
+    if args.mv_tests or args.real:
+        results = [(ours, lat_ours), (mv, lat_mv)]
+        _breakdown("breakdown (ok: agreement >= Math-Verify's and FP <= Math-Verify's)", _group, corpus, results)
+        _breakdown("per answer kind", _kind, corpus, results)
+        print()
     n_roll = sum(1 for r in corpus if r["category"].startswith("rollout/"))
     n_near = sum(1 for r in corpus if r["category"] == "near_miss")
     print(f"corpus: {len(corpus)} samples ({len(corpus) - n_roll - n_near} dev cases, {n_roll} generated rollouts, "
@@ -352,9 +410,10 @@ def main(argv=None) -> int:
             for p, r in zip(preds, corpus):
                 if p != bool(r["expected"]):
                     print(f"[{name}] {r['category']} expected={r['expected']} gold={r['gold']!r} "
-                          f"tail={r['response'][-90:]!r}")
+                          f"choices={r.get('choices')} tail={r['response'][-150:]!r}")
 
-    _print_batch(corpus, args.batch_copies)
+    if not args.no_batch:
+        _print_batch(corpus, args.batch_copies)
     return 0
 
 

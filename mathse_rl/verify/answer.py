@@ -53,6 +53,7 @@ class Scalar(Answer):
     percent: bool = False
     degree: bool = False
     unit: tuple | None = None  # (dimension, factor to SI units) when a known unit was written
+    unit_word: str = ""  # the unit or word written after the number ("cm", "apples"), singular, lower case
     has_pi: bool = False
 
 
@@ -111,6 +112,9 @@ for _table, _dim in ((_LEN, (1, 0, 0)), (_MASS, (0, 1, 0)), (_TIME, (0, 0, 1)), 
         if len(_name) > 3:
             UNITS[_name + "s"] = (_dim, _f)
 UNITS["cc"] = ((3, 0, 0), 1e-6)
+for _plural, _name in {"days": "day", "hrs": "hr", "mins": "min", "secs": "sec", "lbs": "lb", "yds": "yd",
+                       "kms": "km"}.items():  # short names are not pluralised above
+    UNITS[_plural] = UNITS[_name]
 
 # Words that may follow a number without being a unit we convert ("12 apples", "5 square units").
 _UNIT_WORD = re.compile(r"^[a-zA-Z][a-zA-Z ]*$")
@@ -167,6 +171,7 @@ def _strip_marks(s: str) -> tuple[str, bool, bool, tuple | None, bool]:
     percent = degree = False
     unit = None
     stripped_word = False
+    word = ""
     s = re.sub(r"^\\?\$\s*", "", s).strip()  # currency sign
     for _ in range(3):
         m = _PERCENT.search(s)
@@ -185,7 +190,7 @@ def _strip_marks(s: str) -> tuple[str, bool, bool, tuple | None, bool]:
                 continue
             if word in _CJK_UNITS:
                 unit = parse_unit(_CJK_UNITS[word])
-            s, stripped_word = m.group(1).strip(), True
+            s, stripped_word = m.group(1).strip(), word
             continue
         m = _TRAIL_UNIT.match(s)
         if m and not stripped_word:
@@ -209,10 +214,10 @@ def _strip_marks(s: str) -> tuple[str, bool, bool, tuple | None, bool]:
             unit = parse_unit(spec)
             if unit is None and len(spec.strip()) == 1 and m.group(2) is None:
                 break  # "2 x" is not a unit
-            s, stripped_word = core.strip(), True
+            s, stripped_word = core.strip(), spec
             continue
         break
-    return s, percent, degree, unit, stripped_word
+    return s, percent, degree, unit, stripped_word or ""
 
 
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
@@ -224,7 +229,7 @@ def parse_scalar(raw: str, s: str) -> Answer:
     word = re.match(r"^([a-zA-Z]+)((?:\s.*)?)$", s.strip())
     if word and word.group(1).lower() in _NUMBER_WORDS:
         s = _NUMBER_WORDS[word.group(1).lower()] + word.group(2)  # "five", "two cm"
-    core, percent, degree, unit, _ = _strip_marks(s)
+    core, percent, degree, unit, word = _strip_marks(s)
     core = re.sub(_TEXT_CMD, r"\1", core) if "\\text" in core and re.fullmatch(r"[-+\d.\s]*" + _TEXT_CMD + r"[-+\d.\s]*", core) else core
     if _looks_like_text(core):
         return Text("text", raw, key=text_key(s))
@@ -245,7 +250,13 @@ def parse_scalar(raw: str, s: str) -> Answer:
     literal = dm is not None or re.fullmatch(r"-?\d+", core.replace(" ", "")) is not None
     return Scalar("scalar", raw, node=node, vars=vs, value=value, overflow=overflow,
                   exact=E.exact(node) if not vs else None, decimals=len(dm.group(1)) if dm else None, literal=literal,
-                  percent=percent, degree=degree, unit=unit, has_pi=E.has_const(node, "pi"))
+                  percent=percent, degree=degree, unit=unit, has_pi=E.has_const(node, "pi"),
+                  unit_word=_singular(word))
+
+
+def _singular(word: str) -> str:
+    w = re.sub(r"\s+", " ", str(word)).strip().lower()
+    return w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
 
 
 _WORD_RUN = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")

@@ -1,9 +1,22 @@
 """Equivalence of two parsed answers, without SymPy.
 
 ``equal(pred, gold)`` answers True, False, or None when only the symbolic path can tell
-(either side is ``Latex``). Numbers compare exactly when both are rational literals,
-else with a relative tolerance; a decimal written with k >= 2 places also matches a value
-that rounds to it. Expressions with variables are compared at fixed sample points.
+(either side is ``Latex``, or the two sides are of kinds this module does not compare).
+
+The numeric rule, one for decimals, fractions and symbolic values:
+
+- two rational values (integers, decimals, fractions written exactly) are equal only when
+  they are the same number;
+- otherwise two values are equal when ``|a - b| <= REL_TOL * max(|a|, |b|)`` (relative only:
+  no absolute floor, so ``e^{-30}`` is not 0; a computed value within ``REL_TOL`` of an exact
+  0 is left to the symbolic path, which tells ``\\sin\\pi`` from ``e^{-30}``);
+- a decimal written with k >= 2 places stands for any value that has *no* finite decimal
+  expansion (irrational, or a fraction like 1/3) and rounds to it at k places: 0.33 ~ 1/3,
+  3.14 ~ pi, 6.28 ~ 2 pi. A value that has a finite expansion must be equal exactly:
+  3.25 is not 13013/4000 (3.25325), and 3.253 is not 3.25 either way round.
+- expressions with variables are compared at fixed sample points: equal when every point
+  agrees within ``IDENTITY_TOL`` (float evaluation loses a few digits), different when some
+  point differs by more than ``IDENTITY_GAP``; in between, the symbolic path decides.
 
 >>> from mathse_rl.verify.answer import parse_answer as p
 >>> equal(p("x^2+2x+1"), p("(x+1)^2"))
@@ -21,7 +34,9 @@ import re
 from mathse_rl.verify import expr as E
 from mathse_rl.verify.answer import Answer, Group, Inf, Latex, Letter, Relation, Scalar, Seq, Text
 
-REL_TOL = 1e-9
+REL_TOL = 1e-12  # relative tolerance between two numeric values (see the module docstring)
+IDENTITY_TOL = 1e-9  # relative agreement required at every sample point of an identity
+IDENTITY_GAP = 1e-6  # a larger relative difference at some point decides "different"
 # Sample points for identity testing: irrational-looking reals of both signs, some below 1 in size
 # (so x^{10} + 1 is told from x^{10}). Real points only: |x| and sqrt(x^2) agree on the reals.
 _POINTS = (0.5377, 1.8339, -2.2588, 0.8622, 3.1178, -0.3188, -1.3499, 2.7694)
@@ -31,26 +46,49 @@ Outcome = tuple[bool | None, str]
 
 
 def _close(a: complex, b: complex, tol: float = REL_TOL) -> bool:
-    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+    return abs(a - b) <= tol * max(abs(a), abs(b))
 
 
-def _rounds_to(literal: Scalar, other: complex) -> bool:
-    if literal.decimals is None or literal.decimals < 2 or literal.value is None or abs(other.imag) > 1e-12:
+def _finite_decimal(s: Scalar) -> bool:
+    """Whether the value has a finite decimal expansion (a rational with denominator 2^i 5^j)."""
+    if s.exact is None:
         return False
+    d = s.exact.denominator
+    for q in (2, 5):
+        while d % q == 0:
+            d //= q
+    return d == 1
+
+
+def _rounds_to(literal: Scalar, other: Scalar, other_value: complex) -> bool:
+    if literal.decimals is None or literal.decimals < 2 or literal.value is None or abs(other_value.imag) > 1e-12:
+        return False
+    if other.literal or _finite_decimal(other):
+        return False  # a value that can be written exactly must be written equal
     half_ulp = 0.5 * 10 ** (-literal.decimals)
-    return abs(literal.value.real - other.real) <= half_ulp * (1 + 1e-9)
+    return abs(literal.value.real - other_value.real) <= half_ulp * (1 + 1e-9)
 
 
 def _num_equal(p: Scalar, g: Scalar, pv: complex, gv: complex, scaled: bool) -> bool:
     both_exact = not scaled and p.exact is not None and g.exact is not None
-    if both_exact and p.exact == g.exact:
-        return True
-    if not both_exact and _close(pv, gv):
+    if both_exact:
+        if p.exact == g.exact:
+            return True
+    elif _close(pv, gv):
         return True
     if scaled or (p.literal and g.literal):
         return False  # two written numbers must agree exactly: 2.99 is not 3
-    # A rounded decimal against an exact value: 0.333333 ~ 1/3, 1.41 ~ sqrt(2).
-    return (p.literal and _rounds_to(p, gv)) or (g.literal and _rounds_to(g, pv))
+    # A rounded decimal against a value with no finite decimal form: 0.333333 ~ 1/3, 1.41 ~ sqrt(2).
+    return (p.literal and _rounds_to(p, g, gv)) or (g.literal and _rounds_to(g, p, pv))
+
+
+def _near_zero_undecided(p: Scalar, g: Scalar) -> bool:
+    """A computed value within REL_TOL of an exact zero: float noise or a tiny number? Undecided."""
+    for a, b in ((p, g), (g, p)):
+        if a.exact is not None and a.exact == 0 and b.exact is None and b.value is not None \
+                and 0 < abs(b.value) < 1e-9:
+            return True
+    return False
 
 
 def _scalar_values(p: Scalar, g: Scalar) -> list[tuple[complex, complex, bool]]:
@@ -92,6 +130,12 @@ def _scalar_equal(p: Scalar, g: Scalar) -> Outcome:
         return False, "mismatch"  # a finite number never equals one beyond float range
     if p.value is None or g.value is None:
         return None, "undefined"
+    if p.unit is not None and g.unit is not None and p.unit[0] != g.unit[0]:
+        return False, "mismatch"  # 5 kg is not 5 m, whatever the numbers
+    if p.unit_word and g.unit_word and (p.unit is None or g.unit is None) and p.unit_word != g.unit_word:
+        return False, "mismatch"  # "12 apples" is not "12 pears"; an unknown unit is never another one
+    if _near_zero_undecided(p, g):
+        return None, "symbolic_needed"
     for pv, gv, scaled in _scalar_values(p, g):
         if _num_equal(p, g, pv, gv, scaled):
             return True, "numeric"
@@ -104,6 +148,7 @@ def _identity(a, b, names, ratio: bool = False) -> Outcome:
     if len(names) > 6:
         return None, "too_many_vars"
     checked = 0
+    loose = False  # some point agrees only within IDENTITY_GAP
     first_ratio = None
     for k in range(len(_POINTS)):
         env = {n: complex(_POINTS[(k + 3 * j) % len(_POINTS)]) for j, n in enumerate(names)}
@@ -121,20 +166,64 @@ def _identity(a, b, names, ratio: bool = False) -> Outcome:
             r = av / bv
             if first_ratio is None:
                 first_ratio = r
-            elif not _close(r, first_ratio, 1e-7):
+                checked += 1
+                continue
+            av, bv = r, first_ratio
+        scale = max(abs(av), abs(bv), 1e-12)  # float noise around an exact 0 at a sample point
+        if abs(av - bv) > IDENTITY_TOL * scale:
+            if abs(av - bv) > IDENTITY_GAP * scale:
                 return False, "mismatch"
-        elif not _close(av, bv, 1e-7):
-            return False, "mismatch"
+            loose = True
         checked += 1
     if checked >= 3:
         if ratio and (first_ratio is None or abs(first_ratio) < 1e-12):
             return False, "mismatch"
-        return True, "symbolic"
+        return (None, "symbolic_needed") if loose else (True, "symbolic")
     return None, "undefined"
 
 
 def _is_var(a: Answer) -> bool:
     return isinstance(a, Scalar) and a.node[:1] == ("var",)
+
+
+_NAME = r"(?:\\angle\s*|m\s*\\angle\s*)?(?:\\?[A-Za-z]+)(?:_\{?[\w,]+\}?)?'*(?:\([a-z]\))?"
+# What an answer may be labelled with: x, AB, |AB|, \angle ABC, V_1, f(x), x + y, (p, q), V_1:V_2.
+_LABEL = re.compile(r"^(?:\|\s*" + _NAME + r"\s*\||" + _NAME + r"(?:\s*[+:,]\s*" + _NAME + r")*|\(\s*" + _NAME
+                    + r"(?:\s*[,;]\s*" + _NAME + r")+\s*\))$")
+
+
+def _is_label(a: Answer) -> bool:
+    """Whether ``a`` names the quantity asked for rather than stating a condition on it."""
+    if isinstance(a, Seq) and all(isinstance(x, Scalar) and x.vars and _LABEL.match(x.raw.strip()) for x in a.items):
+        return True  # (p, q) and V_1:V_2
+    return isinstance(a, Scalar) and bool(a.vars) and _LABEL.match(a.raw.strip()) is not None
+
+
+def _constant(a: Answer) -> bool:
+    return isinstance(a, Scalar) and not a.vars
+
+
+def _relation_value(rel: Relation) -> tuple[Answer | None, bool]:
+    """The value an equation answers with, and whether it is false.
+
+    ``x = 3``, ``|AB| = 1``, ``(p,q) = (3,2)``: the right side. ``3 + 4 = 7``: 7, and
+    ``2 + 2 = 5`` is false. Anything else (``x^2 = 4``, ``2x = 6``) answers nothing."""
+    if rel.ops and all(o == "=" for o in rel.ops):
+        parts = rel.parts
+        if all(_constant(x) for x in parts):
+            first = parts[0]
+            for other in parts[1:]:
+                ok, _ = equal(other, first)
+                if ok is not True:
+                    return None, ok is False
+            return parts[-1], False
+        if len(parts) == 2:
+            lhs, rhs = parts
+            if _is_label(lhs) and not _is_label(rhs):
+                return rhs, False
+            if _is_label(rhs) and not _is_label(lhs) and _constant(lhs):
+                return lhs, False
+    return None, False
 
 
 def _as_interval(r: Relation) -> Seq | None:
@@ -209,6 +298,8 @@ def _all_equal(ps, gs) -> Outcome:
 
 def _group_equal(ps: tuple, gs: tuple) -> Outcome:
     if len(ps) != len(gs):
+        if any(isinstance(x, (Relation, Latex, Group)) for x in ps + gs):
+            return None, "symbolic_needed"  # "AB=4, CD=5" may pair up differently
         return False, "mismatch"
     left = list(gs)
     undecided = False
@@ -246,16 +337,17 @@ def equal(p: Answer, g: Answer) -> Outcome:
         if isinstance(p, Relation) and isinstance(g, Relation):
             return _relation_equal(p, g)
         rel, other = (p, g) if isinstance(p, Relation) else (g, p)
-        if rel.ops == ("=",) and _is_var(rel.parts[0]):
-            return equal(rel.parts[1], other) if rel is p else equal(other, rel.parts[1])
-        if rel.ops == ("=",) and _is_var(rel.parts[1]):
-            return equal(rel.parts[0], other) if rel is p else equal(other, rel.parts[0])
-        if rel is p and rel.ops == ("=",) and all(isinstance(x, Scalar) and not x.vars for x in rel.parts):
-            return equal(rel.parts[-1], other)  # "3 + 4 = 7" answers 7 (but "x^2 = 4" does not answer 4)
+        value, false = _relation_value(rel)
+        if false:
+            return False, "mismatch"  # "2 + 2 = 5" answers nothing, whatever its right side
+        if value is not None:
+            return equal(value, other) if rel is p else equal(other, value)
         iv = _as_interval(rel)
         if iv is not None and isinstance(other, (Seq, Group)):
             return equal(iv, other) if rel is p else equal(other, iv)
-        return False, "mismatch"
+        if rel.ops and all(o == "=" for o in rel.ops) and isinstance(other, (Scalar, Inf)):
+            return False, "mismatch"  # an unsolved equation ("2x = 6", "x^2 = 4") against a value
+        return None, "symbolic_needed"
     if isinstance(p, Group) and isinstance(g, Group):
         return _group_equal(p.items, g.items)
     if isinstance(p, Group) or isinstance(g, Group):
@@ -264,6 +356,8 @@ def equal(p: Answer, g: Answer) -> Outcome:
             return equal(grp.items[0], other) if grp is p else equal(other, grp.items[0])
         if isinstance(other, Seq) and grp.bare and other.open == "(" and len(other.items) == len(grp.items):
             return _all_equal(p.items, g.items)
+        if any(isinstance(x, (Relation, Latex, Group)) for x in grp.items):
+            return None, "symbolic_needed"  # "p=5, q=2; p=7, q=2" against "(5,2), (7,2)"
         return False, "mismatch"
     if isinstance(p, Seq) and isinstance(g, Seq):
         return _seq_equal(p, g)

@@ -15,12 +15,23 @@ from typing import Sequence
 from mathse_rl.types import Verdict
 from mathse_rl.verify.answer import Answer, AnswerError, Letter, Text, parse_answer
 from mathse_rl.verify.compare import equal
-from mathse_rl.verify.extract import extract
-from mathse_rl.verify.text import normalise_latex, strip_wrappers
+from mathse_rl.verify.extract import _sentence, extract
+from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
 
 _MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
 _CHOICE_PREFIX = re.compile(r"^\(?([A-J])\)?\s*[.:)：]\s*(.+)$", re.S)
 _HEDGE = re.compile(r"^\(?[A-J]\)?\s*(?:or|/|或|、|,)\s*\(?[A-J]\)?(?![a-zA-Z])", re.I)
+# Words and marks that may join option letters in a hedge: "A B", "(A)(B)", "A & B", "A (or B)", "A. B".
+_HEDGE_JOINERS = re.compile(r"\\text\{|\\textbf\{|\\mathrm\{|[(){}\[\].,;:&/|+*、，或和\s-]|\b(?:or|and|either|maybe|possibly)\b",
+                            re.I)
+# After the stated answer: the response revises it ("Wait, no, it is 4", "Actually the answer is 4").
+_REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i made a mistake|"
+                       r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|i mean|"
+                       r"no,\s+(?:it|that|the answer)\b|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
+# After the stated answer: the output runs on into another prompt ("Question: ...", "Choices:").
+_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q)\s*\d*\s*[:：]", re.I | re.M)
+# After the stated answer: another conclusion ("Therefore, the total is 48 meters.").
+_LATER = re.compile(r"\b(?:therefore|thus|hence|so|answer)\b[^\n.]{0,160}?\b(?:is|are|equals|=)\s+(?=\S)", re.I)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -63,6 +74,14 @@ def _parse_choices(choices: tuple[str, ...]) -> tuple[Answer | None, ...]:
     return tuple(out)
 
 
+def _option_written_as(text: str, choices: tuple[str, ...]) -> int | None:
+    """The index of the one option written exactly as ``text`` (spacing and case aside), else None."""
+    key = text_key(normalise_latex(strip_wrappers(str(text))))
+    hits = [i for i, c in enumerate(choices)
+            if text_key(normalise_latex(strip_wrappers(_CHOICE_PREFIX.sub(r"\2", str(c).strip())))) == key]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _index(letter: str) -> int:
     return ord(letter) - ord("A")
 
@@ -103,6 +122,10 @@ def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None)
         if ok:
             return True, "choice"
         return False, "mismatch"
+    gold_at = _option_written_as(gold.raw, choices)
+    if gold_at is not None:  # the gold is one option's own text: the letters decide ("0.0 - 0.2" vs "0.4 - 0.6")
+        same = gold_at == _index(p_letter)
+        return same, "choice" if same else "mismatch"
     target = parsed[_index(p_letter)]
     if target is None:
         return False, "mismatch"
@@ -112,6 +135,34 @@ def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None)
     if ok is None:
         return None
     return False, "mismatch"
+
+
+def _is_hedge(pred_text: str) -> bool:
+    """Two or more different option letters and nothing else: "A B", "(A)(B)", "A & B", "A (or B)"."""
+    rest = _HEDGE_JOINERS.sub(" ", strip_wrappers(pred_text))
+    tokens = rest.split()
+    return len(tokens) >= 2 and all(re.fullmatch(r"[A-J]", t) for t in tokens) and len(set(tokens)) >= 2
+
+
+def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> bool:
+    """Whether the text after an accepted answer takes it back or states a different one."""
+    after = after.strip()
+    if not after:
+        return False
+    if _REVISION.search(after) or _RUNAWAY.search(after):
+        return True
+    for m in _LATER.finditer(after[:2000]):
+        later = _sentence(after[m.end():])
+        if not later:
+            continue
+        try:
+            p = parse_answer(later)
+        except AnswerError:
+            continue
+        outcome = _choice_outcome(p, gold, choices_t) or equal(p, gold)
+        if outcome[0] is False:
+            return True
+    return False
 
 
 def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, strict: bool = False,
@@ -128,8 +179,16 @@ def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, 
     pred_text = ex.answer
     if pred_text is None:
         return Verdict(False, None, "no_final_answer" if strict else "no_answer"), None
-    if isinstance(g, Letter) and _HEDGE.match(strip_wrappers(pred_text)):
+    if (isinstance(g, Letter) or choices_t) and (_HEDGE.match(strip_wrappers(pred_text)) or _is_hedge(pred_text)):
         return Verdict(False, pred_text, "hedged"), None
+    verdict, sym = _judge(pred_text, gold, g, choices_t)
+    if (verdict.correct or sym is not None) and (_REVISION.search(pred_text) or _revised(ex.after, g, choices_t)):
+        return Verdict(False, pred_text, "hedged"), None
+    return verdict, sym
+
+
+def _judge(pred_text: str, gold: str, g: Answer, choices_t: tuple[str, ...] | None) -> tuple[Verdict, str | None]:
+    """The fast path's decision on one extracted answer."""
     try:
         p = parse_answer(pred_text)
     except AnswerError as err:

@@ -31,6 +31,7 @@ MAX_SCAN_CHARS = 16_000
 # Boxes separated by at most this much text on one line are one answer ("\boxed{2} and \boxed{3}").
 _BOX_JOIN_GAP = 40
 _MAX_SENTENCE = 2000
+_MAX_AFTER = 4000  # text after the answer kept for the revision check
 _MAX_TAG_ANSWER = 300  # a longer <answer> block is searched like free text  # an answer sentence longer than this is not read further
 
 
@@ -41,6 +42,7 @@ class Extraction:
     answer: str | None
     source: str  # "boxed", "phrase", "option", "number", "none"
     parts: tuple[str, ...] = ()
+    after: str = ""  # the text written after the answer statement (at most _MAX_AFTER characters)
 
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^\s{])")
@@ -70,6 +72,7 @@ _ANSWER_WORDS = {"yes", "no", "true", "false"}
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 _IS = re.compile(r"\b(?:is|are|was|equals|would be|will be)\s+(?=\S)", re.I)
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_LISTED_OPTION = re.compile(r"^[ \t]*\(?[A-J]\)[ \t]+\S", re.M)  # a line of an option list: "(B) no"
 _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 _LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
 
@@ -207,9 +210,12 @@ def _from_phrases(text: str, phrases: Sequence[re.Pattern] = (), strict: bool = 
         for last in rx.finditer(text):
             pass
         if last is not None:
-            ans = _sentence(text[last.end():], strict)
+            rest = text[last.end():]
+            ans = _sentence(rest, strict)
             if ans:
-                return Extraction(ans, "phrase", (ans,))
+                at = rest.find(ans)
+                after = rest[at + len(ans):] if at >= 0 else rest.split("\n", 1)[1] if "\n" in rest else ""
+                return Extraction(ans, "phrase", (ans,), after[:_MAX_AFTER])
     return None
 
 
@@ -250,7 +256,8 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         later = _from_phrases(text[end:], _PHRASES[:2], strict)
         if later is not None:
             return later
-        return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts))
+        return Extraction(", ".join(parts) if len(parts) > 1 else parts[0], "boxed", tuple(parts),
+                          text[end:end + _MAX_AFTER])
     tag = None
     for tag in _ANSWER_TAG.finditer(text):
         pass
@@ -274,8 +281,12 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         return Extraction(bare.group(1), "option", (bare.group(1),))
     if choices:
         last = None
-        for last in _OPTION.finditer(text):
-            pass
+        listing = len(_LISTED_OPTION.findall(text)) >= 2
+        for m in _OPTION.finditer(text):
+            if listing and _LISTED_OPTION.match(text, text.rfind("\n", 0, m.start()) + 1) is not None \
+                    and not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip():
+                continue  # "(B) no" in an echoed list of options is not a choice
+            last = m
         if last is not None:
             letter = last.group(1) or last.group(2)
             return Extraction(letter, "option", (letter,))
@@ -283,9 +294,7 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
     if bare_answer is not None:
         return Extraction(bare_answer, "whole", (bare_answer,))
     window = text[-2000:]
-    last = None
-    for last in _NUMBER.finditer(window):
-        pass
+    last = _last_answer_number(window)
     if last is not None:
         # A number inside a final math span ("The point is $(-1, 3)$.") takes the whole span.
         seg = None
@@ -298,7 +307,49 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", num) is None and "," in num:
             num = num.rsplit(",", 1)[-1]
         return Extraction(num, "number", (num,))
+    word = _final_number_word(window)
+    if word is not None:
+        return Extraction(word, "number", (word,))
     return Extraction(None, "none")
+
+
+# A number right after one of these is a condition, not the answer: "at least 0 ties", "in 4 weeks".
+_CONDITION_BEFORE = re.compile(r"\b(?:at least|at most|more than|less than|fewer than|lower than|higher than|greater than|"
+                               r"than|in|of|for|by|after|within|per|from|with|over|under|every|each|above|below)\s+$", re.I)
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
+_NUMBER_WORD = re.compile(r"\b(?:is|are|was|were|be|total of|there are|there is)\s+(?:only\s+|exactly\s+|just\s+)?"
+                          r"(zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?![-\w])", re.I)
+_WORD_VALUES = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+
+def _last_answer_number(window: str) -> re.Match | None:
+    """The last number of the final sentence that holds one, skipping numbers that state a
+    condition ("there are 25 racks that have at least 0 ties" -> 25)."""
+    numbers = list(_NUMBER.finditer(window))
+    if not numbers:
+        return None
+    last = numbers[-1]
+    start = 0
+    for end in _SENTENCE_END.finditer(window, 0, last.start()):
+        start = end.end()
+    in_sentence = [m for m in numbers if m.start() >= start]
+    for m in reversed(in_sentence):
+        if not _CONDITION_BEFORE.search(window[max(start, m.start() - 24):m.start()]):
+            return m
+    return last
+
+
+def _final_number_word(window: str) -> str | None:
+    """A number written as a word in the last sentence ("there are a total of four objects left")."""
+    tail = window.rstrip()
+    start = 0
+    for end in _SENTENCE_END.finditer(tail, 0, max(0, len(tail) - 1)):
+        start = end.end()
+    m = None
+    for m in _NUMBER_WORD.finditer(tail[start:]):
+        pass
+    return _WORD_VALUES[m.group(1).lower()] if m else None
 
 
 def extract_answer(response: str, choices: Sequence[str] | None = None, strict: bool = False,
