@@ -89,7 +89,7 @@ def lacks_final_answer(response: str, gold: str, choices) -> bool:
     from mathse_rl.verify import verify
 
     v = verify(response, gold, choices=choices, strict=True)
-    return v.reason == "no_answer"
+    return v.reason in ("no_final_answer", "no_answer")
 
 
 def summarise(run_dir: Path) -> dict:
