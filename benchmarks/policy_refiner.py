@@ -12,6 +12,7 @@ final held-out evaluation. Then it re-reads every refinement and prints, per run
 - held-out accuracy before (best of M0 and the rounds) and after the final fine-tune.
 
     python benchmarks/policy_refiner.py mathse_runs/defaults/bars-0 mathse_runs/defaults/bars-1
+    python benchmarks/policy_refiner.py mathse_runs/defaults/bars-0 reflect.max_per_question=1   # key=value: overrides
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from mathse_rl.prompts import ANSWER_PHRASE
 
 
-def resume_with_policy(run_dir: Path) -> Path:
+def resume_with_policy(run_dir: Path, overrides: list[str]) -> Path:
     from omegaconf import OmegaConf
 
     from mathse_rl.cli import main
@@ -40,16 +41,16 @@ def resume_with_policy(run_dir: Path) -> Path:
             shutil.copytree(src / "images", dst / "images")
         cfg = OmegaConf.load(src / "config.yaml")
         args = ["evolve", "--config", str(src / "config.yaml"), f"output_dir={dst}", "reflect.refiner=policy",
-                "tracking.progress=false", "--resume"]
+                "tracking.progress=false", "--resume", *overrides]
         assert cfg.model and main(args) == 0
     return dst
 
 
-def measure(run_dir: Path) -> dict:
+def measure(run_dir: Path, overrides: list[str]) -> dict:
     from mathse_rl.data.loaders import load_problems
     from mathse_rl.verify import verify
 
-    dst = resume_with_policy(run_dir)
+    dst = resume_with_policy(run_dir, overrides)
     problems = {p.id: p for p in load_problems(str(run_dir / "data" / "train.jsonl"))[0]}
     rows = [json.loads(line) for f in sorted((dst / "stages" / "reflect").glob("part-*.jsonl"))
             for line in f.read_text().splitlines()]
@@ -69,7 +70,8 @@ def measure(run_dir: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    out = [measure(Path(a)) for a in argv]
+    overrides = [a for a in argv if "=" in a]
+    out = [measure(Path(a), overrides) for a in argv if "=" not in a]
     print("| run | refinements | verified (strict) | lenient would accept | verified with explicit correct answer "
           "| cut off at max_new_tokens | held-out best before | after final fine-tune | delivered |")
     print("|" + "---|" * 9)
