@@ -699,24 +699,33 @@ def _caveats(results: dict[str, list[dict[str, Any]]], orm_info: dict[str, Any])
     return notes
 
 
-def _plot(cfg: DemoConfig, results: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+def _figure(cfg: DemoConfig, results: dict[str, list[dict[str, Any]]]):
+    """Held-out accuracy per stage and arm; the legend sits below the axes, where it covers no point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(6, 4.6), dpi=100)
     for arm, rows in results.items():
         xs = list(range(len(rows)))
         ys = [None if r["heldout_accuracy"] is None else 100 * r["heldout_accuracy"] for r in rows]
         ax.plot(xs, [y if y is not None else float("nan") for y in ys], marker="o", label=ARM_TITLES[arm])
     ax.set_xticks(range(cfg.rounds + 1), ["M0"] + [f"round {i}" for i in range(1, cfg.rounds + 1)])
+    ax.set_xlabel("stage (model after distillation, then after each round)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title(f"MathSE demo (tiny Qwen2.5-VL, synthetic bar charts, seed {cfg.seed})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def _plot(cfg: DemoConfig, results: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(cfg, results)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 

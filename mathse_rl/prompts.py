@@ -27,6 +27,17 @@ SOLVE_TEMPLATE = (
     "{question}{options}"
 )
 
+# The same request for a problem that has no image.
+SOLVE_TEXT_TEMPLATE = (
+    "You are a mathematics teacher. Solve the problem below. "
+    "Write a detailed solution step by step, one step per line as 'Step k: ...', "
+    "and finish with the sentence '" + ANSWER_PHRASE + " X.' where X is the result.\n"
+    "{question}{options}"
+)
+
+# Solve prompts by name; "auto" picks by the problem's modality (image or text).
+SOLVE_TEMPLATES: dict[str, str] = {"image": SOLVE_TEMPLATE, "text": SOLVE_TEXT_TEMPLATE}
+
 # The paper's reflection prompt, in our words: the original answer is certainly wrong,
 # but the critique of it may itself be unreliable; only the new solution is asked for.
 REFLECT_TEMPLATE = (
@@ -55,9 +66,27 @@ REFLECT_SHORT_TEMPLATE = (
 REFLECT_TEMPLATES: dict[str, str] = {"paper": REFLECT_TEMPLATE, "short": REFLECT_SHORT_TEMPLATE}
 
 
-def build_solve_messages(problem: Problem, template: str = SOLVE_TEMPLATE) -> list[dict[str, Any]]:
-    """The prompt that asks the policy (or the teacher) to solve ``problem``."""
-    text = template.format(question=problem.question, options=format_options(problem.choices))
+def solve_template(problem: Problem, template: str = "auto") -> str:
+    """The solve prompt's format string for ``problem``: ``auto`` (the image prompt when it has
+    images, else the text prompt), a name in :data:`SOLVE_TEMPLATES`, or a format string with
+    ``{question}`` and ``{options}``.
+
+        >>> "image" in solve_template(Problem(id="q", question="2 + 3?", gold="5"))
+        False
+    """
+    if template == "auto":
+        return SOLVE_TEMPLATES["image" if problem.images else "text"]
+    if template in SOLVE_TEMPLATES:
+        return SOLVE_TEMPLATES[template]
+    if "{question}" not in template:
+        raise ValueError(f"solve template must be auto, one of {sorted(SOLVE_TEMPLATES)} or a format string with "
+                         f"{{question}}, got {template!r}")
+    return template
+
+
+def build_solve_messages(problem: Problem, template: str = "auto") -> list[dict[str, Any]]:
+    """The prompt that asks the policy (or the teacher) to solve ``problem`` (see :func:`solve_template`)."""
+    text = solve_template(problem, template).format(question=problem.question, options=format_options(problem.choices))
     return [user_message(text, len(problem.images))]
 
 

@@ -42,6 +42,7 @@ class Tracker:
         self.printer = printer
         self.history: list[dict[str, Any]] = []
         self.tables: dict[str, list[list[Any]]] = {}
+        self.summaries: dict[str, Any] = {}
         self.run = None
         if "wandb" in self.sinks:
             import wandb
@@ -64,17 +65,31 @@ class Tracker:
             return
         import wandb
 
-        def cell(col: str, value: Any) -> Any:
+        self._table_calls = getattr(self, "_table_calls", 0) + 1
+
+        def cell(col: str, value: Any, row: int) -> Any:
             if col == "image" and value is not None:
                 try:
-                    return wandb.Image(value)
+                    # Bound to the run first, the picture is saved under media/images and the table file
+                    # holds a reference to it; an unbound wandb.Image would be written as the text "Image".
+                    img = wandb.Image(value)
+                    img.bind_to_run(self.run, name, step if step is not None else 0, id_=f"{self._table_calls}_{row}")
+                    return img.to_json(self.run)
                 except Exception as exc:  # an unreadable image must not stop the run
                     logger.warning("table %s: image not logged (%s)", name, exc)
                     return None
             return value if isinstance(value, (numbers.Number, str, bool)) or value is None else str(value)
 
-        table = wandb.Table(columns=list(columns), data=[[cell(c, v) for c, v in zip(columns, r)] for r in rows])
+        data = [[cell(c, v, i) for c, v in zip(columns, r)] for i, r in enumerate(rows)]
+        table = wandb.Table(columns=list(columns), data=data, allow_mixed_types=True)
         self.run.log({name: table}, step=step)
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        """Run-level facts (what the run delivers, which stages made things worse): wandb's run
+        summary, and kept in ``self.summaries``."""
+        self.summaries.update(values)
+        if self.run is not None:
+            self.run.summary.update(dict(values))
 
     def finish(self) -> None:
         if self.run is not None:

@@ -99,3 +99,23 @@ def test_teacher_refiner_follows_the_critique():
     [[fixed]] = TeacherRefiner().refine([p], [wrong.response], [good], n=1, temperature=0.0,
                                          max_new_tokens=64, template="paper")
     assert teacher.check_steps(p, fixed).all_correct
+
+
+def test_plot_legend_covers_no_point_and_the_x_axis_has_a_title():
+    import matplotlib.pyplot as plt
+
+    from mathse_rl.demo import ARM_TITLES, DemoConfig, _figure
+
+    cfg = DemoConfig(rounds=2)
+    # Points in every corner of the axes, where a legend inside them would land.
+    results = {arm: [{"heldout_accuracy": y} for y in ys]
+               for arm, ys in zip(ARM_TITLES, ([0.0, 0.5, 1.0], [1.0, 0.5, 0.0], [0.98, 0.02, 0.97]))}
+    fig = _figure(cfg, results)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xlabel()
+    box = ax.get_legend().get_window_extent()
+    for line in ax.get_lines():
+        for x, y in ax.transData.transform(line.get_xydata()):
+            assert not box.contains(x, y), (line.get_label(), x, y)
+    plt.close(fig)

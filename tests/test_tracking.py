@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -39,6 +40,10 @@ def test_wandb_offline_run_gets_scalars_and_an_example_table(tmp_path, monkeypat
     # The example table is written as a media file at once.
     tables = list(runs[0].glob("files/media/table/reflect/examples_*.table.json"))
     assert len(tables) == 1 and "What is 2 + 3?" in tables[0].read_text()
+    # The image column holds the picture (a reference to a saved PNG), not the text "Image".
+    rows = json.loads(tables[0].read_text())["data"]
+    assert rows[0][0]["_type"] == "image-file" and (runs[0] / "files" / rows[0][0]["path"]).exists()
+    assert rows[1][0] is None  # an unreadable image leaves the cell empty and the run going
     # The offline run file holds the logged history (keys stored as plain strings). wandb's
     # service process may still be flushing after finish() when it is shared with earlier
     # runs of the same test session, so give it a moment.

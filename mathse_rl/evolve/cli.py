@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         print("no usable training problems", file=sys.stderr)
         return 2
     result = run_evolve(cfg, train, heldout, seed_attempts=seed, resume=args.resume)
-    summary = {"output_dir": result.output_dir, "pool": result.pool_counts, "final": result.final_checkpoint,
-               "best": result.best_checkpoint, "best_accuracy": result.best_accuracy,
+    summary = {"output_dir": result.output_dir, "pool": result.pool_counts, "delivered": result.final_checkpoint,
+               "delivered_stage": result.delivered_stage, "best_accuracy": result.best_accuracy,
+               "made_worse": [w["stage"] for w in result.worse_stages],
                "heldout": [{k: h.get(k) for k in ("stage", "accuracy")} for h in result.heldout]}
     print(json.dumps(summary, indent=1))
     return 0

@@ -107,8 +107,8 @@ def text_token_counter(generator: Any) -> Callable[[str], int] | None:
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def solve_row(problem: Problem, response: str, source: str) -> TrainRow:
-    return TrainRow(problem.id, build_solve_messages(problem), tuple(problem.images), response, source)
+def solve_row(problem: Problem, response: str, source: str, template: str = "auto") -> TrainRow:
+    return TrainRow(problem.id, build_solve_messages(problem, template), tuple(problem.images), response, source)
 
 
 # ----------------------------------------------------------------------------- registries

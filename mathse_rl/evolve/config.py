@@ -50,7 +50,7 @@ class ReflectConfig:
     enabled: bool = True  # run the reflection stage at all
     when: str = "after"  # after: once after the rounds (Algorithm 1) | every_round: after each round's judging | never
     template: str = "paper"  # reflection prompt: paper | short | a format string (see mathse_rl.prompts)
-    refiner: str = "policy"  # refiner registry name: policy (the model writes its own) | openai (a teacher)
+    refiner: str = "auto"  # auto: a teacher if one is configured (refiner object, reflect.openai.base_url), else no reflection | policy | openai
     n: int = 1  # refinements per wrong path
     attempts: int = 1  # refinements tried one after another per wrong path, stopping at the first verified one
     temperature: float = 0.7  # refiner sampling temperature
@@ -77,7 +77,10 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # share of steps warming up (paper: 0.1 for Qwen2-VL); passed as a float warmup_steps
     weight_decay: float = 0.05  # paper: 0.05
     num_train_epochs: float = 1.0  # passes over the pool per fine-tune
-    max_steps: int = -1  # cap on optimiser steps (-1: epochs decide)
+    max_steps: int = -1  # cap on optimiser steps of every fine-tune (-1: epochs decide); the three below override it
+    max_steps_m0: Optional[int] = None  # steps distilling M0 on the seed set (None: max_steps); M0 needs the most
+    max_steps_round: Optional[int] = None  # steps of each round's fine-tune (None: max_steps)
+    max_steps_final: Optional[int] = None  # steps of the final fine-tune after reflection (None: max_steps)
     per_device_train_batch_size: int = 4  # micro-batch
     gradient_accumulation_steps: int = 32  # with 1 device, 4 x 32 = 128, the paper's global batch
     max_length: Optional[int] = None  # truncate rows (None: keep whole, safe with images)
@@ -93,11 +96,12 @@ class TrainConfig:
 class EvalConfig:
     enabled: bool = True  # evaluate the held-out split after distillation, every round and the final fine-tune
     judge: str = "verifier"  # reward name that scores held-out answers
+    require_final_answer: bool = False  # strict extraction for held-out scoring too (default lenient: last-number fallback)
     k: int = 0  # pass@k samples per question at eval_temperature (0: greedy accuracy only)
     temperature: float = 0.7  # sampling temperature for pass@k
     max_new_tokens: Optional[int] = None  # None: generate.max_new_tokens
-    keep_best: bool = True  # report the best checkpoint by held-out accuracy
-    early_stop: bool = True  # stop the rounds when held-out accuracy falls below the best so far
+    keep_best: bool = True  # deliver the best checkpoint by held-out accuracy (M0 included), never a worse later one
+    early_stop: bool = True  # stop the rounds (and reject the final fine-tune) when held-out accuracy falls
     tolerance: float = 0.0  # a drop larger than this counts as falling
 
 
@@ -123,6 +127,8 @@ class EvolveConfig:
     require_final_answer: bool = True  # the verifier accepts only a stated final answer (strict extraction)
     distill_train: bool = True  # fine-tune on the seed (distilled) pool before round 1 (M0)
     seed: int = 0  # global seed
+    solve_template: str = "auto"  # solve prompt: auto (by modality: image | text) | image | text | a format string
+    threads: int = 0  # torch CPU threads for generation and training (0: what the machine can give now)
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     reflect: ReflectConfig = field(default_factory=ReflectConfig)
@@ -175,8 +181,51 @@ def validate(cfg: EvolveConfig) -> None:
         raise ValueError(f"reflect.when must be one of {REFLECT_WHEN}, got {cfg.reflect.when!r}")
     if cfg.pool.max_per_question is not None and cfg.pool.max_per_question < 1:
         raise ValueError("pool.max_per_question must be >= 1 or null")
+    if cfg.solve_template != "auto":
+        from mathse_rl.prompts import SOLVE_TEMPLATES
+
+        if cfg.solve_template not in SOLVE_TEMPLATES and "{question}" not in cfg.solve_template:
+            raise ValueError(f"solve_template must be auto, one of {sorted(SOLVE_TEMPLATES)} or a format string "
+                             f"with {{question}}, got {cfg.solve_template!r}")
+    if cfg.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: what the machine can give), got {cfg.threads}")
     if not 0.0 <= cfg.data.eval_fraction < 1.0:
         raise ValueError("data.eval_fraction must be in [0, 1)")
+
+
+def resolve_threads(threads: int = 0) -> int:
+    """The torch thread count to use: ``threads`` when set, else the cores this process may use
+    minus those other work already keeps busy (at least one).
+
+    Measured on a shared 2-core machine: with the cores busy, torch's default two threads made a
+    training step ~7x slower than one thread (threads wait for each other).
+
+        >>> resolve_threads(3)
+        3
+    """
+    import os
+
+    if threads and threads > 0:
+        return int(threads)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def step_budget(train: TrainConfig, stage: str) -> int:
+    """Optimiser steps for the fine-tune of ``stage`` (``m0``, ``final`` or a round ``r<i>``).
+
+        >>> step_budget(TrainConfig(max_steps=20, max_steps_m0=300), "m0"), step_budget(TrainConfig(max_steps=20), "r1")
+        (300, 20)
+    """
+    specific = {"m0": train.max_steps_m0, "final": train.max_steps_final}.get(stage, train.max_steps_round)
+    return train.max_steps if specific is None else int(specific)
 
 
 def to_yaml(cfg: EvolveConfig) -> str:

@@ -26,7 +26,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def evaluate(generator: Generator, judge: Judge, problems: Sequence[Problem], *, k: int = 0,
              temperature: float = 0.7, max_new_tokens: int = 512, batch_size: int = 64,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, template: str = "auto") -> dict[str, Any]:
     """Greedy accuracy (one path at temperature 0) and, when ``k`` > 0, pass@k over ``k`` samples."""
     from tqdm.auto import tqdm
 
@@ -37,7 +37,7 @@ def evaluate(generator: Generator, judge: Judge, problems: Sequence[Problem], *,
     examples: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(problems), batch_size), desc="eval", disable=not progress, leave=False):
         batch = list(problems[start:start + batch_size])
-        messages = [build_solve_messages(p) for p in batch]
+        messages = [build_solve_messages(p, template) for p in batch]
         images = [p.images for p in batch]
         greedy = [r[0] for r in generator.generate(messages, images, n=1, temperature=0.0,
                                                    max_new_tokens=max_new_tokens)]

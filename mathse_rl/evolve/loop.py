@@ -16,6 +16,7 @@ stage is skipped: work continues at the stage that did not finish, with the pool
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mathse_rl.evolve.components import (
     Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row, text_token_counter,
 )
-from mathse_rl.evolve.config import EvolveConfig, coerce, step_config, to_yaml
+from mathse_rl.evolve.config import EvolveConfig, coerce, resolve_threads, step_budget, step_config, to_yaml
 from mathse_rl.evolve.evaluate import evaluate
 from mathse_rl.evolve.pool import (
     Bookkeeping, Pool, StageLog, atomic_write_text, attempt_from_row, attempt_to_row, chunked, read_jsonl,
@@ -57,10 +58,13 @@ class EvolveResult:
     heldout: list[dict[str, Any]]
     pool_counts: dict[str, int]
     pool_size: int
-    final_checkpoint: str
+    final_checkpoint: str  # what the run delivers: the best held-out checkpoint (M0 included) when eval.keep_best
     best_checkpoint: str
     best_accuracy: float | None
     early_stopped: bool = False
+    delivered_stage: str | None = None  # the eval stage whose model is delivered
+    worse_stages: list[dict[str, Any]] = field(default_factory=list)  # stages that made held-out accuracy worse
+    last_checkpoint: str = ""  # the model the last stage produced (delivered only if it is the best)
     skipped_problems: list[dict[str, str]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     wall_seconds: float = 0.0  # this invocation, start to end
@@ -84,12 +88,68 @@ def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: S
                  eval_judge, tracker, resume, faults).run()
 
 
+def _set_threads(threads: int) -> int:
+    """Apply the ``threads`` option to torch (generation and fine-tunes run in this process)."""
+    n = resolve_threads(threads)
+    try:
+        import torch
+    except ImportError:
+        return n
+    torch.set_num_threads(n)
+    logger.info("torch uses %d CPU threads (threads=%s)", n, threads or "auto")
+    return n
+
+
 def _problem_id(request: Any) -> str:
     return request.id if isinstance(request, Problem) else request.problem_id
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
+
+
+@contextlib.contextmanager
+def _step_budget(train: Any, stage: str):
+    """Trainers read ``config.train.max_steps`` when ``train()`` runs: set it to this stage's budget."""
+    saved = train.max_steps
+    train.max_steps = step_budget(train, stage)
+    try:
+        yield
+    finally:
+        train.max_steps = saved
+
+
+class _BudgetCounter:
+    """Wraps the policy's generator and counts paths that used the whole ``max_new_tokens``.
+
+    Tokens are counted by :func:`~mathse_rl.evolve.components.text_token_counter` (the generator's
+    own tokenizer); a generator without one is counted as not measured.
+    """
+
+    def __init__(self, inner: Generator):
+        self.inner = inner
+        self.hits = self.total = 0
+        self.measured = True
+
+    def __getattr__(self, name: str) -> Any:  # load, release and anything a backend adds
+        return getattr(self.inner, name)
+
+    def snapshot(self) -> tuple[int, int, bool]:
+        return self.hits, self.total, self.measured
+
+    def generate(self, messages, images, *, n, temperature, max_new_tokens):
+        out = self.inner.generate(messages, images, n=n, temperature=temperature, max_new_tokens=max_new_tokens)
+        count = self._counter()
+        flat = [r for rs in out for r in rs]
+        self.total += len(flat)
+        if count is None:
+            self.measured = False
+        else:
+            self.hits += sum(count(r) >= max_new_tokens for r in flat)
+        return out
+
+    def _counter(self) -> Callable[[str], int] | None:
+        return text_token_counter(self.inner)
 
 
 class _Loop:
@@ -124,17 +184,19 @@ class _Loop:
             heldout = self._prepare(heldout, "eval", exclude={p.id for p in self.train})
         self.heldout = heldout
         self.by_id = {p.id: p for p in list(self.train) + list(self.heldout)}
-        train_ids = {p.id for p in self.train}
-        # Teacher solutions of held-out questions would leak them into training: they are dropped.
-        self.seed = [a for a in seed if a.problem_id in train_ids]
+        self.seed = self._check_seed(seed)
         self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
-        self._generator = generator
+        self._generator = _BudgetCounter(generator) if generator is not None else None
         self.trainer = trainer
         self.judge = judge or Judge(step_config(cfg))
         self._critic = critic
         self._refiner = refiner
-        self.eval_judge = eval_judge or (self.judge if cfg.eval.judge == cfg.judge and judge is None
-                                         else Judge(cfg.eval.judge))
+        self.refiner_name = cfg.reflect.refiner
+        # Acceptance for training is strict by default (require_final_answer); held-out scoring has its own
+        # switch (eval.require_final_answer, lenient by default), so the two never share a judge silently.
+        self.eval_judge = eval_judge or Judge(step_config(
+            cfg, judge=cfg.eval.judge, judge_options=dict(cfg.judge_options) if cfg.eval.judge == cfg.judge else {},
+            require_final_answer=cfg.eval.require_final_answer))
         if tracker is None:
             from mathse_rl.tracking import Tracker
 
@@ -142,16 +204,56 @@ class _Loop:
                               run_name=cfg.tracking.run_name or self.out.name, config=dataclasses.asdict(cfg),
                               dir=str(self.out))
         self.tracker = tracker
+        self.reflecting = self._plan_reflection()
         self.current_model = cfg.model
         self.loaded_model: str | None = None
         self.heldout_log: list[dict[str, Any]] = []
         self.early_stopped = False
 
+    def _check_seed(self, seed: Sequence[Attempt]) -> list[Attempt]:
+        """Seed solutions must name training questions: unknown ids fail here, before any work."""
+        train_ids = {p.id for p in self.train}
+        held_ids = {p.id for p in self.heldout}
+        skipped_ids = {s["id"] for s in self.skipped}
+        unknown = sorted({a.problem_id for a in seed} - train_ids - held_ids - skipped_ids)
+        if unknown:
+            n = sum(a.problem_id in set(unknown) for a in seed)
+            raise ValueError(f"{n} seed solutions name questions that are not in data.train (first ids: "
+                             f"{unknown[:5]}); M0 would be trained without them. Fix data.seed's problem_id "
+                             "values or add those questions to data.train.")
+        # Teacher solutions of held-out questions would leak them into training: they are dropped.
+        leaked = [a for a in seed if a.problem_id in held_ids and a.problem_id not in train_ids]
+        if leaked:
+            logger.warning("%d seed solutions are of held-out questions and are not used (first ids: %s)",
+                           len(leaked), sorted({a.problem_id for a in leaked})[:5])
+        return [a for a in seed if a.problem_id in train_ids]
+
+    def _plan_reflection(self) -> bool:
+        """Whether reflection runs, and with which refiner (``reflect.refiner=auto`` resolved here).
+
+        ``auto`` reflects only with a teacher: a refiner object passed in, or the OpenAI-compatible
+        teacher when ``reflect.openai.base_url`` is set. A policy that never saw the reflection prompt
+        rarely writes a verified reflection (measured: README, "the refiner"), so it reflects only
+        when asked for by name (``reflect.refiner=policy``).
+        """
+        r = self.cfg.reflect
+        if not r.enabled or r.when == "never":
+            return False
+        if self._refiner is not None or r.refiner != "auto":
+            return True
+        if (r.openai or {}).get("base_url"):
+            self.refiner_name = "openai"
+            return True
+        self._say("reflection is off: reflect.refiner=auto found no teacher refiner. Pass refiner=..., set "
+                  "reflect.refiner=openai (reflect.openai.*), or reflect.refiner=policy to let the policy reflect on "
+                  "its own wrong paths (a policy never trained on the reflection prompt rarely writes a verified one).")
+        return False
+
     # ------------------------------------------------------------------ components (built on first use)
     @property
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = get_generator(self.cfg.generate.backend, self.cfg, self.current_model)
+            self._generator = _BudgetCounter(get_generator(self.cfg.generate.backend, self.cfg, self.current_model))
             self.loaded_model = self.current_model
         if self.loaded_model != self.current_model:
             self._generator.load(self.current_model)
@@ -167,7 +269,7 @@ class _Loop:
     @property
     def refiner(self) -> Refiner:
         if self._refiner is None:
-            self._refiner = get_refiner(self.cfg.reflect.refiner, self.cfg, self.generator)
+            self._refiner = get_refiner(self.refiner_name, self.cfg, self.generator)
         return self._refiner
 
     def _trainer(self) -> Trainer:
@@ -232,7 +334,9 @@ class _Loop:
         t0, b0 = time.perf_counter(), Bookkeeping.seconds
         sdir = self.stage_dir / name
         sdir.mkdir(parents=True, exist_ok=True)
+        hits0 = self._generator.snapshot() if self._generator is not None else (0, 0, True)
         info = fn(sdir)
+        info.update(self._budget_hits(name, hits0))
         self.faults(name, "end")
         info["seconds"] = time.perf_counter() - t0
         info["bookkeeping_seconds"] = Bookkeeping.seconds - b0
@@ -242,6 +346,22 @@ class _Loop:
                    **{f"pool/{k}": v for k, v in self.pool.counts_by_source().items()}, "pool/size": len(self.pool)}
         self.tracker.log(metrics, step=step)
         return record
+
+    def _budget_hits(self, stage: str, before: tuple[int, int, bool]) -> dict[str, Any]:
+        """Paths of this stage that used the whole ``max_new_tokens`` (cut off); warned about."""
+        if self._generator is None:
+            return {}
+        hits, total, measured = self._generator.snapshot()
+        hits0, total0, _ = before
+        if total == total0:
+            return {}
+        if not measured:
+            return {"hit_max_new_tokens": None}
+        n, of = hits - hits0, total - total0
+        if n:
+            logger.warning("%s: %d of %d generated paths hit max_new_tokens (cut off before they end); raise "
+                           "generate.max_new_tokens (eval.max_new_tokens for held-out evaluation)", stage, n, of)
+        return {"hit_max_new_tokens": n, "hit_max_new_tokens_rate": n / of}
 
     def _restore(self, record: Mapping[str, Any]) -> None:
         if record.get("checkpoint"):
@@ -309,6 +429,7 @@ class _Loop:
     def run(self) -> EvolveResult:
         cfg = self.cfg
         self._t0, self._b0 = time.perf_counter(), Bookkeeping.seconds
+        self.threads = _set_threads(cfg.threads)
         try:
             self._stage("distill.judge", self._distill_judge, step=0)
             if cfg.distill_train and len(self.pool) > 0:
@@ -319,12 +440,12 @@ class _Loop:
                     break
                 self._stage(f"r{i}.generate", lambda d, i=i: self._round_generate(d, i), step=i)
                 self._stage(f"r{i}.judge", lambda d, i=i: self._round_judge(d, i), step=i)
-                if cfg.reflect.enabled and cfg.reflect.when == "every_round":
+                if self.reflecting and cfg.reflect.when == "every_round":
                     self._stage(f"r{i}.reflect", lambda d, i=i: self._reflect(d, f"r{i}.reflect", i,
                                                                             self._wrong_of([f"r{i}.judge"])), step=i)
                 self._stage(f"r{i}.train", lambda d, i=i: self._train(d, f"r{i}", round_=i), step=i)
                 self._stage(f"r{i}.eval", lambda d, i=i: self._eval(d, f"r{i}.eval", round_=i), step=i)
-            if cfg.reflect.enabled and cfg.reflect.when == "after":
+            if self.reflecting and cfg.reflect.when == "after":
                 final_round = cfg.rounds + 1
                 judged = [f"r{i}.judge" for i in range(1, cfg.rounds + 1)]
                 self._stage("reflect", lambda d: self._reflect(d, "reflect", final_round, self._wrong_of(judged)),
@@ -347,7 +468,10 @@ class _Loop:
                     for a, r in zip(seed, results) if r.correct]
         write_jsonl(sdir / "accepted.jsonl", (attempt_to_row(a) for a in accepted))
         added = self.pool.add(accepted)
-        return {"seed_paths": len(seed), "accepted": len(accepted), "added": added, **self._judge_counts(counters),
+        return {"seed_paths": len(seed), "accepted": len(accepted), "added": added, "threads": self.threads,
+                "reflection": (self.refiner_name if self._refiner is None else type(self._refiner).__name__)
+                if self.reflecting else "off",
+                **self._judge_counts(counters),
                 "accept_rate": len(accepted) / len(seed) if seed else None,
                 "skipped_problems": len(self.skipped), "skipped": self.skipped}
 
@@ -360,7 +484,7 @@ class _Loop:
             rows = []
             for start in range(0, len(chunk), g.batch_size):
                 batch = list(chunk[start:start + g.batch_size])
-                outs = self.generator.generate([build_solve_messages(p) for p in batch], [p.images for p in batch],
+                outs = self.generator.generate([build_solve_messages(p, self.cfg.solve_template) for p in batch], [p.images for p in batch],
                                                n=n, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
                 for p, responses in zip(batch, outs):
                     rows.extend({"problem_id": p.id, "response": r} for r in responses)
@@ -508,7 +632,7 @@ class _Loop:
         attempts = list(self.pool)
         if not cfg.pool.accumulate:
             attempts = [a for a in attempts if a.source == "distilled" or a.round == round_]
-        rows = [solve_row(self.by_id[a.problem_id], a.response, a.source) for a in attempts if a.problem_id in self.by_id]
+        rows = [solve_row(self.by_id[a.problem_id], a.response, a.source, cfg.solve_template) for a in attempts if a.problem_id in self.by_id]
         init = cfg.model if cfg.train.from_base else self.current_model
         target = str(self.out / "checkpoints" / name)
         if not rows:
@@ -517,9 +641,10 @@ class _Loop:
         if self._generator is not None and hasattr(self._generator, "release"):
             self._generator.release()  # hand the accelerator memory to the fine-tune (vLLM, HF on GPU)
             self.loaded_model = None
-        checkpoint = self._trainer().train(rows, init, target)
+        with _step_budget(cfg.train, name):
+            checkpoint = self._trainer().train(rows, init, target)
         return {"round": round_, "rows": len(rows), "checkpoint": checkpoint, "init": init,
-                "rows_by_source": {s: sum(r.source == s for r in rows) for s in ("distilled", "sampled", "reflected")}}
+                "max_steps": step_budget(cfg.train, name), "rows_by_source": {s: sum(r.source == s for r in rows) for s in ("distilled", "sampled", "reflected")}}
 
     def _eval(self, sdir: Path, stage: str, round_: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -528,25 +653,66 @@ class _Loop:
                                                  "accuracy": None}}
         res = evaluate(self.generator, self.eval_judge, self.heldout, k=cfg.eval.k, temperature=cfg.eval.temperature,
                        max_new_tokens=cfg.eval.max_new_tokens or cfg.generate.max_new_tokens,
-                       batch_size=cfg.generate.batch_size, progress=cfg.tracking.progress)
+                       batch_size=cfg.generate.batch_size, progress=cfg.tracking.progress,
+                       template=cfg.solve_template)
         write_jsonl(sdir / "examples.jsonl", res.pop("examples"))
         entry = {"stage": stage, "round": round_, "model": self.current_model, **res}
-        best = max((h["accuracy"] for h in self.heldout_log if h.get("accuracy") is not None), default=None)
+        scored = [h for h in self.heldout_log if h.get("accuracy") is not None]
+        best = max(scored, key=lambda h: h["accuracy"]) if scored else None
         info = {"round": round_, "heldout_accuracy": res["accuracy"], "heldout": entry}
         if cfg.eval.k > 0:
             info[f"heldout_pass@{cfg.eval.k}"] = res[f"pass@{cfg.eval.k}"]
-        if (cfg.eval.early_stop and stage.startswith("r") and best is not None
-                and res["accuracy"] < best - cfg.eval.tolerance):
-            info["early_stop"] = True
+        if best is not None and res["accuracy"] < best["accuracy"] - cfg.eval.tolerance:
+            # The same rule for the rounds and the final fine-tune: a stage that falls below the best
+            # model so far stops the rounds, and its checkpoint is not what the run delivers.
+            info["made_worse"] = 1
+            info["best_before"] = best["accuracy"]
+            info["best_stage_before"] = best["stage"]
+            if cfg.eval.early_stop:
+                info["early_stop"] = True
+            keep = best["model"] if cfg.eval.keep_best else self.current_model
+            self._say(f"WARNING: {stage} made held-out accuracy worse: {100 * res['accuracy']:.1f}% < "
+                      f"{100 * best['accuracy']:.1f}% ({best['stage']}); the run delivers {keep}"
+                      + (" unless a later stage beats it" if stage != self._last_eval_stage() else ""))
         return info
+
+    def _last_eval_stage(self) -> str:
+        cfg = self.cfg
+        if self.reflecting and cfg.reflect.when == "after":
+            return "final.eval"
+        return f"r{cfg.rounds}.eval" if cfg.rounds > 0 else "distill.eval"
+
+    def _say(self, message: str) -> None:
+        """A plain line on the console (also when the console sink is off) and in the log."""
+        printer = getattr(self.tracker, "printer", None)
+        if printer is not None and "console" in getattr(self.tracker, "sinks", ()):
+            printer(message)
+        else:
+            logger.warning(message)
 
     def _result(self) -> EvolveResult:
         scored = [h for h in self.heldout_log if h.get("accuracy") is not None]
-        best = max(scored, key=lambda h: h["accuracy"]) if scored else None
+        best = max(scored, key=lambda h: h["accuracy"]) if scored else None  # the earliest of equal ones
+        trained = [rec["checkpoint"] for rec in self.log.records.values() if rec.get("checkpoint")]
+        last_checkpoint = trained[-1] if trained else self.cfg.model
+        delivered = best["model"] if best and self.cfg.eval.keep_best else last_checkpoint
+        delivered_stage = best["stage"] if best and self.cfg.eval.keep_best else (scored[-1]["stage"] if scored else None)
+        worse = [{"stage": name, "accuracy": rec["heldout_accuracy"], "best_before": rec["best_before"],
+                  "best_stage_before": rec["best_stage_before"]}
+                 for name, rec in self.log.records.items() if rec.get("made_worse")]
+        if scored:
+            path = " -> ".join(f"{h['stage'].split('.')[0]} {100 * h['accuracy']:.1f}%" for h in scored)
+            self._say(f"held-out accuracy: {path}; delivered: {delivered_stage} ({delivered})"
+                      + (f"; made worse: {', '.join(w['stage'] for w in worse)}" if worse else ""))
+        if hasattr(self.tracker, "summary"):
+            self.tracker.summary({"delivered_checkpoint": delivered, "delivered_stage": delivered_stage,
+                                  "delivered_accuracy": best["accuracy"] if best else None,
+                                  "stages_made_worse": ", ".join(w["stage"] for w in worse) or "none"})
         return EvolveResult(
             output_dir=str(self.out), stages=dict(self.log.records), heldout=list(self.heldout_log),
-            pool_counts=self.pool.counts_by_source(), pool_size=len(self.pool), final_checkpoint=self.current_model,
+            pool_counts=self.pool.counts_by_source(), pool_size=len(self.pool), final_checkpoint=delivered,
             best_checkpoint=best["model"] if best else self.current_model,
             best_accuracy=best["accuracy"] if best else None, early_stopped=self.early_stopped,
+            delivered_stage=delivered_stage, worse_stages=worse, last_checkpoint=last_checkpoint,
             skipped_problems=list(self.skipped), metrics=list(getattr(self.tracker, "history", [])),
             wall_seconds=time.perf_counter() - self._t0, bookkeeping_seconds=Bookkeeping.seconds - self._b0)

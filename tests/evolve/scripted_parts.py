@@ -120,5 +120,6 @@ def scripted_config(out: Path, **fields):
 
     base = {"model": "base", "output_dir": str(out), "rounds": 2,
             "generate": {"n": 2, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 16},
-            "eval": {"k": 2}, "tracking": {"report_to": ["none"], "progress": False}}
+            "eval": {"k": 2}, "tracking": {"report_to": ["none"], "progress": False},
+            "reflect": {"refiner": "policy"}}  # the scripted policy reflects; the default (auto) needs a teacher
     return load_config(defaults=base, **fields)

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults_are_the_papers_choices():
     cfg = load_config()
     assert cfg.rounds == 2 and cfg.reflect.when == "after" and cfg.reflect.template == "paper"
-    assert cfg.pool.accumulate and cfg.reflect.refiner == "policy" and cfg.judge == "verifier"
+    # The paper reflects with a teacher (GPT-4o): auto reflects only when one is configured.
+    assert cfg.pool.accumulate and cfg.reflect.refiner == "auto" and cfg.judge == "verifier"
     t = cfg.train
     assert (t.learning_rate, t.lr_scheduler_type, t.warmup_ratio, t.weight_decay) == (1e-5, "cosine", 0.1, 0.05)
     assert t.per_device_train_batch_size * t.gradient_accumulation_steps == 128

@@ -5,7 +5,10 @@ path it names the first step where it can tell something went wrong:
 
 1. the first step whose numbers differ from a reference solution's same step, when the
    item carries one (``extra["reference_steps"]`` or ``extra["reference_solution"]``);
-2. else the first step with a false arithmetic statement such as ``5 + 7 = 13``;
+2. else the first step with a false arithmetic statement such as ``5 + 7 = 13``, or one that
+   computes with a number stated nowhere before it (not in the question, not in an earlier
+   step: a mis-copied value such as ``13 + 2 = 15`` right after ``7 + 5 = 12``), whichever
+   comes first;
 3. else no step (``error_step=None``) and an analysis saying the final answer does not match.
 
     >>> find_arithmetic_slip(["5 + 7 = 12.", "12 - 3 = 8."])
@@ -68,6 +71,29 @@ def find_arithmetic_slip(steps: Sequence[str]) -> tuple[int, str, float | None] 
     return None
 
 
+def find_miscopy(steps: Sequence[str], question: str = "", choices: Sequence[str] | None = None
+                 ) -> tuple[int, str, str] | None:
+    """(1-based step, its equation, the operand) for the first equation that computes with a
+    number stated nowhere before it: not in the question or its options, not in an earlier step,
+    not earlier in the same step.
+
+    >>> find_miscopy(["7 + 5 = 12.", "13 + 2 = 15."], "Ann has 7 pens and gets 5 more, then 2 more.")
+    (2, '13 + 2 = 15', '13')
+    """
+    known = {float(x) for x in _NUMBERS.findall(question + " " + " ".join(choices or ()))}
+    for k, step in enumerate(steps, 1):
+        pos = 0
+        for m in _EQUATION.finditer(step):
+            known |= {float(x) for x in _NUMBERS.findall(step[pos:m.start()])}
+            for operand in re.findall(_NUM, m.group(1)):
+                if float(operand) not in known:
+                    return k, m.group(0), operand
+            known |= {float(x) for x in _NUMBERS.findall(m.group(0))}
+            pos = m.end()
+        known |= {float(x) for x in _NUMBERS.findall(step)}
+    return None
+
+
 def first_divergent_step(steps: Sequence[str], reference: Sequence[str]) -> int | None:
     """First step index whose numbers differ from the reference solution's same step."""
     for k, (a, b) in enumerate(zip(steps, reference), 1):
@@ -95,6 +121,15 @@ def critique(item: RewardInput, steps: Sequence[str], reason: str) -> Judgment:
             improvement_suggestion=f"Re-check the values read or computed in step {step} against the problem and the image.",
             score=0.0, raw="")
     slip = find_arithmetic_slip(steps)
+    copy = find_miscopy(steps, item.question or "", item.choices)
+    if copy is not None and (slip is None or copy[0] < slip[0]):
+        k, equation, operand = copy
+        return Judgment(
+            status="WRONG", error_step=k, error_step_text=f"Step {k}: {steps[k - 1]}",
+            error_analysis=(f"Step {k} computes {equation} with {operand}, a number that neither the problem nor "
+                            "an earlier step states (a mis-copied value); the later steps inherit it."),
+            improvement_suggestion=f"Carry the values of the earlier steps into step {k} exactly as they were found.",
+            score=0.0, raw="")
     if slip is not None:
         k, equation, true = slip
         lhs = equation.split("=")[0].strip()
