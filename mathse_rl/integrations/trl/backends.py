@@ -74,16 +74,23 @@ def save_policy(model: Any, processing: Any, path: str | Path) -> str:
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tok = getattr(processing, "tokenizer", processing)
-    tok.save_pretrained(tmp)
-    image_processor = getattr(processing, "image_processor", None)
-    if image_processor is not None:
-        # The processor's own save_pretrained needs every sub-processor (video, torchvision); the
-        # parts that images need are saved and load_processing reassembles them.
-        image_processor.save_pretrained(tmp)
+    save_processing(processing, tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return str(path)
+
+
+def save_processing(processing: Any, path: str | Path) -> None:
+    """The tokenizer and image processor of ``processing``, which :func:`load_processing` reassembles.
+
+    The processor's own ``save_pretrained`` needs every sub-processor (video, torchvision);
+    the parts that images need are saved instead.
+    """
+    tok = getattr(processing, "tokenizer", processing)
+    tok.save_pretrained(path)
+    image_processor = getattr(processing, "image_processor", None)
+    if image_processor is not None:
+        image_processor.save_pretrained(path)
 
 
 def _open_images(images: Sequence[Any]) -> list[Any]:
@@ -243,7 +250,17 @@ def rows_to_dataset(rows: Sequence[Any]):
 
 
 class SFTBackend:
-    """Fine-tunes with trl's ``SFTTrainer`` (plain next-token loss on the completion, images included)."""
+    """Fine-tunes with trl's ``SFTTrainer`` (plain next-token loss on the completion, images included).
+
+    Runs the same in the loop's process and in each process of a launched stage
+    (:mod:`mathse_rl.evolve.launch`): trl/accelerate read the world size from the launcher.
+    Checkpoints every ``train.save_steps`` optimiser steps go to ``<output_dir>.trainer/<key>``,
+    where ``key`` fingerprints the init model, the rows and the settings; a rerun of the same
+    stage (``--resume``) continues from the newest complete one with the same step count and
+    data order (trl's ``resume_from_checkpoint`` restores optimiser, scheduler, RNG and the
+    position in the epoch). The final model is written through ``trainer.save_model`` (the
+    path that gathers FSDP / ZeRO-3 shards) and moved into place by the main process.
+    """
 
     def __init__(self, config: Any):
         self.cfg = config.train
@@ -256,25 +273,80 @@ class SFTBackend:
         t = self.cfg
         use_cpu = t.use_cpu or not torch.cuda.is_available()
         model, processing = load_policy(init_model, dtype="float32")
-        work = Path(output_dir).with_name(Path(output_dir).name + ".trainer")
-        args = SFTConfig(
+        work = Path(output_dir).with_name(Path(output_dir).name + ".trainer") / _stage_key(rows, init_model, t)
+        kwargs: dict[str, Any] = dict(
             output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
             gradient_checkpointing=t.gradient_checkpointing, report_to="none",
             per_device_train_batch_size=t.per_device_train_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
-            lr_scheduler_type=t.lr_scheduler_type, warmup_steps=float(t.warmup_ratio), weight_decay=t.weight_decay,
+            lr_scheduler_type=t.lr_scheduler_type, warmup_steps=0, weight_decay=t.weight_decay,
             num_train_epochs=t.num_train_epochs, max_steps=t.max_steps, max_length=t.max_length,
-            save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=t.seed,
-            disable_tqdm=True, **dict(t.options),
-        )
+            logging_steps=1, dataloader_num_workers=0, seed=t.seed, disable_tqdm=True, save_strategy="no")
+        if t.save_steps > 0:
+            kwargs.update(save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit)
+        kwargs.update(t.options)
+        args = SFTConfig(**kwargs)
         trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing)
-        trainer.train()
+        # Checkpoints hold the model, optimiser and trainer state; the processor parts are saved
+        # once with the final model (the processor's own save needs a video processor).
+        trainer.processing_class = None
+        total = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+        # trl/transformers read a float warmup below 1 as a ratio rounded *up*: a one-step stage
+        # would warm up for its only step at learning rate 0. Whole steps, rounded down.
+        if "warmup_steps" not in t.options:
+            trainer.args.warmup_steps = int(t.warmup_ratio * total)
+        last = last_checkpoint(work)
+        if last is not None:
+            logger.info("resuming the fine-tune from %s", last)
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
         self.last_log_history = list(trainer.state.log_history)
-        path = save_policy(trainer.model, processing, output_dir)
-        losses = [h["loss"] for h in self.last_log_history if "loss" in h]
-        (Path(path) / "mathse_train.json").write_text(json.dumps({
-            "init": init_model, "rows": len(rows), "steps": trainer.state.global_step,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}))
-        shutil.rmtree(work, ignore_errors=True)
+        path = _save_final(trainer, processing, output_dir, {
+            "init": init_model, "rows": len(rows), "steps": trainer.state.global_step, "total_steps": total,
+            "warmup_steps": trainer.args.warmup_steps, "world_size": trainer.accelerator.num_processes,
+            "resumed_from": last.name if last else None,
+            "resumed_at_step": int(last.name.split("-")[-1]) if last else 0,
+            "logged_steps": [h["step"] for h in self.last_log_history if "loss" in h],
+            "losses": [h["loss"] for h in self.last_log_history if "loss" in h]})
         del trainer, model
         return path
+
+
+def last_checkpoint(work: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` in ``work`` (its trainer state is written last)."""
+    done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").exists()
+            and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+
+
+def _stage_key(rows: Sequence[Any], init_model: str, train_cfg: Any) -> str:
+    """Fingerprint of what a fine-tune does: checkpoints of another stage's rows are never resumed."""
+    import dataclasses
+    import hashlib
+
+    settings = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in ("save_steps", "save_total_limit")}
+    h = hashlib.sha256(json.dumps([init_model, settings], sort_keys=True, default=str).encode())
+    for r in rows:
+        h.update(json.dumps([r.problem_id, r.response, r.source, [str(i) for i in r.images]]).encode())
+    return h.hexdigest()[:16]
+
+
+def _save_final(trainer: Any, processing: Any, output_dir: str, info: dict[str, Any]) -> str:
+    """``trainer.save_model`` on every process (it gathers sharded weights); the main process
+    adds the processor parts and a summary, then renames the folder into place."""
+    path = Path(output_dir)
+    tmp = path.with_name(path.name + ".partial")
+    acc = trainer.accelerator
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if acc.is_main_process:
+        save_processing(processing, tmp)
+        losses = info.get("losses") or []
+        (tmp / "mathse_train.json").write_text(json.dumps({
+            **info, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        shutil.rmtree(path.with_name(path.name + ".trainer"), ignore_errors=True)
+    acc.wait_for_everyone()
+    return str(path)
