@@ -94,7 +94,7 @@ class LaunchConfig:
     num_machines: int = 1  # nodes
     machine_rank: str = "0"  # this node's rank; with a prefix, a variable set per node (e.g. "$SLURM_NODEID")
     main_process_ip: Optional[str] = None  # rank-0 node's address (rendezvous) for several nodes
-    main_process_port: int = 29500  # rendezvous port
+    main_process_port: int = 0  # rendezvous port (0: a free local port on one node, 29500 on several)
     config_file: Optional[str] = None  # accelerate config: FSDP / DeepSpeed ZeRO-3 (recipes/trl/accelerate/)
     prefix: list[str] = field(default_factory=list)  # starts the launcher on every node, e.g. [srun, --ntasks-per-node=1]
     extra_args: list[str] = field(default_factory=list)  # further launcher flags, passed as given
