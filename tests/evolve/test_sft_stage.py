@@ -44,6 +44,7 @@ def weights(path: str | Path) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train", [
     {"max_steps": 1},  # a one-step stage
     # the 7B recipe's global batch of 128 (4 x 32 on one process): 8 pool rows are one step
@@ -116,3 +117,115 @@ def test_two_processes_through_the_launcher_match_one_process(tiny_vlm_path, tmp
     print(f"max |w_1proc - w_2proc| = {diff:.3g}; max |w - w_init| = {moved:.3g}; "
           f"|w_1proc - w_2proc| / |update| = {rel.item():.3g}")
     assert moved > 1e-3 and diff < 1e-5
+
+
+_LOOP_WITH_LAUNCHED_STAGE = """
+import sys
+sys.path.insert(0, {here!r})
+from pathlib import Path
+from scripted_parts import ScriptedGenerator, make_problems, scripted_config, seed_for
+from mathse_rl.evolve import run_evolve
+
+train, heldout = make_problems(6), make_problems(2, prefix="h", start=10)
+cfg = scripted_config(Path({out!r}), model={model!r}, rounds=1, distill_train=False, reflect={{"enabled": False}},
+                      train={{"use_cpu": True, "max_steps": 6, "save_steps": 1, "per_device_train_batch_size": 1,
+                             "gradient_accumulation_steps": 1, "learning_rate": 1e-3}},
+                      launch={{"launcher": "torchrun", "num_processes": 2}})
+run_evolve(cfg, train, heldout, seed_attempts=seed_for(train[:2]), generator=ScriptedGenerator(), resume={resume})
+"""
+
+
+def _pool(out: Path) -> set[tuple]:
+    from mathse_rl.evolve.pool import read_jsonl
+
+    return {(r["problem_id"], r["response"], r["source"], r["round"]) for r in read_jsonl(out / "pool.jsonl")}
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_two_process_stage_then_resume_continues_from_its_checkpoint(tiny_vlm_path, tmp_path):
+    """The loop runs r1.train as a 2-process torchrun job with a checkpoint every step; the loop,
+    the launcher and both workers are SIGKILLed once checkpoint-1 exists. ``--resume`` reruns
+    the stage, which continues from its newest checkpoint (logged steps go on) and the run ends
+    with every pool sample accepted before the kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "run"
+    script = tmp_path / "loop.py"
+    here = str(Path(__file__).parent)
+    script.write_text(_LOOP_WITH_LAUNCHED_STAGE.format(here=here, out=str(out), model=tiny_vlm_path, resume=False))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(here).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while not list((out / "checkpoints").glob("r1.trainer/*/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:  # the loop, the launcher and its workers, by pid
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    from mathse_rl.evolve.pool import read_jsonl
+
+    recorded = [r["stage"] for r in read_jsonl(out / "stages.jsonl")]
+    assert recorded[-1] == "r1.judge" and "r1.train" not in recorded
+    assert (out / "run.lock").exists()  # left behind by the killed run
+    pool_at_kill = _pool(out)
+    assert pool_at_kill
+
+    script.write_text(_LOOP_WITH_LAUNCHED_STAGE.format(here=here, out=str(out), model=tiny_vlm_path, resume=True))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "taking over the lock" in done.stderr and not (out / "run.lock").exists()
+    info = json.loads((out / "checkpoints" / "r1" / "mathse_train.json").read_text())
+    assert info["world_size"] == 2 and info["steps"] == 6
+    assert 1 <= info["resumed_at_step"] < 6 and info["resumed_from"] == f"checkpoint-{info['resumed_at_step']}"
+    assert info["logged_steps"] == [1, 2, 3, 4, 5, 6]  # the resumed job logs from resumed_at_step + 1, not from 1
+    stages = [r["stage"] for r in read_jsonl(out / "stages.jsonl")]
+    assert stages[-2:] == ["r1.train", "r1.eval"]
+    assert pool_at_kill <= _pool(out)
+    assert json.loads((out / "result.json").read_text())["stages"]["r1.train"]["rows"] == len(_pool(out))
+
+
+@pytest.mark.slow
+def test_a_killed_stage_resumes_from_its_checkpoint_with_the_same_steps_and_data_order(tiny_vlm_path, tmp_path,
+                                                                                         monkeypatch):
+    """In the loop's process: a 4-step stage with a checkpoint every step is cut after step 2
+    (later checkpoints removed, as a kill leaves them); the rerun resumes at step 2 and ends
+    with the losses and weights of an uninterrupted run."""
+    import shutil
+
+    from mathse_rl.integrations.trl import backends
+
+    rows = sft_rows(tmp_path, 8)
+    cfg = sft_config(tiny_vlm_path, tmp_path, max_steps=4, save_steps=1, save_total_limit=10, options={"optim": "sgd"},
+                     learning_rate=0.1)
+    whole = backends.SFTBackend(cfg).train(rows, tiny_vlm_path, str(tmp_path / "whole"))
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed after training")
+
+    monkeypatch.setattr(backends, "_save_final", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backends.SFTBackend(cfg).train(rows, tiny_vlm_path, str(tmp_path / "cut"))
+    monkeypatch.undo()
+    (work,) = (tmp_path / "cut.trainer").iterdir()
+    for step in (3, 4):
+        shutil.rmtree(work / f"checkpoint-{step}")
+    cut = backends.SFTBackend(cfg).train(rows, tiny_vlm_path, str(tmp_path / "cut"))
+    a = json.loads((Path(whole) / "mathse_train.json").read_text())
+    b = json.loads((Path(cut) / "mathse_train.json").read_text())
+    assert (b["resumed_from"], b["steps"], b["logged_steps"]) == ("checkpoint-2", 4, [1, 2, 3, 4])
+    assert b["losses"] == pytest.approx(a["losses"], rel=1e-6)
+    wa, wb = weights(whole), weights(cut)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
+    assert not (tmp_path / "cut.trainer").exists()  # checkpoints go once the stage's model is saved

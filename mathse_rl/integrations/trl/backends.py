@@ -34,6 +34,11 @@ def _is_vlm(path: str) -> bool:
 
 def load_policy(path: str, *, dtype: str = "float32", device: str | None = None):
     """The model and its processor (VLM) or tokenizer (LM), ready for generation or training."""
+    return load_model(path, dtype=dtype, device=device), load_processing(path)
+
+
+def load_model(path: str, *, dtype: str = "float32", device: str | None = None):
+    """The model alone (a trainer checkpoint holds no processor)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
@@ -41,7 +46,7 @@ def load_policy(path: str, *, dtype: str = "float32", device: str | None = None)
     model = auto.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa")
     if device is not None:
         model.to(device)
-    return model, load_processing(path)
+    return model
 
 
 def load_processing(path: str):
@@ -272,8 +277,13 @@ class SFTBackend:
 
         t = self.cfg
         use_cpu = t.use_cpu or not torch.cuda.is_available()
-        model, processing = load_policy(init_model, dtype="float32")
         work = Path(output_dir).with_name(Path(output_dir).name + ".trainer") / _stage_key(rows, init_model, t)
+        last = last_checkpoint(work)
+        processing = load_processing(init_model)
+        # Resuming, the weights come from the checkpoint through from_pretrained: the trainer's own
+        # reload (load_state_dict, strict=False) matches no key of a Qwen2.5-VL saved in the hub
+        # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
+        model = load_model(str(last) if last else init_model, dtype="float32")
         kwargs: dict[str, Any] = dict(
             output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
             gradient_checkpointing=t.gradient_checkpointing, report_to="none",
@@ -295,9 +305,9 @@ class SFTBackend:
         # would warm up for its only step at learning rate 0. Whole steps, rounded down.
         if "warmup_steps" not in t.options:
             trainer.args.warmup_steps = int(t.warmup_ratio * total)
-        last = last_checkpoint(work)
         if last is not None:
             logger.info("resuming the fine-tune from %s", last)
+            _optimizer_state_on_cpu(trainer)
         trainer.train(resume_from_checkpoint=str(last) if last else None)
         self.last_log_history = list(trainer.state.log_history)
         path = _save_final(trainer, processing, output_dir, {
@@ -309,6 +319,27 @@ class SFTBackend:
             "losses": [h["loss"] for h in self.last_log_history if "loss" in h]})
         del trainer, model
         return path
+
+
+def _optimizer_state_on_cpu(trainer: Any) -> None:
+    """Multi-process CPU runs (gloo) only: transformers maps the saved optimiser state to
+    ``args.device``, which is ``cpu:0`` there, and ``torch.load`` cannot restore to ``cpu:0``;
+    map it to ``cpu`` while the trainer loads it. GPU runs (``cuda:N``) are left as they are."""
+    import torch
+
+    if trainer.args.world_size <= 1 or trainer.args.device.type != "cpu":
+        return
+    load_state = trainer._load_optimizer_and_scheduler
+
+    def load_on_cpu(checkpoint):
+        torch_load = torch.load
+        torch.load = lambda *a, **kw: torch_load(*a, **{**kw, "map_location": "cpu"})
+        try:
+            return load_state(checkpoint)
+        finally:
+            torch.load = torch_load
+
+    trainer._load_optimizer_and_scheduler = load_on_cpu
 
 
 def last_checkpoint(work: Path) -> Path | None:
