@@ -37,6 +37,8 @@ class GenerateConfig:
     max_new_tokens: int = 512  # completion budget per path
     batch_size: int = 8  # prompts per generate call
     chunk_size: int = 64  # problems per durable chunk (a resumed stage skips finished chunks)
+    tensor_parallel_size: int = 1  # vLLM: GPUs per engine
+    data_parallel_size: int = 1  # vLLM: engines, each on its own tensor_parallel_size GPUs; prompts split among them
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific (e.g. vLLM gpu_memory_utilization)
 
 
@@ -280,6 +282,10 @@ def validate_launch(cfg: EvolveConfig) -> None:
             f"train.global_batch_size={t.global_batch_size} but per_device_train_batch_size "
             f"({t.per_device_train_batch_size}) x gradient_accumulation_steps ({t.gradient_accumulation_steps}) x "
             f"processes ({world_size(cfg)}) = {global_batch(cfg)}")
+    if cfg.generate.tensor_parallel_size < 1 or cfg.generate.data_parallel_size < 1:
+        raise ConfigError("generate.tensor_parallel_size and generate.data_parallel_size must be >= 1")
+    if {"tensor_parallel_size", "data_parallel_size"} & set(cfg.generate.options):
+        raise ConfigError("set generate.tensor_parallel_size / generate.data_parallel_size, not generate.options")
     if t.save_steps < 0:
         raise ConfigError("train.save_steps must be >= 0 (0: no in-stage checkpoints)")
 

@@ -229,3 +229,64 @@ def test_a_killed_stage_resumes_from_its_checkpoint_with_the_same_steps_and_data
     wa, wb = weights(whole), weights(cut)
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6
     assert not (tmp_path / "cut.trainer").exists()  # checkpoints go once the stage's model is saved
+
+
+@pytest.mark.slow
+def test_the_online_recipe_resumes_and_saves_through_save_model(tiny_vlm_path, tmp_path):
+    """``recipes/trl/mathse_grpo.py``: two steps with a checkpoint each, then ``--resume`` to three:
+    training goes on from checkpoint-2, and ``final/`` is a loadable model with its processor."""
+    import subprocess
+    import sys
+
+    from mathse_rl.integrations.trl.backends import load_policy
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "train.jsonl"
+    lines = []
+    for p in make_problems(4):
+        img = tmp_path / f"{p.id}.png"
+        p.images[0].save(img)
+        lines.append(json.dumps({"id": p.id, "question": p.question, "answer": p.gold, "images": [img.name]}))
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "grpo"
+    base = [sys.executable, str(root / "recipes" / "trl" / "mathse_grpo.py"), "--config",
+            str(root / "recipes" / "trl" / "mathse_grpo_tiny_cpu.yaml"), "--model", tiny_vlm_path,
+            "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "4",
+            "--num_generations", "4", "--max_completion_length", "8", "--save_strategy", "steps", "--save_steps", "1"]
+    first = subprocess.run(base + ["--max_steps", "2"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (out / "checkpoint-2" / "trainer_state.json").exists()
+    again = subprocess.run(base + ["--max_steps", "3", "--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {out / 'checkpoint-2'}" in again.stdout
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
+    model, processor = load_policy(str(out / "final"))
+    assert getattr(processor, "image_processor", None) is not None
+
+
+def test_vllm_data_parallel_engines_split_prompts_and_keep_their_order(monkeypatch):
+    """Two engines x tensor parallel 2 over four visible GPUs, with a stand-in for ``vllm.LLM``:
+    each engine process sees its own two GPUs, the prompts are split 3 + 2, the answers come back
+    in prompt order, and ``release()`` ends the engine processes. (vLLM itself is not installed
+    here: this checks our side of the contract, not vLLM.)"""
+    from mathse_rl.integrations.trl.backends import VLLMGenerator
+
+    class Fake(VLLMGenerator):
+        engine, sampling = "fake_vllm:FakeLLM", "fake_vllm:FakeParams"
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    cfg = load_config(generate={"backend": "vllm", "tensor_parallel_size": 2, "data_parallel_size": 2,
+                                "options": {"gpu_memory_utilization": 0.85}})
+    gen = Fake(cfg, "some/model")
+    try:
+        msgs = [[{"role": "user", "content": f"question {i}"}] for i in range(5)]
+        outs = gen.generate(msgs, [()] * 5, n=2, temperature=1.0, max_new_tokens=8)
+        assert [len(o) for o in outs] == [2] * 5
+        assert all(o[k].endswith(f"k={k} question {i}") for i, o in enumerate(outs) for k in range(2))
+        assert [o[0].split()[0] for o in outs] == ["gpus=4,5"] * 3 + ["gpus=6,7"] * 2
+        assert all(" tp=2 " in o[0] for o in outs)
+        procs = [p for p, _ in gen.workers]
+    finally:
+        gen.release()
+    assert not gen.workers and not any(p.is_alive() for p in procs)
