@@ -182,6 +182,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(_one_line(exc, "config")) from None
+    la = obj.launch
+    if path is not None and la.config_file and not Path(la.config_file).exists():
+        beside = Path(path).parent / la.config_file  # a recipe names its launcher config relative to itself
+        if beside.exists():
+            la.config_file = str(beside.resolve())
     validate(obj)
     return obj
 

@@ -290,3 +290,28 @@ def test_vllm_data_parallel_engines_split_prompts_and_keep_their_order(monkeypat
     finally:
         gen.release()
     assert not gen.workers and not any(p.is_alive() for p in procs)
+
+
+@pytest.mark.parametrize("name", ["fsdp.yaml", "zero3.yaml", "zero3_hostfile.yaml", "zero3_offload_1gpu.yaml"])
+def test_launcher_configs_are_read_by_accelerate(name):
+    """accelerate's own config reader accepts each file (it rejects unknown keys)."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "trl" / "accelerate" / name
+    cfg = ClusterConfig.from_yaml_file(path)
+    assert str(cfg.distributed_type).split(".")[-1] in ("FSDP", "DEEPSPEED") and cfg.mixed_precision == "bf16"
+    if cfg.deepspeed_config:
+        assert cfg.deepspeed_config["zero_stage"] == 3 and cfg.deepspeed_config["zero3_save_16bit_model"]
+    else:
+        assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+def test_the_global_batch_is_checked_at_load():
+    from mathse_rl.evolve.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"global_batch_size=128 but .*\(4\) x .*\(4\) x processes \(1\) = 16"):
+        load_config(train={"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4,
+                           "global_batch_size": 128})
+    cfg = load_config(train={"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4,
+                             "global_batch_size": 128}, launch={"launcher": "torchrun", "num_processes": 8})
+    assert cfg.train.global_batch_size == 128
