@@ -399,12 +399,6 @@ class SFTBackend:
         t = self.cfg
         use_cpu = t.use_cpu or not torch.cuda.is_available()
         work = Path(output_dir).with_name(Path(output_dir).name + ".trainer") / _stage_key(rows, init_model, t)
-        last = last_checkpoint(work)
-        processing = load_processing(init_model)
-        # Resuming, the weights come from the checkpoint through from_pretrained: the trainer's own
-        # reload (load_state_dict, strict=False) matches no key of a Qwen2.5-VL saved in the hub
-        # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
-        model = load_model(str(last) if last else init_model, dtype="float32")
         kwargs: dict[str, Any] = dict(
             output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
             gradient_checkpointing=t.gradient_checkpointing, report_to="none",
@@ -416,7 +410,13 @@ class SFTBackend:
         if t.save_steps > 0:
             kwargs.update(save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit)
         kwargs.update(t.options)
-        args = SFTConfig(**kwargs)
+        args = SFTConfig(**kwargs)  # before the model: a DeepSpeed config here makes from_pretrained load sharded
+        last = last_checkpoint(work)
+        processing = load_processing(init_model)
+        # Resuming, the weights come from the checkpoint through from_pretrained: the trainer's own
+        # reload (load_state_dict, strict=False) matches no key of a Qwen2.5-VL saved in the hub
+        # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
+        model = load_model(str(last) if last else init_model, dtype="float32")
         trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing)
         total = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
         # trl/transformers read a float warmup below 1 as a ratio rounded *up*: a one-step stage
