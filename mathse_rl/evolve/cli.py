@@ -25,11 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mathse_rl.data.loaders import load_problems, load_seed_attempts
-    from mathse_rl.evolve.config import load_config, to_yaml
-    from mathse_rl.evolve.loop import run_evolve
+    """Run the loop; a bad setting (config key, missing model or file, empty eval set, a run
+    already holding the output directory) is one line on stderr and exit status 2."""
+    from mathse_rl.evolve.config import ConfigError
+    from mathse_rl.evolve.lock import RunLockedError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (ConfigError, RunLockedError) as exc:
+        print(f"mathse-rl evolve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mathse_rl.data.loaders import load_problems, load_seed_attempts
+    from mathse_rl.evolve.config import check_paths, load_config, to_yaml
+    from mathse_rl.evolve.loop import run_evolve
+
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         print(f"overrides must be key=value, got {bad}", file=sys.stderr)
@@ -44,23 +57,28 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data.train:
         print("no training problems: set data.train=<jsonl | parquet | dir | hf:name:split>", file=sys.stderr)
         return 2
+    check_paths(cfg)  # model, data files, image root: before anything is loaded or written
     cols = tuple(cfg.data.gold_columns)
     train, bad_train = load_problems(cfg.data.train, image_root=cfg.data.image_root, limit=cfg.data.limit,
                                      gold_columns=cols)
     heldout, bad_eval = (load_problems(cfg.data.eval, image_root=cfg.data.image_root, gold_columns=cols)
                          if cfg.data.eval else ([], []))
     seed, bad_seed = load_seed_attempts(cfg.data.seed) if cfg.data.seed else ([], [])
+    skipped = []
     for name, rows in (("train", bad_train), ("eval", bad_eval), ("seed", bad_seed)):
         if rows:
             print(f"skipped {len(rows)} bad {name} rows: " + ", ".join(f"{r['id']} ({r['reason']})" for r in rows[:10]),
                   file=sys.stderr)
+        skipped.extend({"id": str(r["id"]), "split": name, "reason": str(r["reason"])} for r in rows)
     if not train:
         print("no usable training problems", file=sys.stderr)
         return 2
-    result = run_evolve(cfg, train, heldout, seed_attempts=seed, resume=args.resume)
+    result = run_evolve(cfg, train, heldout if cfg.data.eval else None, seed_attempts=seed, resume=args.resume,
+                        skipped=skipped)
     summary = {"output_dir": result.output_dir, "pool": result.pool_counts, "delivered": result.final_checkpoint,
                "delivered_stage": result.delivered_stage, "best_accuracy": result.best_accuracy,
                "made_worse": [w["stage"] for w in result.worse_stages],
+               "skipped_problems": len(result.skipped_problems),
                "heldout": [{k: h.get(k) for k in ("stage", "accuracy")} for h in result.heldout]}
     print(json.dumps(summary, indent=1))
     return 0

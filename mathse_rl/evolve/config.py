@@ -12,6 +12,7 @@ weight decay 0.05).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
@@ -42,6 +43,8 @@ class GenerateConfig:
     max_new_tokens: int = 512  # completion budget per path
     batch_size: int = 8  # prompts per generate call
     chunk_size: int = 64  # problems per durable chunk (a resumed stage skips finished chunks)
+    tensor_parallel_size: int = 1  # vLLM: GPUs per engine
+    data_parallel_size: int = 1  # vLLM: engines, each on its own tensor_parallel_size GPUs; prompts split among them
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific (e.g. vLLM gpu_memory_utilization)
 
 
@@ -89,7 +92,27 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # trade compute for memory
     seed: int = 0  # trainer seed
     save_processor: bool = True  # save the processor/tokenizer next to each checkpoint
+    global_batch_size: Optional[int] = None  # when set, checked at load: per-device x accumulation x processes
+    save_steps: int = 50  # optimiser steps between in-stage checkpoints, the resume point after a kill (0: none)
+    save_total_limit: int = 2  # in-stage checkpoints kept (the newest complete one is resumed from)
     options: dict[str, Any] = field(default_factory=dict)  # extra SFTConfig fields
+
+
+@dataclass
+class LaunchConfig:
+    """How each SFT stage runs: inside the loop's process, or as a job of N processes on M nodes."""
+
+    launcher: str = "none"  # none: in the loop's process | accelerate | torchrun: a child job per SFT stage
+    num_processes: int = 1  # processes (GPUs) per node
+    num_machines: int = 1  # nodes
+    machine_rank: str = "0"  # this node's rank; with a prefix, a variable set per node (e.g. "$SLURM_NODEID")
+    main_process_ip: Optional[str] = None  # rank-0 node's address (rendezvous) for several nodes
+    main_process_port: int = 0  # rendezvous port (0: a free local port on one node, 29500 on several)
+    config_file: Optional[str] = None  # accelerate config: FSDP / DeepSpeed ZeRO-3 (recipes/trl/accelerate/)
+    prefix: list[str] = field(default_factory=list)  # starts the launcher on every node, e.g. [srun, --ntasks-per-node=1]
+    extra_args: list[str] = field(default_factory=list)  # further launcher flags, passed as given
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the stage's processes (NCCL_*, ...)
+    python: Optional[str] = None  # interpreter of the stage's processes (None: the loop's own)
 
 
 @dataclass
@@ -135,6 +158,7 @@ class EvolveConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -146,51 +170,200 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
     """Merge, in this order: the schema defaults, a caller's ``defaults`` mapping, a YAML recipe,
     ``key=value`` overrides and keyword fields (nested mappings merge key by key).
 
-    Unknown keys fail here, before any work starts. The result is a typed
-    ``EvolveConfig`` object (attribute access, validated types).
+    Unknown keys fail here, before any work starts, with one line naming the key and the
+    nearest valid one (:class:`ConfigError`). The result is a typed ``EvolveConfig`` object
+    (attribute access, validated types).
     """
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     cfg = OmegaConf.structured(EvolveConfig)
+    layers: list[tuple[str, Any]] = []
     if defaults:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(defaults)))
+        layers.append(("defaults", lambda: OmegaConf.create(dict(defaults))))
     if path is not None:
         if not Path(path).exists():
-            raise FileNotFoundError(f"evolve config not found: {path}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            raise ConfigError(f"evolve config not found: {path}")
+        layers.append((str(path), lambda: OmegaConf.load(path)))
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        layers.append(("overrides", lambda: OmegaConf.from_dotlist(list(overrides))))
     if fields:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(fields))
-    obj = OmegaConf.to_object(cfg)
+        layers.append(("fields", lambda: OmegaConf.create(fields)))
+    for where, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer())
+        except OmegaConfBaseException as exc:
+            raise ConfigError(_one_line(exc, where)) from None
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc, "config")) from None
+    la = obj.launch
+    if path is not None and la.config_file and not Path(la.config_file).exists():
+        beside = Path(path).parent / la.config_file  # a recipe names its launcher config relative to itself
+        if beside.exists():
+            la.config_file = str(beside.resolve())
     validate(obj)
     return obj
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any stage runs; its message is one line."""
+
+
+def config_keys(node: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (free-form ``options``-like mappings are leaves).
+
+    >>> "generate.temperature" in config_keys() and "launch.num_processes" in config_keys()
+    True
+    """
+    import dataclasses
+
+    node = EvolveConfig if node is None else node
+    keys = []
+    for f in dataclasses.fields(node):
+        key = prefix + f.name
+        keys.append(key)
+        sub = f.type if dataclasses.is_dataclass(f.type) else globals().get(str(f.type))
+        if sub is not None and dataclasses.is_dataclass(sub):
+            keys.extend(config_keys(sub, key + "."))
+    return keys
+
+
+def _one_line(exc: Exception, where: str) -> str:
+    """``unknown config key 'generate.temprature' (overrides); did you mean 'generate.temperature'?``"""
+    import difflib
+
+    from omegaconf.errors import ConfigKeyError
+
+    key = getattr(exc, "full_key", None) or ""
+    if isinstance(exc, ConfigKeyError) and key:
+        keys = config_keys()
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+        if not near:  # compare the last part within the same section
+            section, _, leaf = key.rpartition(".")
+            same = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]
+            near = [f"{section}.{m}" if section else m for m in difflib.get_close_matches(leaf, same, n=1, cutoff=0.4)]
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return f"unknown config key {key!r} ({where}){hint}"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"bad config value{f' for {key!r}' if key else ''} ({where}): {msg}"
+
+
 def validate(cfg: EvolveConfig) -> None:
-    """Fail loudly on settings that cannot work."""
+    """Fail loudly on settings that cannot work (:class:`ConfigError`, a ``ValueError``)."""
     if cfg.rounds < 0:
-        raise ValueError(f"rounds must be >= 0, got {cfg.rounds}")
+        raise ConfigError(f"rounds must be >= 0, got {cfg.rounds}")
     if cfg.generate.n < 1:
-        raise ValueError(f"generate.n must be >= 1, got {cfg.generate.n}")
+        raise ConfigError(f"generate.n must be >= 1, got {cfg.generate.n}")
     if cfg.reflect.n < 1:
-        raise ValueError(f"reflect.n must be >= 1, got {cfg.reflect.n}")
+        raise ConfigError(f"reflect.n must be >= 1, got {cfg.reflect.n}")
     if cfg.reflect.attempts < 1:
-        raise ValueError(f"reflect.attempts must be >= 1, got {cfg.reflect.attempts}")
+        raise ConfigError(f"reflect.attempts must be >= 1, got {cfg.reflect.attempts}")
     if cfg.reflect.when not in REFLECT_WHEN:
-        raise ValueError(f"reflect.when must be one of {REFLECT_WHEN}, got {cfg.reflect.when!r}")
+        raise ConfigError(f"reflect.when must be one of {REFLECT_WHEN}, got {cfg.reflect.when!r}")
     if cfg.pool.max_per_question is not None and cfg.pool.max_per_question < 1:
-        raise ValueError("pool.max_per_question must be >= 1 or null")
+        raise ConfigError("pool.max_per_question must be >= 1 or null")
     if cfg.solve_template != "auto":
         from mathse_rl.prompts import SOLVE_TEMPLATES
 
         if cfg.solve_template not in SOLVE_TEMPLATES and "{question}" not in cfg.solve_template:
-            raise ValueError(f"solve_template must be auto, one of {sorted(SOLVE_TEMPLATES)} or a format string "
+            raise ConfigError(f"solve_template must be auto, one of {sorted(SOLVE_TEMPLATES)} or a format string "
                              f"with {{question}}, got {cfg.solve_template!r}")
     if cfg.threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: what the machine can give), got {cfg.threads}")
+        raise ConfigError(f"threads must be >= 0 (0: what the machine can give), got {cfg.threads}")
     if not 0.0 <= cfg.data.eval_fraction < 1.0:
-        raise ValueError("data.eval_fraction must be in [0, 1)")
+        raise ConfigError("data.eval_fraction must be in [0, 1)")
+    validate_launch(cfg)
+
+
+LAUNCHERS = ("none", "accelerate", "torchrun")
+
+
+def world_size(cfg: EvolveConfig) -> int:
+    """Training processes of one SFT stage (1 when it runs inside the loop's process)."""
+    la = cfg.launch
+    return 1 if la.launcher == "none" else la.num_processes * la.num_machines
+
+
+def global_batch(cfg: EvolveConfig) -> int:
+    """Rows per optimiser step: per-device batch x gradient accumulation x processes."""
+    t = cfg.train
+    return t.per_device_train_batch_size * t.gradient_accumulation_steps * world_size(cfg)
+
+
+def validate_launch(cfg: EvolveConfig) -> None:
+    la, t = cfg.launch, cfg.train
+    if la.launcher not in LAUNCHERS:
+        raise ConfigError(f"launch.launcher must be one of {LAUNCHERS}, got {la.launcher!r}")
+    if la.num_processes < 1 or la.num_machines < 1:
+        raise ConfigError("launch.num_processes and launch.num_machines must be >= 1")
+    if la.launcher == "none" and (la.num_processes > 1 or la.num_machines > 1):
+        raise ConfigError("launch.num_processes/num_machines > 1 need launch.launcher=accelerate or torchrun")
+    if la.num_machines > 1 and not la.main_process_ip and not la.config_file:
+        raise ConfigError("launch.num_machines > 1 needs launch.main_process_ip (the rank-0 node's address)")
+    if la.config_file is not None and la.launcher != "accelerate":
+        raise ConfigError("launch.config_file is an accelerate config; set launch.launcher=accelerate")
+    if la.config_file is not None and not Path(la.config_file).exists():
+        raise ConfigError(f"launch.config_file not found: {la.config_file}")
+    if t.per_device_train_batch_size < 1 or t.gradient_accumulation_steps < 1:
+        raise ConfigError("train.per_device_train_batch_size and train.gradient_accumulation_steps must be >= 1")
+    if t.global_batch_size is not None and global_batch(cfg) != t.global_batch_size:
+        raise ConfigError(
+            f"train.global_batch_size={t.global_batch_size} but per_device_train_batch_size "
+            f"({t.per_device_train_batch_size}) x gradient_accumulation_steps ({t.gradient_accumulation_steps}) x "
+            f"processes ({world_size(cfg)}) = {global_batch(cfg)}")
+    if cfg.generate.tensor_parallel_size < 1 or cfg.generate.data_parallel_size < 1:
+        raise ConfigError("generate.tensor_parallel_size and generate.data_parallel_size must be >= 1")
+    if {"tensor_parallel_size", "data_parallel_size"} & set(cfg.generate.options):
+        raise ConfigError("set generate.tensor_parallel_size / generate.data_parallel_size, not generate.options")
+    if t.save_steps < 0:
+        raise ConfigError("train.save_steps must be >= 0 (0: no in-stage checkpoints)")
+
+
+def check_paths(cfg: EvolveConfig, *, model: bool = True, data: bool = True) -> None:
+    """Fail before any stage is recorded when a model, data file or image root is missing.
+
+    ``model``: check ``cfg.model`` (skipped when the caller brings its own generator and
+    trainer); ``data``: check ``data.train/eval/seed`` (the CLI loads them; a caller passing
+    problems in memory does not). Hub ids pass when they have the hub's form, and, with
+    ``HF_HUB_OFFLINE=1``, when they are in the local cache.
+    """
+    if model:
+        check_model_ref("model", cfg.model)
+    for key, conf in (("critic", cfg.critic), ("judge_options", cfg.judge_options)):
+        if conf.get("backend") == "local" and conf.get("model"):
+            check_model_ref(f"{key}.model", str(conf["model"]))
+    if data:
+        for key in ("train", "eval", "seed"):
+            ref = getattr(cfg.data, key)
+            if ref and not str(ref).startswith("hf:") and not Path(ref).exists():
+                raise ConfigError(f"data.{key} not found: {ref}")
+    if cfg.data.image_root and not Path(cfg.data.image_root).is_dir():
+        raise ConfigError(f"data.image_root is not a directory: {cfg.data.image_root}")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model_ref(key: str, ref: str) -> None:
+    """A saved model directory (with ``config.json``) or a hub id; one-line :class:`ConfigError` otherwise."""
+    import os
+
+    if not ref:
+        raise ConfigError(f"{key} is empty: set {key}=<model directory or hub id>")
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ConfigError(f"{key}={ref} exists but holds no config.json (not a saved model)")
+        return
+    if ref.startswith(("/", ".", "~")) or not _HUB_ID.match(ref):
+        raise ConfigError(f"{key}={ref}: no such model directory")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(ref, "config.json"), str):
+            raise ConfigError(f"{key}={ref}: no such model directory, and not in the hub cache (HF_HUB_OFFLINE=1)")
 
 
 def resolve_threads(threads: int = 0) -> int:

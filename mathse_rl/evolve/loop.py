@@ -30,8 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 from mathse_rl.evolve.components import (
     Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row, text_token_counter,
 )
-from mathse_rl.evolve.config import EvolveConfig, coerce, resolve_threads, step_budget, step_config, to_yaml
+from mathse_rl.evolve.config import (
+    ConfigError, EvolveConfig, check_paths, coerce, resolve_threads, step_budget, step_config, to_yaml,
+)
 from mathse_rl.evolve.evaluate import evaluate
+from mathse_rl.evolve.lock import RunLock
 from mathse_rl.evolve.pool import (
     Bookkeeping, Pool, StageLog, atomic_write_text, attempt_from_row, attempt_to_row, chunked, read_jsonl,
     write_jsonl,
@@ -75,17 +78,21 @@ def run_evolve(config: EvolveConfig | Mapping[str, Any] | str, problems_train: S
                problems_eval: Sequence[Problem] | None = None, *, seed_attempts: Sequence[Attempt] = (),
                generator: Generator | None = None, trainer: Trainer | None = None, judge: Judge | None = None,
                critic: Critic | Any | None = None, refiner: Refiner | None = None, eval_judge: Judge | None = None,
-               tracker: Any = None, resume: bool = False, faults: FaultHook | None = None) -> EvolveResult:
+               tracker: Any = None, resume: bool = False, faults: FaultHook | None = None,
+               skipped: Sequence[Mapping[str, str]] = ()) -> EvolveResult:
     """Run (or resume) the self-evolving rounds with reflection.
 
     Components default to the registry names in ``config``; pass objects to override
     (the demo passes a programmatic teacher as ``refiner``). ``seed_attempts`` are the
     teacher's solutions (source ``distilled``); they are judged and the accepted ones start
-    the pool. ``resume=False`` on a directory with finished stages is refused.
+    the pool. ``resume=False`` on a directory with finished stages is refused, and so is a
+    directory another live run holds (``run.lock``). ``skipped`` are rows a loader already
+    dropped (``{"id", "reason"[, "split"]}``); ``result.json`` lists them with the loop's own.
+    Missing models, data files and an empty held-out set (evaluation on) fail before any stage.
     """
     cfg = coerce(config)
     return _Loop(cfg, problems_train, problems_eval, seed_attempts, generator, trainer, judge, critic, refiner,
-                 eval_judge, tracker, resume, faults).run()
+                 eval_judge, tracker, resume, faults, skipped).run()
 
 
 def _set_threads(threads: int) -> int:
@@ -154,25 +161,33 @@ class _BudgetCounter:
 
 class _Loop:
     def __init__(self, cfg, train, heldout, seed, generator, trainer, judge, critic, refiner, eval_judge, tracker,
-                 resume, faults):
+                 resume, faults, skipped=()):
         self.cfg = cfg
+        # At the edge: models and files the loop will load itself must exist before anything is written.
+        check_paths(cfg, model=generator is None or trainer is None, data=False)
         self.out = Path(cfg.output_dir)
         self.stage_dir = self.out / "stages"
         self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.out)
+        self.lock.acquire()
+        try:
+            self._setup(cfg, train, heldout, seed, generator, trainer, judge, critic, refiner, eval_judge, tracker,
+                        resume, faults, skipped)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, cfg, train, heldout, seed, generator, trainer, judge, critic, refiner, eval_judge, tracker,
+               resume, faults, skipped):
         self.log = StageLog(self.out / "stages.jsonl")
         if self.log.records and not resume:
             raise FileExistsError(f"{self.out} holds a started run; pass resume=True (--resume) or a new output_dir")
-        if resume and not (self.out / "config.yaml").exists():
-            logger.info("resume requested but %s has no run yet; starting fresh", self.out)
-        elif resume and (self.out / "config.yaml").read_text() != to_yaml(cfg):
-            logger.warning("resuming %s with a config that differs from the one it started with; finished "
-                           "stages keep their results", self.out)
-        atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
         self.faults = faults or (lambda stage, point: None)
-        self.skipped: list[dict[str, str]] = []
+        self.skipped: list[dict[str, str]] = [{"split": "", **dict(s)} for s in skipped]
         self.train = self._prepare(train, "train")
-        heldout = list(heldout) if heldout is not None else []
-        if not heldout and cfg.data.eval_fraction > 0:
+        given = heldout is not None  # an eval set that was given but is empty is an error, never a split
+        heldout = list(heldout) if given else []
+        if not given and cfg.data.eval_fraction > 0:
             rng = random.Random(cfg.seed)
             order = sorted(self.train, key=lambda p: p.id)
             rng.shuffle(order)
@@ -183,6 +198,15 @@ class _Loop:
         else:
             heldout = self._prepare(heldout, "eval", exclude={p.id for p in self.train})
         self.heldout = heldout
+        if cfg.eval.enabled and not heldout:
+            raise ConfigError("the held-out set is empty (no usable eval problems): give data.eval (or eval problems), "
+                              "set data.eval_fraction > 0, or turn evaluation off with eval.enabled=false")
+        if resume and not (self.out / "config.yaml").exists():
+            logger.info("resume requested but %s has no run yet; starting fresh", self.out)
+        elif resume and (self.out / "config.yaml").read_text() != to_yaml(cfg):
+            logger.warning("resuming %s with a config that differs from the one it started with; finished "
+                           "stages keep their results", self.out)
+        atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
         self.by_id = {p.id: p for p in list(self.train) + list(self.heldout)}
         self.seed = self._check_seed(seed)
         self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
@@ -273,6 +297,10 @@ class _Loop:
         return self._refiner
 
     def _trainer(self) -> Trainer:
+        if self.trainer is None and self.cfg.launch.launcher != "none":
+            from mathse_rl.evolve.launch import LaunchedTrainer  # a job of N processes per SFT stage
+
+            self.trainer = LaunchedTrainer(self.cfg)
         if self.trainer is None:
             self.trainer = get_trainer(self.cfg.train.backend, self.cfg)
         return self.trainer
@@ -457,6 +485,7 @@ class _Loop:
             return result
         finally:
             self.tracker.finish()
+            self.lock.release()
 
     def _distill_judge(self, sdir: Path) -> dict[str, Any]:
         seed = [dataclasses.replace(a, source="distilled") for a in self.seed]

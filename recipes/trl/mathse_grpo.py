@@ -7,16 +7,23 @@
 
 Every ``MathSEConfig`` field (trl's ``GRPOConfig`` plus ``loss``, ``reflect_mode``, ``judge``, ``critic``,
 ``reflect``, ``reflect_template``, ...) can be set in the YAML or on the command line.
+
+After a kill, the same command with ``--resume`` continues from the newest checkpoint in
+``output_dir`` (``save_steps`` sets how often they are written); ``--resume_from_checkpoint
+<dir>`` names one. The final model is saved through ``trainer.save_model`` on every process
+(the path that gathers FSDP / ZeRO-3 shards).
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from transformers.trainer_utils import get_last_checkpoint
 from trl import TrlParser
 
 from mathse_rl.data.loaders import GOLD_COLUMNS, load_problems
 from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
-from mathse_rl.integrations.trl.backends import load_policy, save_policy
+from mathse_rl.integrations.trl.backends import load_model, load_policy
 from mathse_rl.integrations.trl.trainer import online_dataset
 
 
@@ -29,6 +36,7 @@ class ScriptArguments:
     limit: Optional[int] = field(default=None, metadata={"help": "use only the first N problems"})
     gold_columns: list[str] = field(default_factory=lambda: list(GOLD_COLUMNS), metadata={
         "help": "reference answer columns, per row the first non-empty (default: answer, gold, ground_truth, solution)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
 
 
 def main() -> None:
@@ -38,12 +46,22 @@ def main() -> None:
     problems, bad = load_problems(script.train_data, limit=script.limit, gold_columns=script.gold_columns)
     if bad:
         print(f"skipped {len(bad)} bad rows: {bad[:10]}")
-    model, processor = load_policy(script.model, dtype="bfloat16" if args.bf16 else "float32")
+    checkpoint = args.resume_from_checkpoint
+    if script.resume and checkpoint is None:
+        checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        print(f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {args.output_dir}; starting fresh")
+    dtype = "bfloat16" if args.bf16 else "float32"
+    model, processor = load_policy(script.model, dtype=dtype)
+    if checkpoint:
+        # The weights come through from_pretrained: the trainer's own reload matches no key of a
+        # Qwen2.5-VL saved in the hub layout and would go on from the base weights.
+        model = load_model(checkpoint, dtype=dtype)
     trainer = MathSETrainer(model=model, reward_funcs=[make_reward_func(r) for r in script.reward_funcs], args=args,
                             train_dataset=online_dataset(problems), processing_class=processor)
-    trainer.train()
-    if trainer.accelerator.is_main_process:  # model plus the processor parts generation needs
-        save_policy(trainer.accelerator.unwrap_model(trainer.model), processor, f"{args.output_dir}/final")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    # Every process takes part (FSDP / ZeRO-3 gather their shards); the main process writes the
+    # weights and the processor parts that generation needs (see load_processing).
+    trainer.save_model(f"{args.output_dir}/final")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_defaults_are_the_papers_choices():
     assert t.per_device_train_batch_size * t.gradient_accumulation_steps == 128
 
 
-@pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "qwen2_5_vl_7b.yaml"])
+@pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "qwen2_5_vl_7b.yaml", "qwen2_5_vl_7b_2nodes.yaml"])
 def test_recipes_load_and_take_overrides(recipe):
     cfg = load_config(ROOT / "recipes" / "trl" / recipe, ["judge=orm", "critic.backend=local", "reflect.refiner=openai"])
     assert cfg.judge == "orm" and cfg.critic["backend"] == "local" and cfg.reflect.refiner == "openai"
@@ -46,11 +46,16 @@ def test_an_orm_judge_shares_the_critics_orm_unless_told_otherwise():
     assert judge_options(load_config()) == {}
 
 
-def test_qwen_recipe_uses_vllm_and_the_papers_sft_settings():
-    cfg = load_config(ROOT / "recipes" / "trl" / "qwen2_5_vl_7b.yaml")
+@pytest.mark.parametrize("recipe,processes", [("qwen2_5_vl_7b.yaml", 8), ("qwen2_5_vl_7b_2nodes.yaml", 16)])
+def test_qwen_recipe_uses_vllm_and_the_papers_sft_settings(recipe, processes):
+    from mathse_rl.evolve.config import global_batch, world_size
+
+    cfg = load_config(ROOT / "recipes" / "trl" / recipe)
     assert cfg.generate.backend == "vllm" and cfg.train.bf16
     assert (cfg.train.learning_rate, cfg.train.warmup_ratio, cfg.train.weight_decay) == (1e-5, 0.1, 0.05)
-    assert cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps == 128
+    assert world_size(cfg) == processes and global_batch(cfg) == cfg.train.global_batch_size == 128
+    # the launcher config is found next to the recipe, whatever the working directory
+    assert Path(cfg.launch.config_file).is_file() and cfg.launch.launcher == "accelerate"
 
 
 @pytest.mark.parametrize("override,match", [("rounds=-1", "rounds"), ("reflect.when=sometimes", "reflect.when"),

@@ -34,6 +34,11 @@ def _is_vlm(path: str) -> bool:
 
 def load_policy(path: str, *, dtype: str = "float32", device: str | None = None):
     """The model and its processor (VLM) or tokenizer (LM), ready for generation or training."""
+    return load_model(path, dtype=dtype, device=device), load_processing(path)
+
+
+def load_model(path: str, *, dtype: str = "float32", device: str | None = None):
+    """The model alone (a trainer checkpoint holds no processor)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
@@ -41,7 +46,7 @@ def load_policy(path: str, *, dtype: str = "float32", device: str | None = None)
     model = auto.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa")
     if device is not None:
         model.to(device)
-    return model, load_processing(path)
+    return model
 
 
 def load_processing(path: str):
@@ -57,6 +62,10 @@ def load_processing(path: str):
     config = AutoConfig.from_pretrained(path)
     if not _is_vlm(path) or config.model_type in ("qwen2_vl", "qwen2_5_vl"):
         proc = load_processor(path)
+        if getattr(proc, "tokenizer", None) is not None:
+            # trainer.save_model and trl's checkpoints call processing_class.save_pretrained, which
+            # for this processor (no video processor) fails: save the parts that load back instead.
+            proc.save_pretrained = lambda save_directory, **_: save_processing(proc, save_directory)
     else:
         from transformers import AutoProcessor
 
@@ -74,16 +83,23 @@ def save_policy(model: Any, processing: Any, path: str | Path) -> str:
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tok = getattr(processing, "tokenizer", processing)
-    tok.save_pretrained(tmp)
-    image_processor = getattr(processing, "image_processor", None)
-    if image_processor is not None:
-        # The processor's own save_pretrained needs every sub-processor (video, torchvision); the
-        # parts that images need are saved and load_processing reassembles them.
-        image_processor.save_pretrained(tmp)
+    save_processing(processing, tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return str(path)
+
+
+def save_processing(processing: Any, path: str | Path) -> None:
+    """The tokenizer and image processor of ``processing``, which :func:`load_processing` reassembles.
+
+    The processor's own ``save_pretrained`` needs every sub-processor (video, torchvision);
+    the parts that images need are saved instead.
+    """
+    tok = getattr(processing, "tokenizer", processing)
+    tok.save_pretrained(path)
+    image_processor = getattr(processing, "image_processor", None)
+    if image_processor is not None:
+        image_processor.save_pretrained(path)
 
 
 def _open_images(images: Sequence[Any]) -> list[Any]:
@@ -166,27 +182,70 @@ class HFGenerator:
 
 
 class VLLMGenerator:
-    """Offline-loop generation with vLLM (GPU nodes). ``generate.options`` go to ``vllm.LLM``."""
+    """Offline-loop generation with vLLM (GPU nodes).
+
+    ``generate.tensor_parallel_size`` GPUs per engine (vLLM's own tensor parallelism) and
+    ``generate.data_parallel_size`` engines: with more than one, each engine runs in its own
+    process on its own slice of the visible GPUs, the prompts are split into contiguous shards
+    (one per engine) and the answers come back in prompt order. ``generate.options`` go to
+    ``vllm.LLM`` (``gpu_memory_utilization``, ``max_model_len``, ...). ``release()`` ends the
+    engine processes, which returns their GPU memory before a fine-tune.
+    """
+
+    engine = "vllm:LLM"  # import paths of the engine and its sampling parameters (tests swap them)
+    sampling = "vllm:SamplingParams"
 
     def __init__(self, config: Any, model_path: str):
-        self.options = dict(config.generate.options)
-        self.top_p = config.generate.top_p
+        g = config.generate
+        self.options = dict(g.options)
+        self.tp, self.dp = g.tensor_parallel_size, g.data_parallel_size
+        self.top_p = g.top_p
         self.llm = None
+        self.workers: list[tuple[Any, Any]] = []
         self.model_path: str | None = None
         self.load(model_path)
 
-    def load(self, model_path: str) -> None:
-        if model_path == self.model_path and self.llm is not None:
-            return
-        import vllm  # fails loudly here when vLLM is absent
+    def _engine_options(self) -> dict[str, Any]:
+        return {**self.options, "tensor_parallel_size": self.tp}
 
+    def load(self, model_path: str) -> None:
+        if model_path == self.model_path and (self.llm is not None or self.workers):
+            return
         self.release()
-        self.llm = vllm.LLM(model=model_path, **self.options)
+        if self.dp == 1:
+            self.llm = _resolve(self.engine)(model=model_path, **self._engine_options())
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # CUDA and vLLM do not survive fork
+            for devices in engine_devices(self.dp, self.tp):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_engine_worker, daemon=True, args=(
+                    child, model_path, self._engine_options(), devices, self.engine, self.sampling))
+                proc.start()
+                self.workers.append((proc, parent))
+            for proc, conn in self.workers:  # wait until every engine is up (or report why not)
+                status = conn.recv()
+                if status != "ready":
+                    self.release()
+                    raise RuntimeError(f"a vLLM engine failed to start: {status}")
         self.model_path = model_path
 
     def release(self) -> None:
-        """Tear the engine down so the fine-tune gets the GPU memory back."""
+        """Tear the engines down so the fine-tune gets the GPU memory back."""
+        for proc, conn in self.workers:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for proc, _ in self.workers:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
+        self.workers = []
         if self.llm is None:
+            self.model_path = None
             return
         import gc
 
@@ -205,21 +264,95 @@ class VLLMGenerator:
             torch.cuda.empty_cache()
 
     def generate(self, messages, images, *, n, temperature, max_new_tokens) -> list[list[str]]:
-        from vllm import SamplingParams
+        params = {"n": n, "temperature": max(temperature, 0.0), "top_p": self.top_p if temperature > 0 else 1.0,
+                  "max_tokens": max_new_tokens}
+        if self.llm is not None:
+            return _vllm_generate(self.llm, _resolve(self.sampling), messages, images, params)
+        if not self.workers:
+            raise RuntimeError("generator released; call load(model_path) first")
+        shards = split_even(len(messages), len(self.workers))
+        for (_, conn), (a, b) in zip(self.workers, shards):
+            conn.send((list(messages[a:b]), [list(i) for i in images[a:b]], params))
+        out: list[list[str]] = []
+        for proc, conn in self.workers:
+            reply = conn.recv()
+            if isinstance(reply, BaseException):
+                raise RuntimeError(f"a vLLM engine failed: {reply!r}")
+            out.extend(reply)
+        return out
 
-        params = SamplingParams(n=n, temperature=max(temperature, 0.0), top_p=self.top_p if temperature > 0 else 1.0,
-                                max_tokens=max_new_tokens)
-        tok = self.llm.get_tokenizer()
-        requests = []
-        for m, imgs in zip(messages, images):
-            prompt = tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
-            req: dict[str, Any] = {"prompt": prompt}
-            if imgs:
-                opened = _open_images(imgs)
-                req["multi_modal_data"] = {"image": opened if len(opened) > 1 else opened[0]}
-            requests.append(req)
-        outs = self.llm.generate(requests, params, use_tqdm=False)
-        return [[o.text for o in out.outputs] for out in outs]
+
+def split_even(total: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` shards, sizes differing by at most one.
+
+    >>> split_even(5, 2)
+    [(0, 3), (3, 5)]
+    """
+    base, extra = divmod(total, parts)
+    bounds, start = [], 0
+    for i in range(parts):
+        end = start + base + (i < extra)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def engine_devices(dp: int, tp: int, visible: str | None = None) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each engine: consecutive groups of ``tp`` visible GPUs.
+
+    >>> engine_devices(2, 2, "0,1,2,3")
+    ['0,1', '2,3']
+    """
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    ids = [d for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(dp * tp)]
+    if len(ids) < dp * tp:
+        raise ValueError(f"generate.data_parallel_size={dp} x tensor_parallel_size={tp} needs {dp * tp} GPUs, "
+                         f"{len(ids)} visible")
+    return [",".join(ids[i * tp:(i + 1) * tp]) for i in range(dp)]
+
+
+def _resolve(target: str) -> Any:
+    import importlib
+
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _vllm_generate(llm: Any, sampling_cls: Any, messages, images, params) -> list[list[str]]:
+    tok = llm.get_tokenizer()
+    requests = []
+    for m, imgs in zip(messages, images):
+        req: dict[str, Any] = {"prompt": tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False)}
+        if imgs:
+            opened = _open_images(imgs)
+            req["multi_modal_data"] = {"image": opened if len(opened) > 1 else opened[0]}
+        requests.append(req)
+    outs = llm.generate(requests, sampling_cls(**params), use_tqdm=False)
+    return [[o.text for o in out.outputs] for out in outs]
+
+
+def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str, engine: str, sampling: str) -> None:
+    """One engine process: its own GPUs, requests in, answers out, until ``None``."""
+    import os
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before the engine initialises CUDA
+    try:
+        llm = _resolve(engine)(model=model_path, **options)
+        sampling_cls = _resolve(sampling)
+    except Exception as exc:
+        conn.send(repr(exc))
+        return
+    conn.send("ready")
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        try:
+            conn.send(_vllm_generate(llm, sampling_cls, *msg))
+        except Exception as exc:
+            conn.send(RuntimeError(repr(exc)))
 
 
 # ----------------------------------------------------------------------------- training
@@ -243,7 +376,17 @@ def rows_to_dataset(rows: Sequence[Any]):
 
 
 class SFTBackend:
-    """Fine-tunes with trl's ``SFTTrainer`` (plain next-token loss on the completion, images included)."""
+    """Fine-tunes with trl's ``SFTTrainer`` (plain next-token loss on the completion, images included).
+
+    Runs the same in the loop's process and in each process of a launched stage
+    (:mod:`mathse_rl.evolve.launch`): trl/accelerate read the world size from the launcher.
+    Checkpoints every ``train.save_steps`` optimiser steps go to ``<output_dir>.trainer/<key>``,
+    where ``key`` fingerprints the init model, the rows and the settings; a rerun of the same
+    stage (``--resume``) continues from the newest complete one with the same step count and
+    data order (trl's ``resume_from_checkpoint`` restores optimiser, scheduler, RNG and the
+    position in the epoch). The final model is written through ``trainer.save_model`` (the
+    path that gathers FSDP / ZeRO-3 shards) and moved into place by the main process.
+    """
 
     def __init__(self, config: Any):
         self.cfg = config.train
@@ -255,26 +398,103 @@ class SFTBackend:
 
         t = self.cfg
         use_cpu = t.use_cpu or not torch.cuda.is_available()
-        model, processing = load_policy(init_model, dtype="float32")
-        work = Path(output_dir).with_name(Path(output_dir).name + ".trainer")
-        args = SFTConfig(
+        work = Path(output_dir).with_name(Path(output_dir).name + ".trainer") / _stage_key(rows, init_model, t)
+        kwargs: dict[str, Any] = dict(
             output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
             gradient_checkpointing=t.gradient_checkpointing, report_to="none",
             per_device_train_batch_size=t.per_device_train_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
-            lr_scheduler_type=t.lr_scheduler_type, warmup_steps=float(t.warmup_ratio), weight_decay=t.weight_decay,
+            lr_scheduler_type=t.lr_scheduler_type, warmup_steps=0, weight_decay=t.weight_decay,
             num_train_epochs=t.num_train_epochs, max_steps=t.max_steps, max_length=t.max_length,
-            save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=t.seed,
-            disable_tqdm=True, **dict(t.options),
-        )
+            logging_steps=1, dataloader_num_workers=0, seed=t.seed, disable_tqdm=True, save_strategy="no")
+        if t.save_steps > 0:
+            kwargs.update(save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit)
+        kwargs.update(t.options)
+        args = SFTConfig(**kwargs)  # before the model: a DeepSpeed config here makes from_pretrained load sharded
+        last = last_checkpoint(work)
+        processing = load_processing(init_model)
+        # Resuming, the weights come from the checkpoint through from_pretrained: the trainer's own
+        # reload (load_state_dict, strict=False) matches no key of a Qwen2.5-VL saved in the hub
+        # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
+        model = load_model(str(last) if last else init_model, dtype="float32")
         trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing)
-        trainer.train()
+        total = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+        # trl/transformers read a float warmup below 1 as a ratio rounded *up*: a one-step stage
+        # would warm up for its only step at learning rate 0. Whole steps, rounded down.
+        if "warmup_steps" not in t.options:
+            trainer.args.warmup_steps = int(t.warmup_ratio * total)
+        if last is not None:
+            logger.info("resuming the fine-tune from %s", last)
+            _optimizer_state_on_cpu(trainer)
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
         self.last_log_history = list(trainer.state.log_history)
-        path = save_policy(trainer.model, processing, output_dir)
-        losses = [h["loss"] for h in self.last_log_history if "loss" in h]
-        (Path(path) / "mathse_train.json").write_text(json.dumps({
-            "init": init_model, "rows": len(rows), "steps": trainer.state.global_step,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}))
-        shutil.rmtree(work, ignore_errors=True)
+        path = _save_final(trainer, output_dir, {
+            "init": init_model, "rows": len(rows), "steps": trainer.state.global_step, "total_steps": total,
+            "warmup_steps": trainer.args.warmup_steps, "world_size": trainer.accelerator.num_processes,
+            "resumed_from": last.name if last else None,
+            "resumed_at_step": int(last.name.split("-")[-1]) if last else 0,
+            "logged_steps": [h["step"] for h in self.last_log_history if "loss" in h],
+            "losses": [h["loss"] for h in self.last_log_history if "loss" in h]})
         del trainer, model
         return path
+
+
+def _optimizer_state_on_cpu(trainer: Any) -> None:
+    """Multi-process CPU runs (gloo) only: transformers maps the saved optimiser state to
+    ``args.device``, which is ``cpu:0`` there, and ``torch.load`` cannot restore to ``cpu:0``;
+    map it to ``cpu`` while the trainer loads it. GPU runs (``cuda:N``) are left as they are."""
+    import torch
+
+    if trainer.args.world_size <= 1 or trainer.args.device.type != "cpu":
+        return
+    load_state = trainer._load_optimizer_and_scheduler
+
+    def load_on_cpu(checkpoint):
+        torch_load = torch.load
+        torch.load = lambda *a, **kw: torch_load(*a, **{**kw, "map_location": "cpu"})
+        try:
+            return load_state(checkpoint)
+        finally:
+            torch.load = torch_load
+
+    trainer._load_optimizer_and_scheduler = load_on_cpu
+
+
+def last_checkpoint(work: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` in ``work`` (its trainer state is written last)."""
+    done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").exists()
+            and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+
+
+def _stage_key(rows: Sequence[Any], init_model: str, train_cfg: Any) -> str:
+    """Fingerprint of what a fine-tune does: checkpoints of another stage's rows are never resumed."""
+    import dataclasses
+    import hashlib
+
+    settings = {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in ("save_steps", "save_total_limit")}
+    h = hashlib.sha256(json.dumps([init_model, settings], sort_keys=True, default=str).encode())
+    for r in rows:
+        h.update(json.dumps([r.problem_id, r.response, r.source, [str(i) for i in r.images]]).encode())
+    return h.hexdigest()[:16]
+
+
+def _save_final(trainer: Any, output_dir: str, info: dict[str, Any]) -> str:
+    """``trainer.save_model`` on every process (it gathers sharded weights); the main process
+    adds a summary and renames the folder into place."""
+    path = Path(output_dir)
+    tmp = path.with_name(path.name + ".partial")
+    acc = trainer.accelerator
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    trainer.save_model(str(tmp))  # with the processor parts (load_processing makes that save work)
+    if acc.is_main_process:
+        losses = info.get("losses") or []
+        (tmp / "mathse_train.json").write_text(json.dumps({
+            **info, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        shutil.rmtree(path.with_name(path.name + ".trainer"), ignore_errors=True)
+    acc.wait_for_everyone()
+    return str(path)
