@@ -5,9 +5,12 @@
    and completion length, for each ``reflect_mode`` (replace, add) in the worst case (the random
    tiny model fails every row: every row is critiqued and refined) and a typical one (half the
    rows of each group refined: ``max_refinements_per_group = n/2``). Besides the ratio to the GRPO
-   step, the table gives what MathSE adds *besides generating the refinement*: MathSE step −
-   GRPO step − the refinement's own generation time (logged per step by the trainer). The
-   arms alternate in blocks, so load on a shared machine hits all alike; medians are compared.
+   step, the table gives what MathSE adds *besides generating the refinement* two ways: across
+   runs (MathSE step − GRPO step − the refinement's own generation, logged per step by the
+   trainer; as noisy as the GRPO quartiles printed beside it) and within the same step
+   (MathSE's generate hook − trl's generation inside it − the refinement's generation: judging,
+   critique, reflection prompts, bookkeeping, gathers), and the loss+backward time of each arm.
+   The arms alternate in blocks, so load on a shared machine hits all alike; medians are compared.
 2. Offline: one run of the evolve loop (trl generate + SFTTrainer) with time per stage and
    the share spent on bookkeeping (durable files and stage records).
 
