@@ -130,11 +130,10 @@ def online(model_path: str, a, configs: list[tuple[str, str, int | None]]) -> di
             mode, cap = arm[1], arm[2]
             model, proc = load_policy(model_path)
             timer = StepTimer()
-            undo = [timer.clock(GRPOTrainer, "_generate", "trl_generate"),
-                    timer.clock(GRPOTrainer, "_compute_loss", "loss"),
+            # the outermost loss of the arm only (MathSE's calls trl's: timing both would count it twice)
+            outer = MathSETrainer if mode is not None and "_compute_loss" in MathSETrainer.__dict__ else GRPOTrainer
+            undo = [timer.clock(GRPOTrainer, "_generate", "trl_generate"), timer.clock(outer, "_compute_loss", "loss"),
                     timer.clock(MathSETrainer, "_generate", "mathse_generate")]
-            if "_compute_loss" in MathSETrainer.__dict__:
-                undo.append(timer.clock(MathSETrainer, "_compute_loss", "loss"))
             data = Dataset.from_list(rows)
             if mode is None:
                 args = GRPOConfig(output_dir=str(out / "grpo"), **common)
