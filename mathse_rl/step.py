@@ -369,21 +369,20 @@ class Judge:
               counters: StepCounters | None = None) -> list[PathVerdict]:
         """One verdict per path, in order; a crashed judge makes every path undecidable, never raises."""
         verdicts, todo, items = self._without_gold(problems, responses)
+        got: Any = []
         if items:
             try:
                 with _Timer(counters, "judge"):
                     got = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
             except Exception as exc:
-                got = self._failed(len(items), exc)
-            for i, v in zip(todo, got):
-                verdicts[i] = v
-        self._count(problems, verdicts, counters)
-        return verdicts  # type: ignore[return-value]
+                got = exc
+        return self._merged(problems, verdicts, todo, got, counters)
 
     async def ajudge(self, problems: Sequence[Problem], responses: Sequence[str], *,
                      counters: StepCounters | None = None) -> list[PathVerdict]:
         """:meth:`judge` without blocking the event loop (the verifier runs in a worker thread)."""
         verdicts, todo, items = self._without_gold(problems, responses)
+        got: Any = []
         if items:
             try:
                 with _Timer(counters, "judge"):
@@ -392,11 +391,8 @@ class Judge:
                     else:
                         got = self._verdicts(await self.reward.acall(items))
             except Exception as exc:
-                got = self._failed(len(items), exc)
-            for i, v in zip(todo, got):
-                verdicts[i] = v
-        self._count(problems, verdicts, counters)
-        return verdicts  # type: ignore[return-value]
+                got = exc
+        return self._merged(problems, verdicts, todo, got, counters)
 
     async def ajudge_one(self, problem: Problem, response: str, *,
                          counters: StepCounters | None = None) -> PathVerdict:
@@ -432,6 +428,16 @@ class Judge:
                 todo.append(i)
                 items.append(reward_input(p, r))
         return verdicts, todo, items
+
+    def _merged(self, problems: Sequence[Problem], verdicts: list[Optional[PathVerdict]], todo: list[int],
+                got: Any, counters: StepCounters | None) -> list[PathVerdict]:
+        """The judged verdicts (an exception: those paths undecidable) in place, counted."""
+        if isinstance(got, Exception):
+            got = self._failed(len(todo), got)
+        for i, v in zip(todo, got):
+            verdicts[i] = v
+        self._count(problems, verdicts, counters)  # type: ignore[arg-type]
+        return verdicts  # type: ignore[return-value]
 
     def _plain_orm(self) -> bool:
         # A plain ORM judge is asked directly, to keep its judgment (the critique of a wrong path).
