@@ -5,9 +5,12 @@
    and completion length, for each ``reflect_mode`` (replace, add) in the worst case (the random
    tiny model fails every row: every row is critiqued and refined) and a typical one (half the
    rows of each group refined: ``max_refinements_per_group = n/2``). Besides the ratio to the GRPO
-   step, the table gives what MathSE adds *besides generating the refinement*: MathSE step −
-   GRPO step − the refinement's own generation time (logged per step by the trainer). The
-   arms alternate in blocks, so load on a shared machine hits all alike; medians are compared.
+   step, the table gives what MathSE adds *besides generating the refinement* two ways: across
+   runs (MathSE step − GRPO step − the refinement's own generation, logged per step by the
+   trainer; as noisy as the GRPO quartiles printed beside it) and within the same step
+   (MathSE's generate hook − trl's generation inside it − the refinement's generation: judging,
+   critique, reflection prompts, bookkeeping, gathers), and the loss+backward time of each arm.
+   The arms alternate in blocks, so load on a shared machine hits all alike; medians are compared.
 2. Offline: one run of the evolve loop (trl generate + SFTTrainer) with time per stage and
    the share spent on bookkeeping (durable files and stage records).
 
@@ -40,11 +43,28 @@ def problems(n: int, prefix: str = "q"):
 
 
 class StepTimer:
-    """A trainer callback that records the wall time of each optimiser step."""
+    """A trainer callback that records the wall time of each optimiser step, and per step the time
+    spent in the methods :meth:`clock` wraps."""
 
     def __init__(self):
         self.times: list[float] = []
+        self.parts: dict[str, list[float]] = {}
         self._t0 = 0.0
+        self._now: dict[str, float] = {}
+
+    def clock(self, cls: type, name: str, label: str):
+        """Time ``cls.name`` (looked up at call time, so ``super()`` calls are timed too); returns an undo."""
+        original = cls.__dict__[name]
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._now[label] = self._now.get(label, 0.0) + time.perf_counter() - t0
+
+        setattr(cls, name, timed)
+        return lambda: setattr(cls, name, original)
 
     def __getattr__(self, name):  # every other callback event is a no-op
         if name.startswith("on_"):
@@ -52,10 +72,13 @@ class StepTimer:
         raise AttributeError(name)
 
     def on_step_begin(self, args, state, control, **kw):
+        self._now = {}
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
         self.times.append(time.perf_counter() - self._t0)
+        for label in set(self.parts) | set(self._now):
+            self.parts.setdefault(label, [0.0] * (len(self.times) - 1)).append(self._now.get(label, 0.0))
 
 
 # Per-step seconds MathSETrainer logs for its parts: the step module's counters (``mathse/seconds/*``),
@@ -100,11 +123,17 @@ def online(model_path: str, a, configs: list[tuple[str, str, int | None]]) -> di
     steps: dict[tuple, list[float]] = {arm: [] for arm in arms}
     parts: dict[tuple, dict[str, list[float]]] = {arm: {k: [] for k in PART_KEYS} for arm in arms}
     refined: dict[tuple, float] = {arm: 0.0 for arm in arms}
+    own: dict[tuple, list[float]] = {arm: [] for arm in arms}
+    loss: dict[tuple, list[float]] = {arm: [] for arm in arms}
     for block in range(a.blocks):
         for arm in arms:
             mode, cap = arm[1], arm[2]
             model, proc = load_policy(model_path)
             timer = StepTimer()
+            # the outermost loss of the arm only (MathSE's calls trl's: timing both would count it twice)
+            outer = MathSETrainer if mode is not None and "_compute_loss" in MathSETrainer.__dict__ else GRPOTrainer
+            undo = [timer.clock(GRPOTrainer, "_generate", "trl_generate"), timer.clock(outer, "_compute_loss", "loss"),
+                    timer.clock(MathSETrainer, "_generate", "mathse_generate")]
             data = Dataset.from_list(rows)
             if mode is None:
                 args = GRPOConfig(output_dir=str(out / "grpo"), **common)
@@ -116,26 +145,41 @@ def online(model_path: str, a, configs: list[tuple[str, str, int | None]]) -> di
                                     **extra, **common)
                 trainer = MathSETrainer(model=model, reward_funcs=make_reward_func("verifier"), args=args,
                                         train_dataset=data, processing_class=proc, callbacks=[timer])
-            trainer.train()
+            try:
+                trainer.train()
+            finally:
+                for u in undo:
+                    u()
             logs = [h for h in trainer.state.log_history if "loss" in h or any(k.startswith("mathse/") for k in h)]
             first = 1 if block == 0 else 0  # the very first step warms caches
             steps[arm].extend(timer.times[first:])
-            for entry in logs[first:len(timer.times)]:
-                for k in PART_KEYS:
-                    v = _part(entry, k)
-                    if v is not None:
-                        parts[arm][k].append(v)
-                n = next((entry[k] for k in ("mathse/reflected", "mathse/refined") if k in entry), None)
-                refined[arm] = float("nan") if n is None else refined[arm] + float(n)
+            loss[arm].extend(timer.parts.get("loss", [])[first:])
+            for k, entry in enumerate(logs[:len(timer.times)]):
+                gen = _part(entry, "generate")
+                for name in PART_KEYS:
+                    v = _part(entry, name)
+                    if v is not None and k >= first:
+                        parts[arm][name].append(v)
+                if mode is not None and k >= first and gen is not None:
+                    # Same step, same process: MathSE's generate hook minus trl's own generation inside it
+                    # and minus the refinement's generation = judging, critique, bookkeeping, gathers.
+                    own[arm].append(timer.parts["mathse_generate"][k] - timer.parts["trl_generate"][k] - gen)
+                n = next((entry[key] for key in ("mathse/reflected", "mathse/refined") if key in entry), None)
+                if k >= first:
+                    refined[arm] = float("nan") if n is None else refined[arm] + float(n)
     g = statistics.median(steps[arms[0]])
-    result = {"grpo_step_s": g, "steps_each": len(steps[arms[0]]), "arms": []}
+    q = statistics.quantiles(steps[arms[0]], n=4) if len(steps[arms[0]]) > 1 else [g, g, g]
+    result = {"grpo_step_s": g, "grpo_iqr": (q[0], q[2]), "grpo_loss_s": statistics.median(loss[arms[0]]),
+              "steps_each": len(steps[arms[0]]), "arms": []}
+    own_all = own
     for arm in configs:
         m = statistics.median(steps[arm])
         gen = statistics.median(parts[arm]["generate"]) if parts[arm]["generate"] else float("nan")
         own = sum(statistics.median(parts[arm][k]) for k in ("judge", "critique") if parts[arm][k])
         result["arms"].append({"label": arm[0], "mode": arm[1], "step_s": m, "generate_s": gen, "own_s": own,
                                "refined_per_step": refined[arm] / max(len(steps[arm]), 1),
-                               "added_s": m - g - gen})
+                               "added_s": m - g - gen, "direct_s": statistics.median(own_all[arm]),
+                               "loss_s": statistics.median(loss[arm])})
     return result
 
 
@@ -191,15 +235,20 @@ def main(argv=None) -> int:
               [(f"{m}, typical (half the rows refined)", m, typical) for m in modes]
     r = online(model_path, a, configs)
     g = r["grpo_step_s"]
-    print(f"plain trl GRPOTrainer: median step {g:.3f} s ({r['steps_each']} steps timed)\n")
-    print("| MathSE arm | median step (s) | / GRPO | refinement generation (s) | rows refined per step "
-          "| judge + critique (s) | added besides generation (s) | added / GRPO step |")
-    print("|---|---|---|---|---|---|---|---|")
+    lo, hi = r["grpo_iqr"]
+    print(f"plain trl GRPOTrainer: median step {g:.3f} s (quartiles {lo:.3f}-{hi:.3f} s), loss+backward "
+          f"{r['grpo_loss_s']:.3f} s ({r['steps_each']} steps timed)\n")
+    print("| MathSE arm | median step (s) | / GRPO | refinement generation (s) | rows refined | "
+          "step - GRPO - refinement (s) | MathSE's own work in the step (s) | own / GRPO step | loss+backward (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for x in r["arms"]:
         print(f"| {x['label']} | {x['step_s']:.3f} | {x['step_s'] / g:.2f} | {x['generate_s']:.3f} | "
-              f"{x['refined_per_step']:.1f} | {x['own_s']:.3f} | {x['added_s']:.3f} | **{x['added_s'] / g:.1%}** |")
-    print("\nadded = MathSE step - GRPO step - the refinement's own generation (target <= 10% of a GRPO step); "
-          "judge + critique = MathSE's own timed parts, per step (medians)")
+              f"{x['refined_per_step']:.1f} | {x['added_s']:+.3f} ({x['added_s'] / g:+.1%}) | {x['direct_s']:.3f} | "
+              f"**{x['direct_s'] / g:.1%}** | {x['loss_s']:.3f} |")
+    print("\nstep - GRPO - refinement: medians of separate runs (noise: the GRPO quartiles above). MathSE's own "
+          "work: in the same step, MathSE's generate hook minus trl's generation inside it minus the refinement's "
+          "generation (judging, critique, reflection prompts, bookkeeping, gathers); target <= 10% of a GRPO step. "
+          "loss+backward: trl's loss (add mode: + the SFT term on refinements) per step.")
     if a.skip_offline:
         return 0
     rows = offline(model_path, a)

@@ -31,18 +31,38 @@ def test_rft_update_is_the_same_with_gradient_accumulation(taught_vlm, tmp_path)
     assert ((accumulated - whole).abs().max() / whole.abs().max()).item() < 1e-4
 
 
-@pytest.mark.parametrize("rejected", [1, 9, 99])
-def test_rft_gradient_of_an_accepted_row_ignores_rejected_rows(tiny_lm_path, tmp_path, rejected):
-    """The loss's gradient with 1 accepted row beside 1, 9 or 99 rejected ones is that row's own gradient."""
+def _lm_trainer(path, tmp_path, **kw):
+    """rft on the tiny text LM (no generation needed by these tests)."""
     from datasets import Dataset
 
     from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
 
     args = MathSEConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", loss="rft",
-                        per_device_train_batch_size=2, num_generations=2, max_completion_length=8, beta=0.0)
+                        num_generations=2, max_completion_length=8, beta=0.0, **kw)
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 2 + 3?"}], "solution": "5"}])
-    trainer = MathSETrainer(model=tiny_lm_path, reward_funcs=make_reward_func("verifier"), args=args,
-                            train_dataset=ds, processing_class=None)
+    return MathSETrainer(model=str(path), reward_funcs=make_reward_func("verifier"), args=args, train_dataset=ds,
+                         processing_class=None)
+
+
+def test_rft_counts_the_accepted_tokens_of_each_optimizer_step(tiny_lm_path, tmp_path):
+    """steps_per_generation 4, accumulation 2: one generation batch feeds two optimizer steps; each
+    micro-batch is divided by the accepted tokens of *its* step (reused as such by num_iterations)."""
+    trainer = _lm_trainer(tiny_lm_path, tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                          steps_per_generation=4, num_iterations=2)
+    accepted_rows = [2, 0, 1, 1]  # per micro-batch of 2 rows, 3 completion tokens each (one masked)
+    chunks = [{"completion_mask": torch.tensor([[1, 1, 0], [1, 1, 0]]),
+               "mathse_weight": torch.tensor([1.0] * a + [0.0] * (2 - a))} for a in accepted_rows]
+    trainer._set_token_counts(chunks, world=True)
+    assert [c["mathse_sft_tokens"].item() for c in chunks] == [4.0, 4.0, 4.0, 4.0]  # (4 + 0), (2 + 2)
+    chunks[1]["mathse_weight"] = torch.tensor([1.0, 1.0])
+    trainer._set_token_counts(chunks, world=True)
+    assert [c["mathse_sft_tokens"].item() for c in chunks] == [8.0, 8.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("rejected", [1, 9, 99])
+def test_rft_gradient_of_an_accepted_row_ignores_rejected_rows(tiny_lm_path, tmp_path, rejected):
+    """The loss's gradient with 1 accepted row beside 1, 9 or 99 rejected ones is that row's own gradient."""
+    trainer = _lm_trainer(tiny_lm_path, tmp_path, per_device_train_batch_size=2)
     trainer.model.train()
     g = torch.Generator().manual_seed(0)
     n = 1 + rejected
@@ -117,3 +137,16 @@ def test_reflection_generation_errors_are_counted_and_training_goes_on(taught_vl
     assert not out["mathse_refined"].any()
     metrics = trainer._metrics["train"]
     assert metrics["mathse/generate_errors"][-1] == 4.0 and metrics["mathse/refine_verified"][-1] == 0.0
+
+
+def test_refinements_cut_at_reflect_max_tokens_are_counted_and_never_trained(taught_vlm, tmp_path):
+    trainer = make_trainer(taught_vlm, tmp_path, "rft", reflect_max_tokens=3)  # the answer needs ~10 tokens
+    batch = [dict(r) for r in rows() for _ in range(2)]
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(batch)
+    assert not out["mathse_refined"].any()
+    assert out["mathse_weight"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    metrics = trainer._metrics["train"]
+    assert metrics["mathse/truncated"][-1] == 4.0 and metrics["mathse/refine_verified"][-1] == 0.0
+    # The rollout's own budget is back once reflection is done.
+    assert trainer.generation_config.max_new_tokens == trainer.max_completion_length
