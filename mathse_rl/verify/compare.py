@@ -399,9 +399,12 @@ def equal(p: Answer, g: Answer) -> Outcome:
 
 
 def _ratio_as_fraction(ratio: Seq, value: Scalar) -> Outcome:
-    """A ratio a:b against one number: the same answer when a/b is that number (6:pi ~ 6/pi).
-    A part of 0 or a clock-like "12:05" is no fraction."""
+    """A ratio a:b against a fraction: the same answer when a/b is that fraction (6:pi ~ 6/pi).
+    Only a written fraction counts: a bare number (1 against 2:2) never does, nor does a part
+    of 0 or a clock-like "12:05"."""
     a, b = ratio.items
+    if not re.search(r"\\[dt]?frac|/", value.raw):
+        return False, "mismatch"
     if not (isinstance(a, Scalar) and isinstance(b, Scalar)) or a.vars or b.vars or value.vars:
         return False, "mismatch"
     if re.match(r"0\d", a.raw.strip()) or re.match(r"0\d", b.raw.strip()) or not b.value or not a.value:

@@ -129,3 +129,12 @@ def test_matrices(response, gold, expected, warm_pool):
 def test_fractional_powers_at_negative_points_do_not_decide():
     # x^{2/3} and (cube root of x)^2 differ on the complex branch at negative x: those points are skipped.
     assert ok("\\boxed{\\frac{1}{3x^{2/3}}}", "\\frac{1}{3\\sqrt[3]{x}^2}")
+
+
+@pytest.mark.parametrize("response, gold, expected", [
+    ("\\boxed{\\frac{2}{3}}", "2:3", 1), ("\\boxed{4/6}", "2:3", 1), ("\\boxed{\\frac{3}{2}}", "2:3", 0),
+    ("\\boxed{1}", "2:2", 0), ("\\boxed{0.5}", "1:2", 0), ("\\boxed{12:05}", "12:50", 0),
+])
+def test_ratio_against_fraction_policy(response, gold, expected):
+    # A ratio equals a *written* fraction of the same value; a bare number never answers a ratio.
+    assert ok(response, gold) is bool(expected)
