@@ -312,7 +312,7 @@ def split_top(s: str, seps: re.Pattern) -> list[str]:
 _LIST_SEP = re.compile(r"\s*(?:,\s*(?:and|or)\s+|,|;|\\text\{\s*(?:and|or)\s*\}|\s(?:and|or)\s)\s*")
 _REL_SEP = re.compile(r"\s*(<=|>=|\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<|>|=)\s*")
 _UNION = re.compile(r"\s*(?:\\cup|∪|\bU\b)\s*")
-_LETTER = re.compile(r"^(?:\\(?:text|textnormal|textbf|mathrm|mathbf|mbox)\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、]\s*(.*)|\s+(.*))?$", re.S)
+_LETTER = re.compile(r"^(?:\\(?:text|textnormal|textbf|mathrm|mathbf|mbox)\{\s*)?\(?([A-J])\)?(?:\s*\})?(?:\s*[.:)：、,]\s*(.*)|\s+(.*))?$", re.S)
 _OPTION_WORD = re.compile(r"^(?:option|choice)\s+", re.I)
 _INF = re.compile(r"^([-+]?)\s*\\infty$|^([-+]?)\s*(?:inf|infinity|oo)$")
 
@@ -380,8 +380,8 @@ def _letter(s: str) -> Letter | None:
     if not m:
         return None
     rest_text = (m.group(2) or m.group(3) or "").strip()
-    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)", rest_text):
-        return None
+    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)|^\(?[A-J]\)?$", rest_text):
+        return None  # "A or B", "A, B": not one option
     if m.group(3) is not None and re.match(r"^[-+=<>*/^_\\]|^(?:or|and)\b", rest_text):
         return None  # "D = (0, 1)" and "A + B" are expressions, not option D / A
     rest = None

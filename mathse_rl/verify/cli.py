@@ -24,13 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds allowed per sample")
     parser.add_argument("--workers", type=int, default=None, help="worker processes for batch mode")
     parser.add_argument("--batch-size", type=int, default=256, help="rows verified per progress step")
+    parser.add_argument("--strict", action="store_true",
+                        help="accept only a stated final answer (box, answer sentence); no last-number guess")
 
 
 def _run_one(args) -> int:
     from mathse_rl.types import to_dict
     from mathse_rl.verify import verify
 
-    v = verify(args.response, args.gold, choices=args.choices, timeout=args.timeout)
+    v = verify(args.response, args.gold, choices=args.choices, timeout=args.timeout, strict=args.strict)
     print(json.dumps({**to_dict(v), "score": v.score}, ensure_ascii=False))
     return 0
 
@@ -60,7 +62,7 @@ def _run_file(args) -> int:
                 part = rows[s:s + args.batch_size]
                 verdicts = verify_batch([r["response"] for r in part], [r["gold"] for r in part],
                                         choices=[r.get("choices") for r in part], timeout=args.timeout,
-                                        workers=args.workers)
+                                        workers=args.workers, strict=args.strict)
                 for row, v in zip(part, verdicts):
                     correct += v.correct
                     out.write(json.dumps({**row, "correct": v.correct, "score": v.score, "pred": v.pred,

@@ -392,4 +392,27 @@ def equal(p: Answer, g: Answer) -> Outcome:
         return False, "mismatch"
     if isinstance(p, Seq) and isinstance(g, Seq):
         return _seq_equal(p, g)
+    ratio, other = (p, g) if isinstance(p, Seq) else (g, p)
+    if isinstance(ratio, Seq) and ratio.close == ":" and isinstance(other, Scalar):
+        return _ratio_as_fraction(ratio, other)
     return False, "mismatch"
+
+
+def _ratio_as_fraction(ratio: Seq, value: Scalar) -> Outcome:
+    """A ratio a:b against a fraction: the same answer when a/b is that fraction (6:pi ~ 6/pi).
+    Only a written fraction counts: a bare number (1 against 2:2) never does, nor does a part
+    of 0 or a clock-like "12:05"."""
+    a, b = ratio.items
+    if not re.search(r"\\[dt]?frac|/", value.raw):
+        return False, "mismatch"
+    if not (isinstance(a, Scalar) and isinstance(b, Scalar)) or a.vars or b.vars or value.vars:
+        return False, "mismatch"
+    if re.match(r"0\d", a.raw.strip()) or re.match(r"0\d", b.raw.strip()) or not b.value or not a.value:
+        return False, "mismatch"
+    if a.exact is not None and b.exact is not None and value.exact is not None:
+        same = a.exact / b.exact == value.exact
+    elif value.value is None:
+        return None, "undefined"
+    else:
+        same = _close(a.value / b.value, value.value)
+    return same, "numeric" if same else "mismatch"

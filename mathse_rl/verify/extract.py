@@ -80,7 +80,12 @@ _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 _LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
 
 
+# End-of-sequence and chat-template tokens a model leaves in its output ("3.</s>", "<|im_end|>").
+_DEBRIS = re.compile(r"</s>|<s>|<\|(?:im_end|im_start|endoftext|eot_id|end_of_text|end|eos)\|>|<eos>|<pad>|<\|assistant\|>")
+
+
 def _after_think(response: str) -> str | None:
+    response = _DEBRIS.sub(" ", response) if "<" in response else response
     end = response.rfind("</think>")
     if end >= 0:
         return response[end + len("</think>"):]

@@ -134,7 +134,8 @@ def balanced(s: str) -> bool:
 
 
 _INLINE_DOLLAR = re.compile(r"(?<!\\)\$")  # "$125$ miles": math delimiters inside an answer
-_SPACES = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\big[lr]?|\\Big[lr]?")
+_SPACES = re.compile(r"(?<!\\)\\[,;:! ]|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\big[lr]?|\\Big[lr]?")
+_QUAD = re.compile(r"\s*,?\s*\\q?quad\s*,?\s*")
 _THOUSANDS_BRACED = re.compile(r"(?<=\d)(?:\{,\}|,\\!\s*)(?=\d{3}(?!\d))")  # 1{,}000 and 32,\! 349
 _THOUSANDS_SPACE = re.compile(r"(?<=\d)(?:\\,|\\ |\\;|\\!| |\u2009|\u202f)(?=\d{3}(?!\d))")
 # 1,000,000 and $16,386.20 at the start of an answer with no other comma: one number.
@@ -169,6 +170,7 @@ def normalise_latex(s: str) -> str:
     s = s.replace(r"\leq", r"\le").replace(r"\geq", r"\ge").replace(r"\leqslant", r"\le").replace(r"\geqslant", r"\ge")
     s = s.replace(r"\lt", "<").replace(r"\gt", ">").replace(r"\neq", r"\ne")
     s = s.replace(r"\lbrace", r"\{").replace(r"\rbrace", r"\}").replace(r"\{,\}", ",")
+    s = _QUAD.sub(", ", s)  # "2 \quad 3": two answers
     s = _SPACES.sub(" ", s)
     s = re.sub(r"\s+", " ", s).strip()
     if "\\frac" in s:

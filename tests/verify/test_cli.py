@@ -48,3 +48,10 @@ def test_jsonl_rows_need_response_and_gold(tmp_path):
     src.write_text(json.dumps({"response": "7"}) + "\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="needs 'response' and 'gold'"):
         main(["verify", "--input", str(src)])
+
+
+def test_strict_flag_refuses_an_unstated_answer(capsys):
+    assert main(["verify", "--gold", "9", "--response", "we add 4 and 5 to get 9", "--strict"]) == 0
+    assert json.loads(capsys.readouterr().out)["reason"] == "no_final_answer"
+    assert main(["verify", "--gold", "9", "--response", "we add 4 and 5 to get 9"]) == 0
+    assert json.loads(capsys.readouterr().out)["correct"] is True
