@@ -260,4 +260,4 @@ def test_held_out_evaluation_counts_an_undecidable_verdict_as_not_correct():
             return [SimpleNamespace(correct=None if i == 0 else True) for i in range(len(problems))]
 
     res = evaluate(ScriptedGenerator(), Undecided(), HELDOUT, k=2, max_new_tokens=16)
-    assert res["accuracy"] == 0.5 and res["undecidable"] == 1 and res["pass@2"] == 0.5
+    assert res["accuracy"] == 0.5 and res["undecidable"] == 1 and res["pass@2"] == 1.0
