@@ -32,7 +32,7 @@ def evaluate(generator: Generator, judge: Judge, problems: Sequence[Problem], *,
 
     if not problems:
         return {"accuracy": None, "n": 0}
-    correct = 0
+    correct = undecidable = 0
     pass_sum = 0.0
     examples: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(problems), batch_size), desc="eval", disable=not progress, leave=False):
@@ -42,7 +42,9 @@ def evaluate(generator: Generator, judge: Judge, problems: Sequence[Problem], *,
         greedy = [r[0] for r in generator.generate(messages, images, n=1, temperature=0.0,
                                                    max_new_tokens=max_new_tokens)]
         results = judge.judge(batch, greedy)
-        correct += sum(r.correct for r in results)
+        # A verdict may be undecidable (None: verifier timeout, judge failure): counted, never correct.
+        correct += sum(r.correct is True for r in results)
+        undecidable += sum(r.correct is None for r in results)
         examples.extend({"problem_id": p.id, "response": g, "correct": r.correct}
                         for p, g, r in zip(batch, greedy, results))
         if k > 0:
@@ -52,10 +54,11 @@ def evaluate(generator: Generator, judge: Judge, problems: Sequence[Problem], *,
             flat = judge.judge(flat_p, flat_r)
             pos = 0
             for s in samples:
-                c = sum(r.correct for r in flat[pos:pos + len(s)])
+                c = sum(r.correct is True for r in flat[pos:pos + len(s)])
                 pos += len(s)
                 pass_sum += pass_at_k(len(s), c, k)
-    out: dict[str, Any] = {"accuracy": correct / len(problems), "n": len(problems), "examples": examples}
+    out: dict[str, Any] = {"accuracy": correct / len(problems), "n": len(problems), "undecidable": undecidable,
+                           "examples": examples}
     if k > 0:
         out[f"pass@{k}"] = pass_sum / len(problems)
     return out

@@ -248,3 +248,16 @@ def test_by_default_reflection_needs_a_teacher_and_says_so(tmp_path):
     result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
                         trainer=RecordingTrainer(), refiner=TeacherRefiner(), tracker=Tracker(["none"]))
     assert result.stages["reflect"]["verified"] > 0 and result.stages["distill.judge"]["reflection"] == "TeacherRefiner"
+
+
+def test_held_out_evaluation_counts_an_undecidable_verdict_as_not_correct():
+    from types import SimpleNamespace
+
+    from mathse_rl.evolve.evaluate import evaluate
+
+    class Undecided:
+        def judge(self, problems, responses):  # e.g. the verifier timed out on a runaway path
+            return [SimpleNamespace(correct=None if i == 0 else True) for i in range(len(problems))]
+
+    res = evaluate(ScriptedGenerator(), Undecided(), HELDOUT, k=2, max_new_tokens=16)
+    assert res["accuracy"] == 0.5 and res["undecidable"] == 1 and res["pass@2"] == 1.0
