@@ -27,12 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mathse_rl.integrations.verl.agent_loop import ROLE_REFINEMENT
 from mathse_rl.integrations.verl.algos import NAME as RFT, RFTConfig, rft_batch, verdicts_accepted
 from mathse_rl.step import StepCounters
 
 TRAINER_NAME = "mathse"
-# Per-output fields the trainer reads (written by the mathse_reflect agent loop).
-ROLE_REFINEMENT = "refinement"
 
 
 def column(data: Any, key: str) -> list[Any]:
@@ -71,7 +70,8 @@ def verdicts(extra_fields: Sequence[Any], padding: Sequence[bool]) -> list[float
 
 def refinement_advantages(advantages: torch.Tensor, response_mask: torch.Tensor, extra_fields: Sequence[Any],
                           padding: Sequence[bool], weight: float) -> torch.Tensor:
-    """Advantages with every added, verified refinement set to ``weight`` on its tokens."""
+    """Advantages with every added (``reflect_mode: add``), verified refinement set to ``weight`` on
+    its tokens; a replace-mode refinement (role ``replacement``) keeps its group advantage."""
     out = advantages.clone()
     for i, (fields, pad) in enumerate(zip(extra_fields, padding)):
         if (not pad and isinstance(fields, dict) and fields.get("mathse_role") == ROLE_REFINEMENT
