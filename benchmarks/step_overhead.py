@@ -1,11 +1,16 @@
 """What MathSE costs on top of the trainer it runs in, measured side by side in one process.
 
-1. Online: wall time per optimiser step of ``MathSETrainer`` (judge → critique → reflect →
-   re-judge inside each step) against a plain trl ``GRPOTrainer`` on the same tiny VLM, data,
-   batch, group size ``n`` and completion length. The two trainers alternate in blocks, so
-   load on a shared machine hits both alike; the median step of each is compared. The random
-   tiny model fails every question, so *every* row is critiqued and refined: the worst case.
-   MathSE's own time is split into judging, critique and refinement.
+1. Online: wall time per optimiser step of ``MathSETrainer`` (the MathSE step inside each GRPO
+   step) against a plain trl ``GRPOTrainer`` on the same tiny VLM, data, batch, group size ``n``
+   and completion length, for each ``reflect_mode`` (replace, add) in the worst case (the random
+   tiny model fails every row: every row is critiqued and refined) and a typical one (half the
+   rows of each group refined: ``max_refinements_per_group = n/2``). Besides the ratio to the GRPO
+   step, the table gives what MathSE adds *besides generating the refinement* two ways: across
+   runs (MathSE step − GRPO step − the refinement's own generation, logged per step by the
+   trainer; as noisy as the GRPO quartiles printed beside it) and within the same step
+   (MathSE's generate hook − trl's generation inside it − the refinement's generation: judging,
+   critique, reflection prompts, bookkeeping, gathers), and the loss+backward time of each arm.
+   The arms alternate in blocks, so load on a shared machine hits all alike; medians are compared.
 2. Offline: one run of the evolve loop (trl generate + SFTTrainer) with time per stage and
    the share spent on bookkeeping (durable files and stage records).
 
@@ -38,11 +43,28 @@ def problems(n: int, prefix: str = "q"):
 
 
 class StepTimer:
-    """A trainer callback that records the wall time of each optimiser step."""
+    """A trainer callback that records the wall time of each optimiser step, and per step the time
+    spent in the methods :meth:`clock` wraps."""
 
     def __init__(self):
         self.times: list[float] = []
+        self.parts: dict[str, list[float]] = {}
         self._t0 = 0.0
+        self._now: dict[str, float] = {}
+
+    def clock(self, cls: type, name: str, label: str):
+        """Time ``cls.name`` (looked up at call time, so ``super()`` calls are timed too); returns an undo."""
+        original = cls.__dict__[name]
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._now[label] = self._now.get(label, 0.0) + time.perf_counter() - t0
+
+        setattr(cls, name, timed)
+        return lambda: setattr(cls, name, original)
 
     def __getattr__(self, name):  # every other callback event is a no-op
         if name.startswith("on_"):
@@ -50,13 +72,39 @@ class StepTimer:
         raise AttributeError(name)
 
     def on_step_begin(self, args, state, control, **kw):
+        self._now = {}
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
         self.times.append(time.perf_counter() - self._t0)
+        for label in set(self.parts) | set(self._now):
+            self.parts.setdefault(label, [0.0] * (len(self.times) - 1)).append(self._now.get(label, 0.0))
 
 
-def online(model_path: str, a) -> dict:
+# Per-step seconds MathSETrainer logs for its parts: the step module's counters (``mathse/seconds/*``),
+# else the trainer's own timers of the earlier layout.
+PART_KEYS = {"generate": ("mathse/seconds/generate", "mathse/refine_seconds"),
+             "judge": ("mathse/seconds/judge", "mathse/judge_seconds"),
+             "critique": ("mathse/seconds/critique", "mathse/critique_seconds")}
+
+
+def _part(entry: dict, part: str) -> float | None:
+    return next((float(entry[k]) for k in PART_KEYS[part] if k in entry), None)
+
+
+def modes_available() -> list[str]:
+    """``reflect_mode`` values this tree's MathSEConfig takes (``replace`` alone before it had the field)."""
+    import dataclasses
+
+    from mathse_rl.integrations.trl import MathSEConfig
+
+    fields = {f.name: f for f in dataclasses.fields(MathSEConfig)}
+    return ["replace", "add"] if "reflect_mode" in fields else ["replace"]
+
+
+def online(model_path: str, a, configs: list[tuple[str, str, int | None]]) -> dict:
+    """Median step of plain GRPO and of MathSETrainer per (mode, case, refinements per group),
+    blocks alternating so load on a shared machine hits every arm alike."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -71,37 +119,69 @@ def online(model_path: str, a) -> dict:
                   max_steps=a.steps, temperature=1.0, beta=0.0, logging_steps=1, save_strategy="no",
                   learning_rate=1e-5, seed=0, disable_tqdm=True)
     out = Path(tempfile.mkdtemp(prefix="step-overhead-"))
-    times = {"grpo": [], "mathse": []}
-    shares = {"judge": 0.0, "critique": 0.0, "refine": 0.0}
-    mathse_total = 0.0
-    refined = verified = 0.0
+    arms = [("grpo", None, None)] + configs
+    steps: dict[tuple, list[float]] = {arm: [] for arm in arms}
+    parts: dict[tuple, dict[str, list[float]]] = {arm: {k: [] for k in PART_KEYS} for arm in arms}
+    refined: dict[tuple, float] = {arm: 0.0 for arm in arms}
+    own: dict[tuple, list[float]] = {arm: [] for arm in arms}
+    loss: dict[tuple, list[float]] = {arm: [] for arm in arms}
     for block in range(a.blocks):
-        for kind in ("grpo", "mathse"):
+        for arm in arms:
+            mode, cap = arm[1], arm[2]
             model, proc = load_policy(model_path)
             timer = StepTimer()
-            if kind == "grpo":
-                args = GRPOConfig(output_dir=str(out / kind), **common)
+            undo = [timer.clock(GRPOTrainer, "_generate", "trl_generate"),
+                    timer.clock(GRPOTrainer, "_compute_loss", "loss"),
+                    timer.clock(MathSETrainer, "_generate", "mathse_generate")]
+            if "_compute_loss" in MathSETrainer.__dict__:
+                undo.append(timer.clock(MathSETrainer, "_compute_loss", "loss"))
+            data = Dataset.from_list(rows)
+            if mode is None:
+                args = GRPOConfig(output_dir=str(out / "grpo"), **common)
                 trainer = GRPOTrainer(model=model, reward_funcs=make_reward_func("verifier"), args=args,
-                                      train_dataset=Dataset.from_list(rows), processing_class=proc, callbacks=[timer])
+                                      train_dataset=data, processing_class=proc, callbacks=[timer])
             else:
-                args = MathSEConfig(output_dir=str(out / kind), loss=a.loss,
-                                    max_refinements_per_group=a.max_refinements_per_group, **common)
+                extra = {"reflect_mode": mode} if "add" in modes_available() else {}
+                args = MathSEConfig(output_dir=str(out / "mathse"), loss="grpo", max_refinements_per_group=cap,
+                                    **extra, **common)
                 trainer = MathSETrainer(model=model, reward_funcs=make_reward_func("verifier"), args=args,
-                                        train_dataset=Dataset.from_list(rows), processing_class=proc,
-                                        callbacks=[timer])
-            trainer.train()
-            steps = timer.times[1:] if block == 0 else timer.times  # the very first step warms caches
-            times[kind].extend(steps)
-            if kind == "mathse":
-                mathse_total += sum(timer.times)
-                for k in shares:
-                    shares[k] += trainer.mathse_seconds[k]
-                hist = [h for h in trainer.state.log_history if "mathse/refined" in h]
-                refined += sum(h["mathse/refined"] for h in hist)
-                verified += sum(h["mathse/refinement_verified"] for h in hist)
-    g, m = statistics.median(times["grpo"]), statistics.median(times["mathse"])
-    return {"grpo_step_s": g, "mathse_step_s": m, "ratio": m / g, "steps_each": len(times["grpo"]),
-            "shares": {k: v / mathse_total for k, v in shares.items()}, "refined": refined, "verified": verified}
+                                        train_dataset=data, processing_class=proc, callbacks=[timer])
+            try:
+                trainer.train()
+            finally:
+                for u in undo:
+                    u()
+            logs = [h for h in trainer.state.log_history if "loss" in h or any(k.startswith("mathse/") for k in h)]
+            first = 1 if block == 0 else 0  # the very first step warms caches
+            steps[arm].extend(timer.times[first:])
+            loss[arm].extend(timer.parts.get("loss", [])[first:])
+            for k, entry in enumerate(logs[:len(timer.times)]):
+                gen = _part(entry, "generate")
+                for name in PART_KEYS:
+                    v = _part(entry, name)
+                    if v is not None and k >= first:
+                        parts[arm][name].append(v)
+                if mode is not None and k >= first and gen is not None:
+                    # Same step, same process: MathSE's generate hook minus trl's own generation inside it
+                    # and minus the refinement's generation = judging, critique, bookkeeping, gathers.
+                    own[arm].append(timer.parts["mathse_generate"][k] - timer.parts["trl_generate"][k] - gen)
+                n = next((entry[key] for key in ("mathse/reflected", "mathse/refined") if key in entry), None)
+                if k >= first:
+                    refined[arm] = float("nan") if n is None else refined[arm] + float(n)
+    g = statistics.median(steps[arms[0]])
+    q = statistics.quantiles(steps[arms[0]], n=4) if len(steps[arms[0]]) > 1 else [g, g, g]
+    result = {"grpo_step_s": g, "grpo_iqr": (q[0], q[2]), "grpo_loss_s": statistics.median(loss[arms[0]]),
+              "steps_each": len(steps[arms[0]]), "arms": []}
+    own_all = own
+    for arm in configs:
+        m = statistics.median(steps[arm])
+        gen = statistics.median(parts[arm]["generate"]) if parts[arm]["generate"] else float("nan")
+        own = sum(statistics.median(parts[arm][k]) for k in ("judge", "critique") if parts[arm][k])
+        result["arms"].append({"label": arm[0], "mode": arm[1], "step_s": m, "generate_s": gen, "own_s": own,
+                               "refined_per_step": refined[arm] / max(len(steps[arm]), 1),
+                               "added_s": m - g - gen, "direct_s": statistics.median(own_all[arm]),
+                               "loss_s": statistics.median(loss[arm])})
+    return result
 
 
 def offline(model_path: str, a) -> list[dict]:
@@ -133,9 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=32, help="completion length")
     p.add_argument("--steps", type=int, default=3, help="optimiser steps per block (and SFT steps offline)")
     p.add_argument("--blocks", type=int, default=3, help="alternating GRPO/MathSE blocks")
-    p.add_argument("--loss", default="grpo", choices=["grpo", "rft"], help="MathSETrainer loss")
-    p.add_argument("--max-refinements-per-group", type=int, default=None,
-                   help="MathSEConfig.max_refinements_per_group (default: refine every failed completion)")
+    p.add_argument("--modes", nargs="+", default=["replace", "add"], help="reflect_mode values to measure")
     p.add_argument("--problems", type=int, default=8, help="training problems in the offline loop")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--skip-offline", action="store_true")
@@ -148,16 +226,30 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     model_path = build_tiny(Path(tempfile.gettempdir()) / f"mathse-bench-vlm-{a.size}", kind="vlm", size=a.size)
     print(f"# step overhead: tiny VLM {a.size}, batch {a.batch}, n {a.n}, completion {a.max_new_tokens} tokens, "
-          f"{a.threads} thread(s), loss {a.loss}, reflection on, refinements per group "
-          f"{a.max_refinements_per_group or 'all'}\n")
-    r = online(model_path, a)
-    print("| trainer | median step (s) | steps timed |")
-    print("|---|---|---|")
-    print(f"| trl GRPOTrainer | {r['grpo_step_s']:.3f} | {r['steps_each']} |")
-    print(f"| MathSETrainer | {r['mathse_step_s']:.3f} | {r['steps_each']} |")
-    print(f"\nratio MathSE / GRPO: **{r['ratio']:.2f}** (target <= 2.0); rows refined {r['refined']:.0f}, "
-          f"verified {r['verified']:.0f}")
-    print("share of MathSETrainer step time: " + ", ".join(f"{k} {v:.1%}" for k, v in r["shares"].items()))
+          f"{a.threads} thread(s), loss grpo, reflection on; the random model fails every row, so the worst "
+          f"case refines all of them and the typical one {max(1, a.n // 2)} per group of {a.n}\n")
+    modes = [m for m in a.modes if m in modes_available()]
+    for m in set(a.modes) - set(modes):
+        print(f"reflect_mode {m!r}: not in this tree's MathSEConfig (not measured)")
+    typical = max(1, a.n // 2)
+    configs = [(f"{m}, worst (every row refined)", m, None) for m in modes] + \
+              [(f"{m}, typical (half the rows refined)", m, typical) for m in modes]
+    r = online(model_path, a, configs)
+    g = r["grpo_step_s"]
+    lo, hi = r["grpo_iqr"]
+    print(f"plain trl GRPOTrainer: median step {g:.3f} s (quartiles {lo:.3f}-{hi:.3f} s), loss+backward "
+          f"{r['grpo_loss_s']:.3f} s ({r['steps_each']} steps timed)\n")
+    print("| MathSE arm | median step (s) | / GRPO | refinement generation (s) | rows refined | "
+          "step - GRPO - refinement (s) | MathSE's own work in the step (s) | own / GRPO step | loss+backward (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for x in r["arms"]:
+        print(f"| {x['label']} | {x['step_s']:.3f} | {x['step_s'] / g:.2f} | {x['generate_s']:.3f} | "
+              f"{x['refined_per_step']:.1f} | {x['added_s']:+.3f} ({x['added_s'] / g:+.1%}) | {x['direct_s']:.3f} | "
+              f"**{x['direct_s'] / g:.1%}** | {x['loss_s']:.3f} |")
+    print("\nstep - GRPO - refinement: medians of separate runs (noise: the GRPO quartiles above). MathSE's own "
+          "work: in the same step, MathSE's generate hook minus trl's generation inside it minus the refinement's "
+          "generation (judging, critique, reflection prompts, bookkeeping, gathers); target <= 10% of a GRPO step. "
+          "loss+backward: trl's loss (add mode: + the SFT term on refinements) per step.")
     if a.skip_offline:
         return 0
     rows = offline(model_path, a)

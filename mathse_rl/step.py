@@ -53,9 +53,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
 
@@ -93,7 +91,7 @@ class StepConfig:
 
 
 def step_config(config: Any = None, **overrides: Any) -> StepConfig:
-    """A :class:`StepConfig` from None, a StepConfig, a mapping or an OmegaConf node, plus overrides.
+    """A :class:`StepConfig` from None, a StepConfig, a mapping or an OmegaConf node, plus field overrides.
 
     Unknown keys fail here, before any work starts.
 
@@ -107,8 +105,8 @@ def step_config(config: Any = None, **overrides: Any) -> StepConfig:
         config = dataclasses.asdict(config)
     if config is not None:
         base = OmegaConf.merge(base, config if not isinstance(config, Mapping) else OmegaConf.create(dict(config)))
-    if overrides:
-        base = OmegaConf.merge(base, OmegaConf.create(overrides))
+    for key, value in overrides.items():  # an option mapping is replaced whole (judge_options={} empties it)
+        OmegaConf.update(base, key, value, merge=key == "reflect")
     cfg: StepConfig = OmegaConf.to_object(base)  # type: ignore[assignment]
     r = cfg.reflect
     if r.attempts < 1:
@@ -243,44 +241,39 @@ class StepCounters:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        from mathse_rl.orm import JudgeCounters  # the thread-safe event counter the ORM judge keeps too
+
+        self._counts = JudgeCounters()
 
     def add(self, key: str, n: int = 1, source: str = "") -> None:
         if key not in COUNTS:
             raise KeyError(f"unknown step counter {key!r}; known: {COUNTS}")
-        with self._lock:
-            self._counts[key] += n
-            if source:
-                self._counts[f"{source}/{key}"] += n
+        self._counts.add(key, n)
+        if source:
+            self._counts.add(f"{source}/{key}", n)
 
     def add_seconds(self, part: str, seconds: float) -> None:
         """Wall time spent in one part of the step (``judge``, ``critique``, ``generate``)."""
         if part not in SECONDS:
             raise KeyError(f"unknown step part {part!r}; known: {SECONDS}")
-        with self._lock:
-            self._counts[f"seconds/{part}"] += seconds
+        self._counts.add(f"seconds/{part}", seconds)  # type: ignore[arg-type]
 
     def __getitem__(self, key: str) -> int:
-        with self._lock:
-            return self._counts[key]
+        return self._counts[key]
 
     def to_counts(self) -> dict[str, float]:
         """Flat ``{key, source/key or seconds/part: value}`` (what a gather across processes sums)."""
-        with self._lock:
-            return dict(self._counts)
+        return self._counts.snapshot()
 
     @classmethod
-    def from_counts(cls, counts: Mapping[str, int]) -> "StepCounters":
-        out = cls()
-        out._counts.update({k: _value(k, v) for k, v in counts.items()})
-        return out
+    def from_counts(cls, counts: Mapping[str, float]) -> "StepCounters":
+        return cls().merge(counts)
 
-    def merge(self, other: "StepCounters | Mapping[str, int]") -> "StepCounters":
+    def merge(self, other: "StepCounters | Mapping[str, float]") -> "StepCounters":
         """Add ``other``'s counts into this one (returns self)."""
         counts = other.to_counts() if isinstance(other, StepCounters) else other
-        with self._lock:
-            self._counts.update({k: _value(k, v) for k, v in counts.items()})
+        for k, v in counts.items():
+            self._counts.add(k, float(v) if k.startswith("seconds/") else int(v))  # type: ignore[arg-type]
         return self
 
     def as_metrics(self, prefix: str = "mathse/") -> dict[str, float]:
@@ -302,10 +295,6 @@ class StepCounters:
             out[f"{prefix}{pre}refine_verified_rate"] = get("refine_verified") / reflected if reflected else 0.0
             out[f"{prefix}{pre}accepted_frac"] = get("accepted") / paths if paths else 0.0
         return out
-
-
-def _value(key: str, v: Any) -> float | int:
-    return float(v) if key.startswith("seconds/") else int(v)
 
 
 class _Timer:
@@ -379,33 +368,31 @@ class Judge:
     def judge(self, problems: Sequence[Problem], responses: Sequence[str], *,
               counters: StepCounters | None = None) -> list[PathVerdict]:
         """One verdict per path, in order; a crashed judge makes every path undecidable, never raises."""
-        items = [reward_input(p, r) for p, r in zip(problems, responses)]
-        if not items:
-            return []
-        try:
-            with _Timer(counters, "judge"):
-                verdicts = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
-        except Exception as exc:
-            verdicts = self._failed(len(items), exc)
-        self._count(problems, verdicts, counters)
-        return verdicts
+        verdicts, todo, items = self._without_gold(problems, responses)
+        got: Any = []
+        if items:
+            try:
+                with _Timer(counters, "judge"):
+                    got = self._orm_verdicts(items) if self._orm else self._verdicts(self.reward(items))
+            except Exception as exc:
+                got = exc
+        return self._merged(problems, verdicts, todo, got, counters)
 
     async def ajudge(self, problems: Sequence[Problem], responses: Sequence[str], *,
                      counters: StepCounters | None = None) -> list[PathVerdict]:
         """:meth:`judge` without blocking the event loop (the verifier runs in a worker thread)."""
-        items = [reward_input(p, r) for p, r in zip(problems, responses)]
-        if not items:
-            return []
-        try:
-            with _Timer(counters, "judge"):
-                if self._orm:
-                    verdicts = self._orm_verdicts(items, await self.reward.judge.ajudge_detailed(items))
-                else:
-                    verdicts = self._verdicts(await self.reward.acall(items))
-        except Exception as exc:
-            verdicts = self._failed(len(items), exc)
-        self._count(problems, verdicts, counters)
-        return verdicts
+        verdicts, todo, items = self._without_gold(problems, responses)
+        got: Any = []
+        if items:
+            try:
+                with _Timer(counters, "judge"):
+                    if self._orm:
+                        got = self._orm_verdicts(items, await self.reward.judge.ajudge_detailed(items))
+                    else:
+                        got = self._verdicts(await self.reward.acall(items))
+            except Exception as exc:
+                got = exc
+        return self._merged(problems, verdicts, todo, got, counters)
 
     async def ajudge_one(self, problem: Problem, response: str, *,
                          counters: StepCounters | None = None) -> PathVerdict:
@@ -424,6 +411,34 @@ class Judge:
         return verdict.correct is False or (verdict.correct is None and self.config.undecidable_as_wrong)
 
     # -- internals -----------------------------------------------------------------
+    @staticmethod
+    def _without_gold(problems: Sequence[Problem], responses: Sequence[str],
+                      ) -> tuple[list[Optional[PathVerdict]], list[int], list[RewardInput]]:
+        """Paths with no or an unreadable gold are undecidable whatever the judge (no judge call);
+        the rest are returned as reward inputs to judge."""
+        from mathse_rl.verify import gold_is_valid
+
+        verdicts: list[Optional[PathVerdict]] = []
+        todo, items = [], []
+        for i, (p, r) in enumerate(zip(problems, responses)):
+            if p.gold is None or not gold_is_valid(p.gold):
+                verdicts.append(PathVerdict(None, "no_gold"))
+            else:
+                verdicts.append(None)
+                todo.append(i)
+                items.append(reward_input(p, r))
+        return verdicts, todo, items
+
+    def _merged(self, problems: Sequence[Problem], verdicts: list[Optional[PathVerdict]], todo: list[int],
+                got: Any, counters: StepCounters | None) -> list[PathVerdict]:
+        """The judged verdicts (an exception: those paths undecidable) in place, counted."""
+        if isinstance(got, Exception):
+            got = self._failed(len(todo), got)
+        for i, v in zip(todo, got):
+            verdicts[i] = v
+        self._count(problems, verdicts, counters)  # type: ignore[arg-type]
+        return verdicts  # type: ignore[return-value]
+
     def _plain_orm(self) -> bool:
         # A plain ORM judge is asked directly, to keep its judgment (the critique of a wrong path).
         if self.deciders != [""] or not uses_orm(self.name):
@@ -534,7 +549,10 @@ class _Batcher:
             self.loop.create_task(self._run(batch))
 
     async def _run(self, batch: list[tuple[Problem, str, asyncio.Future]]) -> None:
-        verdicts = await self.judge.ajudge([p for p, _, _ in batch], [r for _, r, _ in batch])
+        try:
+            verdicts = await self.judge.ajudge([p for p, _, _ in batch], [r for _, r, _ in batch])
+        except BaseException as exc:  # ajudge does not raise; a cancelled batch must not leave callers waiting
+            verdicts = Judge._failed(len(batch), exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
         for (_, _, fut), v in zip(batch, verdicts):
             if not fut.done():
                 fut.set_result(v)
@@ -561,18 +579,26 @@ class Critic:
         return list(await self.backend.ajudge([reward_input(p, r) for p, r in zip(problems, responses)]))
 
 
-def _own_critiques(verdicts: Optional[Sequence[PathVerdict]], n: int) -> list[Optional[Judgment]]:
-    # An ORM judge's judgment of a wrong path is its critique (the paper's ORM does both).
-    if verdicts is None:
-        return [None] * n
-    return [v.judgment if v.judgment is not None and not v.judgment.correct else None for v in verdicts]
+def _own_critiques(verdicts: Optional[Sequence[PathVerdict]], n: int) -> tuple[list[Optional[Judgment]], list[int]]:
+    """An ORM judge's judgment of a wrong path is its critique (the paper's ORM does both); the rest to do."""
+    out: list[Optional[Judgment]] = [None] * n if verdicts is None else [
+        v.judgment if v.judgment is not None and not v.judgment.correct else None for v in verdicts]
+    return out, [i for i, c in enumerate(out) if c is None]
 
 
-def _count_critiques(problems: Sequence[Problem], out: Sequence[Optional[Judgment]],
-                     counters: StepCounters | None) -> None:
+def _critiqued(problems: Sequence[Problem], out: list[Optional[Judgment]], todo: list[int], got: Any,
+               counters: StepCounters | None) -> list[Optional[Judgment]]:
+    """Fill in the critic's answers (an exception: no critique for those paths) and count them."""
+    if isinstance(got, Exception):
+        logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
+                       type(got).__name__, got)
+        got = [None] * len(todo)
+    for i, c in zip(todo, got or []):
+        out[i] = c
     if counters is not None:
         for p, c in zip(problems, out):
             counters.add("critiques" if c is not None else "critic_errors", source=p.data_source)
+    return out
 
 
 def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
@@ -582,28 +608,23 @@ def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str],
 
     Never raises: a failed critic gives None critiques, counted as ``critic_errors``.
     """
-    out = _own_critiques(verdicts, len(problems))
-    todo = [i for i, c in enumerate(out) if c is None]
+    out, todo = _own_critiques(verdicts, len(problems))
+    got: Any = None
     if todo:
         try:
             with _Timer(counters, "critique"):
                 got = critic.critique([problems[i] for i in todo], [responses[i] for i in todo])
         except Exception as exc:
-            logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
-                           type(exc).__name__, exc)
-            got = [None] * len(todo)
-        for i, c in zip(todo, got):
-            out[i] = c
-    _count_critiques(problems, out, counters)
-    return out
+            got = exc
+    return _critiqued(problems, out, todo, got, counters)
 
 
 async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
                     verdicts: Optional[Sequence[PathVerdict]] = None,
                     counters: StepCounters | None = None) -> list[Optional[Judgment]]:
     """:func:`critique` for coroutines (the critic's async form, else a worker thread)."""
-    out = _own_critiques(verdicts, len(problems))
-    todo = [i for i, c in enumerate(out) if c is None]
+    out, todo = _own_critiques(verdicts, len(problems))
+    got: Any = None
     if todo:
         args = ([problems[i] for i in todo], [responses[i] for i in todo])
         try:
@@ -613,13 +634,8 @@ async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequenc
                 else:
                     got = await asyncio.to_thread(critic.critique, *args)
         except Exception as exc:
-            logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
-                           type(exc).__name__, exc)
-            got = [None] * len(todo)
-        for i, c in zip(todo, got):
-            out[i] = c
-    _count_critiques(problems, out, counters)
-    return out
+            got = exc
+    return _critiqued(problems, out, todo, got, counters)
 
 
 # ----------------------------------------------------------------------------- token budget
@@ -709,9 +725,13 @@ class _Reflection:
     def add(self, key: str, i: int) -> None:
         self.counters.add(key, source=self.items[i].problem.data_source)
 
-    def requests(self, todo: list[int], prompt_tokens: list[Optional[int]]) -> tuple[list[int], list[ReflectRequest]]:
+    def prompts(self, todo: list[int]) -> list[list[dict[str, Any]]]:
+        return [reflection_messages(self.current[i], self.options.template) for i in todo]
+
+    def requests(self, todo: list[int], prompts: list[list[dict[str, Any]]],
+                 prompt_tokens: list[Optional[int]]) -> tuple[list[int], list[ReflectRequest]]:
         keep, reqs = [], []
-        for i, n in zip(todo, prompt_tokens):
+        for i, messages, n in zip(todo, prompts, prompt_tokens):
             it = self.current[i]
             if not self.budget.fits(n):
                 # Skipped: the engine would cut the refinement short. A rejected earlier attempt stays the outcome.
@@ -719,8 +739,8 @@ class _Reflection:
                 self.outcomes[i] = self.last[i] or ReflectOutcome(self.items[i], "too_long")
                 continue
             keep.append(i)
-            reqs.append(ReflectRequest(reflection_messages(it, self.options.template), tuple(it.problem.images),
-                                       self.budget.max_tokens, self.options.temperature, n, self.items[i]))
+            reqs.append(ReflectRequest(messages, tuple(it.problem.images), self.budget.max_tokens,
+                                       self.options.temperature, n, self.items[i]))
         return keep, reqs
 
     def generated(self, keep: list[int], outs: Sequence[Any], attempt: int) -> tuple[list[int], list[Generation]]:
@@ -790,9 +810,9 @@ def reflect_and_rejudge(judge: Judge, items: Sequence[ReflectItem], generate: Ge
     for attempt in range(1, run.options.attempts + 1):
         if not todo:
             break
-        sizes = [_count_sync(budget, reflection_messages(run.current[i], run.options.template),
-                             run.current[i].problem.images) for i in todo]
-        keep, reqs = run.requests(todo, sizes)
+        prompts = run.prompts(todo)
+        sizes = [_count_sync(budget, m, run.current[i].problem.images) for i, m in zip(todo, prompts)]
+        keep, reqs = run.requests(todo, prompts, sizes)
         try:
             with _Timer(run.counters, "generate"):
                 outs = list(generate(reqs)) if reqs else []
@@ -821,9 +841,9 @@ async def areflect_and_rejudge(judge: Judge, items: Sequence[ReflectItem], gener
     for attempt in range(1, run.options.attempts + 1):
         if not todo:
             break
-        sizes = [await _count_async(budget, reflection_messages(run.current[i], run.options.template),
-                                    run.current[i].problem.images) for i in todo]
-        keep, reqs = run.requests(todo, sizes)
+        prompts = run.prompts(todo)
+        sizes = [await _count_async(budget, m, run.current[i].problem.images) for i, m in zip(todo, prompts)]
+        keep, reqs = run.requests(todo, prompts, sizes)
         try:
             with _Timer(run.counters, "generate"):
                 outs = list(await generate(reqs)) if reqs else []

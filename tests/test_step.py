@@ -352,3 +352,17 @@ def test_counters_time_each_part_of_the_step():
     m = StepCounters.from_counts(counters.to_counts()).as_metrics()
     assert all(m[f"mathse/seconds/{part}"] > 0 for part in ("judge", "critique", "generate"))
     assert "mathse/seconds/paths" not in m and m["mathse/paths"] == 1.0
+
+
+def test_an_override_replaces_a_field_whole():
+    cfg = step_config({"judge": "orm", "judge_options": {"backend": "local"}}, judge="verifier", judge_options={})
+    assert (cfg.judge, cfg.judge_options) == ("verifier", {})
+    assert step_config(None, reflect={"attempts": 3}).reflect.template == "paper"
+
+
+def test_no_gold_is_undecidable_for_an_orm_judge_too_without_asking_it(scripted):
+    scripted.script = {RIGHT: ("CORRECT", 0.9)}
+    unreadable = Problem(id="q3", question="?", gold="\\boxed{}")
+    verdicts = orm_judge().judge([Q, unreadable], [RIGHT, RIGHT])
+    assert [(v.correct, v.reason) for v in verdicts] == [(True, "correct"), (None, "no_gold")]
+    assert scripted.batches == [1]

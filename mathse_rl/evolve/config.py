@@ -207,11 +207,12 @@ def step_config(cfg: EvolveConfig, **overrides: Any) -> "StepConfig":
     from mathse_rl.step import step_config as make
 
     r = cfg.reflect
-    return make({"judge": cfg.judge, "judge_options": dict(cfg.judge_options), "critic": dict(cfg.critic),
-                 "threshold": cfg.judge_threshold, "undecidable_as_wrong": cfg.undecidable_as_wrong,
-                 "require_final_answer": cfg.require_final_answer,
-                 "reflect": {"enabled": r.enabled, "template": r.template, "attempts": r.attempts,
-                             "temperature": r.temperature, "max_tokens": r.max_tokens}}, **overrides)
+    values = {"judge": cfg.judge, "judge_options": dict(cfg.judge_options), "critic": dict(cfg.critic),
+              "threshold": cfg.judge_threshold, "undecidable_as_wrong": cfg.undecidable_as_wrong,
+              "require_final_answer": cfg.require_final_answer,
+              "reflect": {"enabled": r.enabled, "template": r.template, "attempts": r.attempts,
+                          "temperature": r.temperature, "max_tokens": r.max_tokens}}
+    return make({**values, **overrides})  # an override replaces a field whole (judge_options={} empties it)
 
 
 def coerce(config: EvolveConfig | dict[str, Any] | str | Path | None) -> EvolveConfig:

@@ -265,3 +265,24 @@ def test_reflection_asks_for_its_own_token_budget(tmp_path):
     r1 = result.stages["r1.reflect"]
     assert r1["max_tokens"] == 40 and 40 in gen.budgets
     assert r1["truncated"] == 0 and r1["verified"] == r1["refined"] > 0
+
+
+def test_paths_the_judge_cannot_decide_are_counted_not_reflected_on(tmp_path):
+    # The ORM judge is down and its fallback is "none": every path is undecidable. None is pooled,
+    # none is stored as wrong (nothing to reflect on), and the stage record says why.
+    from mathse_rl.orm import Judge as OrmJudge
+    from mathse_rl.orm import register_backend
+
+    @register_backend("evolve_test_down")
+    class Down(OrmJudge):
+        def replies(self, items):
+            raise ConnectionError("judge server down")
+
+    cfg = scripted_config(tmp_path, judge="orm", judge_options={"backend": "evolve_test_down", "fallback": "none"},
+                          rounds=1, reflect={"when": "every_round"})
+    result = run_evolve(cfg, TRAIN, HELDOUT, seed_attempts=SEED, generator=ScriptedGenerator(),
+                        trainer=RecordingTrainer())
+    r1 = result.stages["r1.judge"]
+    assert r1["accepted"] == 0 and r1["wrong"] == 0
+    assert r1["undecidable"] == r1["judge_errors"] == r1["paths"] > 0
+    assert result.stages["r1.reflect"]["refined"] == 0

@@ -3,13 +3,30 @@
 For every generation batch, the sampled completions are judged (a reward from the
 registry, ``verifier`` by default). Failed ones get a critique from the critic (an ORM
 backend: ``verifier`` on CPU, ``local``/``openai`` otherwise) and a refinement written by
-the same engine from MathSE's reflection prompt. A refinement the judge verifies *replaces*
-the failed completion in place, under the row's original prompt ids, so the batch keeps its
-shape; refined rows are trained as answers to the original question.
+the same engine from MathSE's reflection prompt, then the judge re-checks the refinement.
 
-``loss="grpo"`` keeps trl's GRPO loss: refined rows sit in their group and are scored by
-the reward functions like any other completion. ``loss="rft"`` trains a masked NLL on the
-accepted rows only (correct samples and verified refinements); rejected rows weigh zero.
+What is trained (one line per mode; the default is the first of each):
+
+* ``loss="grpo"``, ``reflect_mode="add"``: trl's GRPO loss on the policy's own samples, failures
+  included with their (negative) advantage; every verified refinement adds a supervised term,
+  ``refine_sft_coef`` × mean NLL of the refinement under the row's *original* prompt, normalised
+  over the refinement tokens of the whole optimizer step. The refinement is text the policy did
+  not sample for that prompt, so it is trained off-policy on purpose (no ratio, no advantage).
+  A group that reflection makes all-correct still teaches: its refinements carry the SFT term.
+* ``loss="grpo"``, ``reflect_mode="replace"``: a verified refinement takes its failure's place
+  in the group and is scored like an on-policy sample (the older behaviour, kept as an option:
+  the failure's negative advantage is lost and the refinement's ratio is computed as if sampled).
+* ``loss="rft"``: rejection-sampling fine-tuning, i.e. supervised learning on accepted paths
+  (correct samples and verified refinements, the latter under the original prompt): the NLL summed
+  over accepted tokens and divided by the number of accepted tokens of the whole optimizer step
+  (all processes, all accumulated micro-batches). Its scale does not depend on rejected samples,
+  gradient accumulation, ``steps_per_generation``, ``num_iterations`` or the number of processes.
+  No KL or entropy term (``beta`` is ignored); ``reflect_mode`` does not change what rft trains.
+
+Token normalisation is exact when ``steps_per_generation`` is a multiple of
+``gradient_accumulation_steps`` (trl's default makes them equal); otherwise an optimizer step
+spans generation batches not sampled yet and the count is estimated as trl's ``dapo`` loss does
+(the generation batch's count × accumulation / steps_per_generation), with a warning.
 
     from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer
     args = MathSEConfig(output_dir="out", loss="rft", judge="verifier", num_generations=4, beta=0.0)
@@ -18,19 +35,27 @@ accepted rows only (correct samples and verified refinements); rejected rows wei
     trainer.train()
 
 The dataset is trl's conversational format with a reference answer column (``solution`` or
-``answer``; set ``gold_column``) and optional ``images``/``question``/``choices`` columns.
+``answer``; set ``gold_column``) and optional ``images``/``question``/``choices``/``data_source``.
+
+Several processes: refinement requests are padded so every process joins the generate call with
+the same row count (trl's vLLM server and tensor-parallel colocate modes hand results back by
+``process_index * len(prompts)``); ``max_refinements_per_group`` counts over global groups, which
+may span processes; the ``mathse/*`` counters are summed over all processes before they are logged.
 
 Private trl hooks overridden (trl 1.16, pinned): ``_generate_and_score_completions`` (keeps
-the batch's rows for the judge and adds per-row weights), ``_generate`` (judges and refines),
-``_compute_loss`` (the ``rft`` loss); used: ``_tokenize_prompts``, ``_generate_single_turn``,
-``_get_per_token_logps_and_entropies``. Each is exercised by ``tests/integrations/trl/test_trainer.py``.
+the batch's rows for the judge and adds per-row tensors), ``_generate`` (judges and refines),
+``_prepare_inputs`` (per-step token counts), ``_compute_loss`` (the rft loss, the refinement SFT
+term); used: ``_tokenize_prompts``, ``_generate_single_turn``, ``_get_per_token_logps_and_entropies``,
+``_buffered_inputs``. Each is exercised by ``tests/integrations/trl/``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -46,6 +71,7 @@ from mathse_rl.types import Judgment, Problem
 logger = logging.getLogger(__name__)
 
 LOSSES = ("grpo", "rft")
+REFLECT_MODES = ("add", "replace")
 # The private hooks below are those of this trl line (see the module docstring).
 SUPPORTED_TRL = "1.16."
 
@@ -54,8 +80,8 @@ SUPPORTED_TRL = "1.16."
 class MathSEConfig(GRPOConfig):
     """trl's ``GRPOConfig`` plus the MathSE options (one line each)."""
 
-    loss: str = field(default="grpo", metadata={"help": "grpo: trl's GRPO loss with refined rows in their group; "
-                                                          "rft: masked NLL on accepted rows only"})
+    loss: str = field(default="grpo", metadata={"help": "grpo: trl's GRPO loss (+ refinement SFT term in add mode); "
+                                                          "rft: NLL on accepted paths, normalised per optimizer step"})
     judge: str = field(default="verifier", metadata={"help": "reward name that decides correct/failed"})
     judge_threshold: float = field(default=0.5, metadata={"help": "a completion passes at this judge score"})
     judge_options: Optional[dict] = field(default=None, metadata={
@@ -64,8 +90,13 @@ class MathSEConfig(GRPOConfig):
     critic_options: Optional[dict] = field(default=None, metadata={"help": "extra orm.load_judge config"})
     reflect: bool = field(default=True, metadata={"help": "refine failed completions with the reflection prompt"})
     reflect_template: str = field(default="paper", metadata={"help": "reflection prompt: paper | short | format"})
+    reflect_mode: str = field(default="add", metadata={
+        "help": "grpo only. add: keep the failure in its group, train the verified refinement by an SFT term; "
+                "replace: the refinement takes the failure's place as an on-policy sample"})
+    refine_sft_coef: float = field(default=1.0, metadata={
+        "help": "weight of the SFT term on verified refinements (loss=grpo, reflect_mode=add)"})
     max_refinements_per_group: Optional[int] = field(default=None, metadata={
-        "help": "failed completions refined per prompt group (None: all); fewer refinements, cheaper steps"})
+        "help": "failed completions refined per prompt group, counted over all processes (None: all)"})
     gold_column: Optional[str] = field(default=None, metadata={"help": "reference answer column "
                                                                       "(default: solution, then answer)"})
     question_column: str = field(default="question", metadata={"help": "question text column (default: the "
@@ -75,6 +106,10 @@ class MathSEConfig(GRPOConfig):
         super().__post_init__()
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.reflect_mode not in REFLECT_MODES:
+            raise ValueError(f"reflect_mode must be one of {REFLECT_MODES}, got {self.reflect_mode!r}")
+        if self.refine_sft_coef < 0:
+            raise ValueError(f"refine_sft_coef must be >= 0, got {self.refine_sft_coef}")
 
 
 class MathSETrainer(GRPOTrainer):
@@ -93,10 +128,23 @@ class MathSETrainer(GRPOTrainer):
         self.critic = critic or Critic(critic_config)
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
+        # Refinement rows scored in the GRPO loss's forward pass (add mode), and their log-probabilities.
+        self._mathse_ride_along: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._mathse_ride_along_logps: torch.Tensor | None = None
         # Time spent in MathSE's own work, for benchmarks/step_overhead.py.
         self.mathse_seconds: dict[str, float] = {"judge": 0.0, "critique": 0.0, "refine": 0.0}
+        if self.args.loss == "rft" and self.beta != 0.0:
+            logger.warning("loss=rft has no KL term: beta=%s only costs a reference forward pass", self.beta)
+        if self.args.steps_per_generation % self.args.gradient_accumulation_steps:
+            logger.warning("steps_per_generation (%d) is not a multiple of gradient_accumulation_steps (%d): the "
+                           "token count of an optimizer step is estimated, not counted",
+                           self.args.steps_per_generation, self.args.gradient_accumulation_steps)
 
-    # ------------------------------------------------------------------ hook 1: keep the rows, add weights
+    @property
+    def _adds_refinements(self) -> bool:
+        return self.args.loss == "grpo" and self.args.reflect_mode == "add"
+
+    # ------------------------------------------------------------------ hook 1: keep the rows, add per-row tensors
     def _generate_and_score_completions(self, inputs):
         self._mathse_inputs = list(inputs)
         output = super()._generate_and_score_completions(inputs)
@@ -105,12 +153,22 @@ class MathSETrainer(GRPOTrainer):
         device = output["completion_ids"].device
         n = output["completion_ids"].size(0)
         if rows is None or len(rows["accepted"]) != n:  # _generate was bypassed (e.g. a rollout_func)
-            rows = {"accepted": [True] * n, "refined": [False] * n}
+            rows = {"accepted": [True] * n, "refined": [False] * n, "refinement": [None] * n}
         output["mathse_weight"] = torch.tensor(rows["accepted"], dtype=torch.float32, device=device)
         output["mathse_refined"] = torch.tensor(rows["refined"], dtype=torch.bool, device=device)
+        if self._adds_refinements:
+            # Row i's verified refinement (if any), trained under row i's prompt by the SFT term.
+            width = max([1] + [len(r) for r in rows["refinement"] if r])
+            ids = torch.full((n, width), self._tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((n, width), dtype=torch.long)
+            for i, r in enumerate(rows["refinement"]):
+                if r:
+                    ids[i, : len(r)] = torch.tensor(r)
+                    mask[i, : len(r)] = 1
+            output["mathse_refinement_ids"], output["mathse_refinement_mask"] = ids.to(device), mask.to(device)
         return output
 
-    # ------------------------------------------------------------------ hook 2: judge, critique, refine, replace
+    # ------------------------------------------------------------------ hook 2: judge, critique, refine
     def _generate(self, prompts: list):
         result = list(super()._generate(prompts))
         inputs = self._mathse_inputs
@@ -118,97 +176,194 @@ class MathSETrainer(GRPOTrainer):
             return tuple(result)
         prompt_ids, completion_ids, tool_mask, completions, logprobs = result[:5]
         mode = "train" if self.model.training else "eval"
+        n = len(prompts)
         problems = [self._problem(x, p) for x, p in zip(inputs, prompts)]
         texts = [completion_text(c) for c in completions]
 
         spent0 = dict(self.mathse_seconds)
-        originals = [""] * len(prompts)  # the failed completion a verified refinement replaced
-        critique_texts = [""] * len(prompts)
+        counts: dict[str, float] = defaultdict(float)
+        originals = [""] * n  # the failed completion a verified refinement replaced
+        critique_texts = [""] * n
+        refinements: list[list[int] | None] = [None] * n  # add mode: row i's verified refinement
         t0 = time.perf_counter()
-        verdicts = [r.correct for r in self.judge.judge(problems, texts)]
+        verdicts = self._verdicts(problems, texts)
         self.mathse_seconds["judge"] += time.perf_counter() - t0
-        accepted = list(verdicts)
-        refined = [False] * len(prompts)
-        failed = [i for i, ok in enumerate(verdicts) if not ok]
-        cap = self.args.max_refinements_per_group
-        if cap is not None:  # a group's rows are consecutive (trl's RepeatSampler)
-            group = self.num_generations if mode == "train" else self.num_generations_eval
-            taken: dict[int, int] = {}
-            kept = []
-            for i in failed:
-                if taken.get(i // group, 0) < cap:
-                    kept.append(i)
-                    taken[i // group] = taken.get(i // group, 0) + 1
-            failed = kept
+        accepted = [v is True for v in verdicts]
+        refined = [False] * n
+        counts["rows"] = n
+        counts["correct"] = sum(accepted)
+        counts["judge_errors"] = sum(v is None for v in verdicts)
+        failed = self._capped([v is False for v in verdicts], mode)
 
-        n_refined = n_verified = 0
         # Evaluation measures the policy as it is: no refinement outside training.
-        if self.args.reflect and mode == "train" and self._any_process(len(failed) > 0):
+        if self.args.reflect and mode == "train":
             t0 = time.perf_counter()
             critiques = self._critique([problems[i] for i in failed], [texts[i] for i in failed])
             self.mathse_seconds["critique"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            todo = failed if failed else [0]  # every process must join a distributed generate call
-            crit = critiques if failed else [None]
-            reflect_prompts = [self._reflect_prompt(prompts[i], problems[i], texts[i], c) for i, c in zip(todo, crit)]
-            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(reflect_prompts)
-            r_ids, _ = self._generate_single_turn(r_prompt_ids, r_images, r_fields, 1)
-            r_texts = self.processing_class.batch_decode(r_ids, skip_special_tokens=True)
+            reflect_prompts = [self._reflect_prompt(prompts[i], problems[i], texts[i], c)
+                               for i, c in zip(failed, critiques)]
+            fits = self._fits_engine(reflect_prompts)
+            counts["reflect_too_long"] += len(fits) - sum(fits)
+            failed, critiques, reflect_prompts = ([x for x, f in zip(seq, fits) if f]
+                                                  for seq in (failed, critiques, reflect_prompts))
+            r_ids = self._generate_aligned(reflect_prompts, filler=prompts[0], counts=counts)
             self.mathse_seconds["refine"] += time.perf_counter() - t0
-            if failed:
+            if r_ids is not None and failed:
+                r_texts = self.processing_class.batch_decode(r_ids, skip_special_tokens=True)
+                complete = [self._finished(ids) for ids in r_ids]
+                counts["reflect_too_long"] += sum(not c for c in complete)
                 t0 = time.perf_counter()
-                ok = [r.correct for r in self.judge.judge([problems[i] for i in failed], r_texts)]
+                ok = self._verdicts([problems[i] for i in failed], r_texts)
                 self.mathse_seconds["judge"] += time.perf_counter() - t0
-                n_refined = len(failed)
+                counts["judge_errors"] += sum(v is None for v in ok)
+                counts["refined"] += len(failed)
                 for k, i in enumerate(failed):
-                    if not ok[k]:
+                    if ok[k] is not True or not complete[k]:  # a truncated refinement is never trained as verified
                         continue
-                    # The verified refinement becomes row i's completion; row i keeps its original prompt ids.
+                    counts["refine_verified"] += 1
+                    refined[i] = True
+                    critique_texts[i] = critiques[k].error_analysis if critiques[k] is not None else ""
+                    if self._adds_refinements:
+                        refinements[i] = list(r_ids[k])
+                        continue
+                    # replace (grpo) and rft: the verified refinement becomes row i's completion under row i's
+                    # original prompt ids; for rft this is what "train the accepted refinement" means.
                     completion_ids[i] = list(r_ids[k])
                     completions[i] = self._like(completions[i], r_texts[k])
                     if logprobs is not None:
                         # Sampled under the reflection prompt: no valid behaviour logprob under the original
                         # prompt, so NaN, which trl's importance sampling treats as "no correction".
                         logprobs[i] = [math.nan] * len(completion_ids[i])
+                    if tool_mask is not None:
+                        tool_mask[i] = [1] * len(completion_ids[i])
                     accepted[i] = True
-                    refined[i] = True
                     originals[i] = texts[i]
-                    critique_texts[i] = critiques[k].error_analysis if critiques[k] is not None else ""
-                    n_verified += 1
-        if tool_mask is not None:
-            for i in range(len(prompts)):
-                if refined[i]:
-                    tool_mask[i] = [1] * len(completion_ids[i])
+        counts["accepted"] = sum(accepted) + (sum(r is not None for r in refinements))
         if self.args.loss == "rft":
             self._pending_extra_logs["mathse_weight"].extend(float(a) for a in accepted)
         self._pending_extra_logs["mathse_refined"].extend(refined)
         # With log_completions, trl's completions table shows what a refinement replaced and why.
         self._pending_extra_logs["mathse_wrong_path"].extend(originals)
         self._pending_extra_logs["mathse_critique"].extend(critique_texts)
-
-        n = max(len(prompts), 1)
-        metrics = self._metrics[mode]
-        metrics["mathse/correct_rate"].append(sum(verdicts) / n)
-        metrics["mathse/accept_rate"].append(sum(accepted) / n)
-        metrics["mathse/refined"].append(float(n_refined))
-        metrics["mathse/refinement_verified"].append(float(n_verified))
-        metrics["mathse/reflection_success_rate"].append(n_verified / n_refined if n_refined else 0.0)
+        sources = [str(x["data_source"]) for x in inputs] if "data_source" in inputs[0] else None
+        self._log_counts(mode, counts, sources, verdicts, refined)
         for k, v in self.mathse_seconds.items():
-            metrics[f"mathse/{k}_seconds"].append(v - spent0[k])
-        self._mathse_rows = {"accepted": accepted, "refined": refined}
+            self._metrics[mode][f"mathse/{k}_seconds"].append(v - spent0[k])
+        self._mathse_rows = {"accepted": accepted, "refined": refined, "refinement": refinements}
         result[1], result[2], result[3], result[4] = completion_ids, tool_mask, completions, logprobs
         return tuple(result)
 
-    # ------------------------------------------------------------------ hook 3: the rft loss
+    # ------------------------------------------------------------------ hook 3: token counts of each optimizer step
+    def _prepare_inputs(self, generation_batch):
+        if not self.model.training:  # eval: one local batch, no accumulation
+            inputs = super()._prepare_inputs(generation_batch)
+            self._set_token_counts([inputs], world=False)
+            return inputs
+        before = self._buffered_inputs
+        inputs = super()._prepare_inputs(generation_batch)
+        if self._buffered_inputs is not before:  # a new generation batch was sampled and split into micro-batches
+            self._set_token_counts(self._buffered_inputs, world=True)
+        return inputs
+
+    def _set_token_counts(self, chunks: list[dict[str, Any]], world: bool) -> None:
+        """Give every micro-batch the token counts of its optimizer step (all processes, all micro-batches).
+
+        ``mathse_sft_tokens``: accepted tokens (rft); ``mathse_refinement_tokens``: verified refinement tokens
+        (grpo, add mode). Summing ``-log p / count`` over an optimizer step then gives the mean NLL per token of
+        that step, whatever the layout (DDP averages gradients, so each process scales by the process count).
+        """
+        local = torch.tensor([[self._masked(c, "sft"), self._masked(c, "refinement")] for c in chunks],
+                             dtype=torch.float64, device=self.accelerator.device)
+        total = self.accelerator.reduce(local, reduction="sum") if world else local
+        if world:
+            accumulation, spg = self.args.gradient_accumulation_steps, self.args.steps_per_generation
+            if spg % accumulation == 0:  # each optimizer step uses `accumulation` consecutive micro-batches
+                window = total.view(-1, accumulation, 2).sum(dim=1).repeat_interleave(accumulation, dim=0)
+            else:  # an optimizer step spans generation batches not sampled yet: trl's dapo estimate
+                window = total.sum(dim=0, keepdim=True).expand_as(total) * accumulation / spg
+        else:
+            window = total
+        for chunk, (sft, refinement) in zip(chunks, window.tolist()):
+            chunk["mathse_sft_tokens"] = torch.tensor(sft, device=self.accelerator.device)
+            chunk["mathse_refinement_tokens"] = torch.tensor(refinement, device=self.accelerator.device)
+
+    @staticmethod
+    def _masked(chunk: dict[str, Any], kind: str) -> float:
+        if kind == "sft":
+            mask = chunk["completion_mask"] * chunk["tool_mask"] if "tool_mask" in chunk else chunk["completion_mask"]
+            return float((mask * chunk["mathse_weight"].unsqueeze(1)).sum())
+        return float(chunk["mathse_refinement_mask"].sum()) if "mathse_refinement_mask" in chunk else 0.0
+
+    # ------------------------------------------------------------------ hook 4: the losses
     def _compute_loss(self, model, inputs):
-        if self.args.loss != "rft":
+        mode = "train" if self.model.training else "eval"
+        processes = self.accelerator.num_processes if mode == "train" else 1
+        if self.args.loss == "rft":
+            mask = inputs["completion_mask"]
+            if "tool_mask" in inputs:
+                mask = mask * inputs["tool_mask"]
+            logps = self._completion_logps(model, inputs, inputs["completion_ids"], inputs["completion_mask"])
+            tokens = inputs.get("mathse_sft_tokens", (mask * inputs["mathse_weight"].unsqueeze(1)).sum())
+            return rft_loss(logps, mask, inputs["mathse_weight"], tokens) * processes
+        if not self._adds_refinements or self.args.refine_sft_coef == 0 or "mathse_refinement_mask" not in inputs:
             return super()._compute_loss(model, inputs)
-        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
-        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
+        r_ids, r_mask = inputs["mathse_refinement_ids"], inputs["mathse_refinement_mask"]
+        # The refinement rows ride along in the GRPO loss's own forward pass (see
+        # _get_per_token_logps_and_entropies): one forward per micro-batch on every process, as DDP requires.
+        self._mathse_ride_along = (r_ids, r_mask) if r_mask.any() else None
+        try:
+            loss = super()._compute_loss(model, inputs)
+            logps = self._mathse_ride_along_logps
+        finally:
+            self._mathse_ride_along, self._mathse_ride_along_logps = None, None
+        if logps is None:  # no refinement in this micro-batch
+            return loss
+        rows = r_mask.any(dim=1).to(logps.dtype)
+        tokens = inputs.get("mathse_refinement_tokens", r_mask.sum())
+        term = rft_loss(logps, r_mask, rows, tokens) * processes
+        return loss + self.args.refine_sft_coef * term
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        ride = getattr(self, "_mathse_ride_along", None)
+        if ride is None:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              *args, **kwargs)
+        # Score each row's verified refinement after the same prompt (and images) in the same forward pass:
+        # the batch is the micro-batch twice, completions in the first copy, refinements in the second.
+        self._mathse_ride_along = None
+        r_ids, r_mask = ride
+        rows, prompt_len = input_ids.size(0), input_ids.size(1) - logits_to_keep
+        width = max(logits_to_keep, r_ids.size(1))
+
+        def widen(x: torch.Tensor, value: int) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (0, prompt_len + width - x.size(1)), value=value)
+
+        pad = self._tokenizer.pad_token_id
+        both_ids = torch.cat([widen(input_ids, pad), widen(torch.cat([input_ids[:, :prompt_len], r_ids], 1), pad)])
+        both_mask = torch.cat([widen(attention_mask, 0),
+                               widen(torch.cat([attention_mask[:, :prompt_len], r_mask], 1), 0)])
+        params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
+        named = dict(zip(list(params)[5:], args), **kwargs)
+        named["batch_size"] = None  # one forward pass for both copies
+        for key, value in list(named.items()):
+            if key in ("token_type_ids", "mm_token_type_ids") and isinstance(value, torch.Tensor):
+                named[key] = torch.cat([widen(value, 0)] * 2)  # per-token fields follow the widened rows
+            elif isinstance(value, torch.Tensor) and value.dim() > 0:
+                named[key] = torch.cat([value, value])  # per-image / per-patch fields: the same images again
+            elif isinstance(value, list):
+                named[key] = value + value
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, both_ids, both_mask, width,
+                                                                             **named)
+        self._mathse_ride_along_logps = logps[rows:, : r_ids.size(1)]
+        return (logps[:rows, :logits_to_keep], None if entropies is None else entropies[:rows, :logits_to_keep],
+                aux)
+
+    def _completion_logps(self, model, inputs, completion_ids: torch.Tensor, completion_mask: torch.Tensor):
+        """Per-token log-probabilities of ``completion_ids`` after the row's prompt (and images)."""
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, completion_ids.size(1),
             pixel_values=inputs.get("pixel_values"), image_grid_thw=inputs.get("image_grid_thw"),
             num_images=inputs.get("num_images"), pixel_attention_mask=inputs.get("pixel_attention_mask"),
@@ -216,14 +371,110 @@ class MathSETrainer(GRPOTrainer):
             image_sizes=inputs.get("image_sizes"), token_type_ids=inputs.get("token_type_ids"),
             mm_token_type_ids=inputs.get("mm_token_type_ids"), image_position_ids=inputs.get("image_position_ids"),
         )
-        return rft_loss(per_token_logps, mask, inputs["mathse_weight"])
+        return logps
+
+    # ------------------------------------------------------------------ multi-process helpers
+    def _capped(self, failed: list[bool], mode: str) -> list[int]:
+        """Local indices of failed rows to refine, at most ``max_refinements_per_group`` per *global* group.
+
+        trl's sampler puts a group's completions on consecutive global rows, and process p holds global rows
+        ``p * n .. (p + 1) * n - 1`` (every process has the same n), so a group may span processes.
+        """
+        cap = self.args.max_refinements_per_group
+        if cap is None:
+            return [i for i, f in enumerate(failed) if f]
+        n = len(failed)
+        flags = torch.tensor(failed, dtype=torch.long, device=self.accelerator.device)
+        everyone = self.accelerator.gather(flags).tolist()
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        offset = self.accelerator.process_index * n
+        taken: dict[int, int] = defaultdict(int)
+        kept = []
+        for g, f in enumerate(everyone):
+            if f and taken[g // group] < cap:
+                taken[g // group] += 1
+                if offset <= g < offset + n:
+                    kept.append(g - offset)
+        return kept
+
+    def _generate_aligned(self, prompts: list, filler: list, counts: dict[str, float]) -> list[list[int]] | None:
+        """One generate call that every process joins with the same number of rows.
+
+        trl's vLLM server gathers every process's prompts, generates them in one call and hands process p the
+        rows ``p * len(prompts) .. (p + 1) * len(prompts) - 1``; colocate with tensor parallelism does the same
+        inside a TP group. So each process pads its requests to the largest count with ``filler`` (a prompt of
+        its own batch) and drops the padded rows afterwards. Returns None when generation raised (counted as
+        ``reflect_errors``; the rows stay unrefined and training goes on).
+        """
+        n = len(prompts)
+        most = n
+        if self.accelerator.num_processes > 1:
+            most = int(self.accelerator.gather(torch.tensor([n], device=self.accelerator.device)).max().item())
+        if most == 0:
+            return []
+        padded = list(prompts) + [filler] * (most - n)
+        try:
+            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(padded)
+            r_ids, _ = self._generate_single_turn(r_prompt_ids, r_images, r_fields, 1)
+        except Exception as exc:  # a failed reflection call must not stop training
+            logger.warning("reflection generation failed for %d rows (%s: %s); rows stay unrefined",
+                           n, type(exc).__name__, exc)
+            counts["reflect_errors"] += n
+            return None
+        return [list(ids) for ids in r_ids[:n]]
+
+    def _log_counts(self, mode: str, counts: dict[str, float], sources: list[str] | None,
+                    verdicts: list[bool | None], refined: list[bool]) -> None:
+        """Sum the step's counters over all processes (and per data source) and log them as ``mathse/*``."""
+        from accelerate.utils import gather_object
+
+        keys = ("rows", "correct", "accepted", "judge_errors", "refined", "refine_verified", "reflect_too_long",
+                "reflect_errors")
+        local = {("", k): float(counts.get(k, 0.0)) for k in keys}
+        if sources is not None:
+            for s, v, r in zip(sources, verdicts, refined):
+                local[(s, "rows")] = local.get((s, "rows"), 0.0) + 1
+                local[(s, "accepted")] = local.get((s, "accepted"), 0.0) + float(v is True or r)
+                local[(s, "refine_verified")] = local.get((s, "refine_verified"), 0.0) + float(r)
+        total: dict[tuple[str, str], float] = defaultdict(float)
+        for part in (gather_object([local]) if self.accelerator.num_processes > 1 else [local]):
+            for key, value in part.items():
+                total[key] += value
+        metrics = self._metrics[mode]
+        rows = max(total[("", "rows")], 1.0)
+        metrics["mathse/correct_frac"].append(total[("", "correct")] / rows)
+        metrics["mathse/accepted_frac"].append(total[("", "accepted")] / rows)
+        metrics["mathse/refine_rate"].append(total[("", "refined")] / rows)
+        for k in ("refined", "refine_verified", "judge_errors", "reflect_too_long", "reflect_errors"):
+            metrics[f"mathse/{k}"].append(total[("", k)])
+        for s in sorted({s for s, _ in total if s}):
+            n = max(total[(s, "rows")], 1.0)
+            metrics[f"mathse/{s}/accepted_frac"].append(total[(s, "accepted")] / n)
+            metrics[f"mathse/{s}/refine_verified"].append(total[(s, "refine_verified")])
 
     # ------------------------------------------------------------------ helpers
-    def _any_process(self, flag: bool) -> bool:
-        if self.accelerator.num_processes == 1:
-            return flag
-        t = torch.tensor([1 if flag else 0], device=self.accelerator.device)
-        return bool(self.accelerator.gather(t).sum().item() > 0)
+    def _verdicts(self, problems: list[Problem], texts: list[str]) -> list[bool | None]:
+        """True / False, or None when the judge cannot decide (no gold, timeout): never accepted, never refined."""
+        if not problems:
+            return []
+        return [None if r.score is None else bool(r.correct) for r in self.judge.judge(problems, texts)]
+
+    def _fits_engine(self, prompts: list) -> list[bool]:
+        """Whether each reflection prompt leaves vLLM the full completion budget (``vllm_max_model_length``).
+
+        A reflection prompt (question + wrong path + critique) is longer than the dataset prompt; vLLM rejects a
+        prompt whose length plus ``max_tokens`` exceeds the model length. Such rows are counted as too long and not
+        sent. transformers' generate has no such limit here.
+        """
+        limit = getattr(self.args, "vllm_max_model_length", None) if self.use_vllm else None
+        if not prompts or not limit:
+            return [True] * len(prompts)
+        ids, _, _ = self._tokenize_prompts(prompts)
+        return [len(x) + self.max_completion_length <= limit for x in ids]
+
+    def _finished(self, ids: list[int]) -> bool:
+        """Whether a generated row ended on its own (EOS) rather than at the token budget (trl's rule)."""
+        return bool(ids) and ids[-1] in (*self.eos_token_ids, self._tokenizer.pad_token_id)
 
     def _problem(self, row: dict[str, Any], prompt: list) -> Problem:
         gold_cols = (self.args.gold_column,) if self.args.gold_column else GOLD_COLUMNS
@@ -262,16 +513,20 @@ class MathSETrainer(GRPOTrainer):
         return [{"role": "assistant", "content": text}]
 
 
-def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Masked NLL over accepted rows: mean of ``-log p`` over the tokens of rows with weight > 0.
+def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+             tokens: torch.Tensor | float) -> torch.Tensor:
+    """NLL summed over the tokens of rows with weight > 0, divided by ``tokens`` (the step's accepted tokens).
+
+    Divide by the accepted tokens of the *whole optimizer step* (not of this micro-batch) so that accumulated
+    micro-batches and processes add up to one mean; rejected rows (weight 0) add nothing to sum or count.
 
     >>> lp = torch.log(torch.tensor([[0.5, 0.5], [0.1, 0.1]]))
-    >>> round(rft_loss(lp, torch.ones(2, 2), torch.tensor([1.0, 0.0])).item(), 4)
+    >>> round(rft_loss(lp, torch.ones(2, 2), torch.tensor([1.0, 0.0]), tokens=2.0).item(), 4)
     0.6931
     """
     w = weight.to(per_token_logps.dtype).unsqueeze(1) * mask.to(per_token_logps.dtype)
-    denom = w.sum().clamp(min=1.0)
-    return -(per_token_logps * w).sum() / denom
+    tokens = torch.as_tensor(tokens, dtype=per_token_logps.dtype, device=per_token_logps.device)
+    return -(per_token_logps * w).sum() / tokens.clamp(min=1.0)
 
 
 def online_dataset(problems):

@@ -1,9 +1,8 @@
-"""MathSETrainer on the tiny VLM: refined rows replace failed ones under the original prompt.
+"""MathSETrainer on the taught tiny VLM (see conftest.py): which rows are judged, refined and trained.
 
-A tiny VLM is first taught two habits with trl's SFTTrainer: to the solve prompt it answers 3,
-to the reflection prompt it answers 7. A batch then holds three kinds of questions:
-gold 3 (right at once), gold 7 (wrong at once, right after reflection) and gold 5 (wrong
-both times, rejected). That makes every branch of the trainer happen on purpose.
+Gold 3 rows are right at once, gold 7 rows wrong at once and right after reflection, gold 5 rows
+wrong both times. rft and grpo's replace mode put a verified refinement in its failure's place,
+under the original prompt; grpo's add mode (default) keeps the failure (see test_objective.py).
 """
 
 from __future__ import annotations
@@ -12,80 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mathse_rl.evolve.components import Critic
-from mathse_rl.prompts import build_reflect_messages
 from mathse_rl.types import Problem
+from trl_parts import REFLECT_ANSWER, SOLVE_ANSWER, make_trainer, rows as _rows
 
 pytestmark = pytest.mark.slow
 
-GOLDS = {"three": "3", "seven": "7", "five": "5"}
-SOLVE_ANSWER = "The answer to this problem is 3."
-REFLECT_ANSWER = "The answer to this problem is 7."
-
-
-def _problem(key: str) -> Problem:
-    colour = {"three": (200, 20, 20), "seven": (20, 200, 20), "five": (20, 20, 200)}[key]
-    return Problem(id=key, question=f"How many {key} bars?", gold=GOLDS[key],
-                   images=(Image.new("RGB", (56, 56), colour),))
-
-
-def _prompt(p: Problem) -> list[dict]:
-    # A short solve prompt keeps the tiny model's sequences short on CPU.
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p.question}]}]
-
-
-def _rows() -> list[dict]:
-    return [{"id": k, "prompt": _prompt(_problem(k)), "images": list(_problem(k).images),
-             "solution": GOLDS[k], "question": _problem(k).question} for k in GOLDS]
-
-
-@pytest.fixture(scope="module")
-def taught_vlm(tiny_vlm_path, tmp_path_factory):
-    """The tiny VLM after 40 SFT steps: solve prompt -> 3, reflection prompt -> 7."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from mathse_rl.integrations.trl.backends import load_policy, save_policy
-
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared; one thread is faster than two contending
-    model, processor = load_policy(tiny_vlm_path)
-    critic = Critic({"backend": "verifier"})
-    rows = []
-    for key in GOLDS:
-        p = _problem(key)
-        rows.append({"images": list(p.images), "prompt": _prompt(p),
-                     "completion": [{"role": "assistant", "content": SOLVE_ANSWER}]})
-        if key != "three":  # reflection only ever sees wrong paths
-            crit = critic.critique([p], [SOLVE_ANSWER])[0]
-            rows.append({"images": list(p.images), "prompt": build_reflect_messages(p, SOLVE_ANSWER, crit, "short"),
-                         "completion": [{"role": "assistant", "content": REFLECT_ANSWER}]})
-    out = tmp_path_factory.mktemp("taught")
-    args = SFTConfig(output_dir=str(out / "work"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                     report_to="none", per_device_train_batch_size=5, max_steps=40, learning_rate=1e-2,
-                     lr_scheduler_type="constant", save_strategy="no", max_length=None, logging_steps=10,
-                     seed=0, disable_tqdm=True)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
-    trainer.train()
-    torch.set_num_threads(threads)
-    return save_policy(trainer.model, processor, out / "model")
-
 
 def _trainer(path, tmp_path, loss: str, max_steps: int = 2, **kw):
-    from datasets import Dataset
-
-    from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
-    from mathse_rl.integrations.trl.backends import load_policy
-
-    model, processor = load_policy(path)
-    args = MathSEConfig(
-        output_dir=str(tmp_path / loss), use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
-        per_device_train_batch_size=6, num_generations=2, max_completion_length=12, max_steps=max_steps,
-        temperature=0.05, logging_steps=1, save_strategy="no", learning_rate=1e-4, seed=0, beta=0.0,
-        loss=loss, reflect_template="short", **kw)
-    return MathSETrainer(model=model, reward_funcs=make_reward_func("verifier"), args=args,
-                         train_dataset=Dataset.from_list(_rows()), processing_class=processor)
+    return make_trainer(path, tmp_path / loss, loss, max_steps=max_steps, **kw)
 
 
 def _batch(trainer):
@@ -125,8 +58,9 @@ def test_refined_rows_keep_the_original_prompt_and_rejected_rows_weigh_zero(taug
     # The batch keeps its shape: one row per sampled completion.
     assert out["completion_ids"].shape[0] == len(batch) == out["advantages"].shape[0]
     metrics = trainer._metrics["train"]
-    assert metrics["mathse/refinement_verified"][-1] == 2.0 and metrics["mathse/refined"][-1] == 4.0
-    assert metrics["mathse/reflection_success_rate"][-1] == 0.5
+    assert metrics["mathse/refine_verified"][-1] == 2.0 and metrics["mathse/refined"][-1] == 4.0
+    assert metrics["mathse/refine_rate"][-1] == pytest.approx(4 / 6)
+    assert metrics["mathse/accepted_frac"][-1] == pytest.approx(4 / 6)
     assert metrics["mathse/refine_seconds"][-1] > 0
     # trl's completions table gets what each refinement replaced (and the critique that guided it).
     extra = trainer._logs["extra"]
@@ -146,8 +80,8 @@ def test_refined_rows_keep_the_original_prompt_and_rejected_rows_weigh_zero(taug
     assert loss.item() > 0 and loss.requires_grad
 
 
-def test_grpo_loss_scores_refined_rows_inside_their_group(taught_vlm, tmp_path):
-    trainer = _trainer(taught_vlm, tmp_path, "grpo")
+def test_grpo_replace_scores_refined_rows_inside_their_group(taught_vlm, tmp_path):
+    trainer = _trainer(taught_vlm, tmp_path, "grpo", reflect_mode="replace")
     batch = _batch(trainer)
     trainer.model.train()
     out = trainer._generate_and_score_completions(batch)
@@ -190,14 +124,14 @@ def test_evaluation_measures_the_policy_without_refinement(taught_vlm, tmp_path)
     assert not out["mathse_refined"].any() and trainer._metrics["eval"]["mathse/refined"] == [0.0]
 
 
-@pytest.mark.parametrize("loss", ["rft", "grpo"])
-def test_trains_a_few_steps_with_each_loss(taught_vlm, tmp_path, loss):
-    trainer = _trainer(taught_vlm, tmp_path, loss, max_steps=2)
+@pytest.mark.parametrize("loss,mode", [("rft", "add"), ("grpo", "add"), ("grpo", "replace")])
+def test_trains_a_few_steps_with_each_loss(taught_vlm, tmp_path, loss, mode):
+    trainer = _trainer(taught_vlm, tmp_path, loss, max_steps=2, reflect_mode=mode)
     trainer.train()
     assert trainer.state.global_step == 2
-    logged = [h for h in trainer.state.log_history if "mathse/accept_rate" in h]
-    assert len(logged) == 2 and all(h["mathse/accept_rate"] == pytest.approx(4 / 6) for h in logged)
-    assert all(h["mathse/refinement_verified"] == 2.0 for h in logged)
+    logged = [h for h in trainer.state.log_history if "mathse/accepted_frac" in h]
+    assert len(logged) == 2 and all(h["mathse/accepted_frac"] == pytest.approx(4 / 6) for h in logged)
+    assert all(h["mathse/refine_verified"] == 2.0 for h in logged)
     assert trainer.mathse_seconds["refine"] > 0 and trainer.mathse_seconds["judge"] > 0
 
 
@@ -206,6 +140,8 @@ def test_config_rejects_an_unknown_loss(tmp_path):
 
     with pytest.raises(ValueError, match="loss must be one of"):
         MathSEConfig(output_dir=str(tmp_path), loss="dpo", use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match="reflect_mode must be one of"):
+        MathSEConfig(output_dir=str(tmp_path), reflect_mode="swap", use_cpu=True, bf16=False)
 
 
 def test_the_private_trl_hooks_we_rely_on_keep_their_shape():
@@ -223,7 +159,12 @@ def test_the_private_trl_hooks_we_rely_on_keep_their_shape():
         "_tokenize_prompts": ["self", "prompts"],
         "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations",
                                   "has_tool_images"],
-        "_get_per_token_logps_and_entropies": None,
+        "_prepare_inputs": ["self", "generation_batch"],
+        "_get_per_token_logps_and_entropies": ["self", "model", "input_ids", "attention_mask", "logits_to_keep",
+                                               "batch_size", "compute_entropy", "compute_aux_loss", "pixel_values",
+                                               "image_grid_thw", "num_images", "pixel_attention_mask",
+                                               "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids",
+                                               "mm_token_type_ids", "image_position_ids"],
     }
     for name, params in expected.items():
         fn = getattr(GRPOTrainer, name)
@@ -232,6 +173,8 @@ def test_the_private_trl_hooks_we_rely_on_keep_their_shape():
     # _generate returns 8 fields; we rewrite completion ids, tool mask, completions and logprobs (1..4).
     src = inspect.getsource(GRPOTrainer._generate)
     assert "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images" in src
+    # A new generation batch is split into micro-batches stored in _buffered_inputs (token counts hook there).
+    assert "self._buffered_inputs = [" in inspect.getsource(GRPOTrainer._prepare_inputs)
 
 
 def test_online_dataset_rows_from_problems_with_image_paths(tmp_path):
