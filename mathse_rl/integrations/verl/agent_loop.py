@@ -106,15 +106,15 @@ class VerlOptions:
     keep_failed_refinement: bool = False  # replace mode: a complete but unverified refinement replaces the sample too
     max_prompt_length: int = 0  # longest reflection prompt in tokens; 0 = what leaves the server room for max_tokens
     min_refinement_tokens: int = 2  # a refinement shorter than this never replaces a sample
-    refinement_weight: float = 1.0  # add mode, GRPO: advantage of an added verified refinement (its SFT weight)
+    refine_sft_coef: float = 1.0  # add mode, GRPO: advantage of an added verified refinement (its SFT weight)
 
     def __post_init__(self) -> None:
         if self.reflect_mode not in MODES:
             raise ValueError(f"mathse.reflect_mode must be one of {list(MODES)}, got {self.reflect_mode!r}")
         if self.max_prompt_length < 0:
             raise ValueError(f"mathse.max_prompt_length must be >= 0, got {self.max_prompt_length}")
-        if self.refinement_weight <= 0:
-            raise ValueError(f"mathse.refinement_weight must be positive, got {self.refinement_weight}")
+        if self.refine_sft_coef <= 0:
+            raise ValueError(f"mathse.refine_sft_coef must be positive, got {self.refine_sft_coef}")
 
 
 def resolve_options(trainer_config: Any, overrides: Mapping[str, Any] | None = None) -> tuple[StepConfig, VerlOptions]:

@@ -9,7 +9,7 @@ output carries (:mod:`mathse_rl.integrations.verl.agent_loop`):
   masked out of ``response_mask``/``loss_mask`` so the loss is a mean over accepted tokens
   (:func:`mathse_rl.integrations.verl.algos.rft_batch`). With any other estimator (GRPO, ...)
   verl computes the advantages; then every *added* refinement (``reflect_mode: add``) gets the
-  fixed advantage ``mathse.refinement_weight`` instead of the one verl's multi-output GRPO copies
+  fixed advantage ``mathse.refine_sft_coef`` instead of the one verl's multi-output GRPO copies
   from its session's last output: an off-policy supervised term (see the agent loop's docstring),
   while the policy's own failure keeps its group advantage;
 - **metrics.** The per-sample step counters (``mathse_counts``) are summed over the batch and
@@ -129,7 +129,7 @@ def _register():
             mask = nested_mask.to_padded_tensor(0)
             advantages = data["advantages"].to_padded_tensor(0.0)
             padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]
-            weight = float((self.config.get("mathse") or {}).get("refinement_weight", 1.0))
+            weight = float((self.config.get("mathse") or {}).get("refine_sft_coef", 1.0))
             advantages = refinement_advantages(advantages, mask, extra, padding, weight)
             return self._put(batch, {"advantages": advantages}, nested_mask)
 
