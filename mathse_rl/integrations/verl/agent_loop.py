@@ -46,7 +46,8 @@ What goes back to verl (``mode``):
 Every output carries the same extra fields (``EXTRA_FIELDS``): ``accepted`` (the judge's
 verdict on *this* output: 1.0, 0.0, or None = undecidable), ``first_correct``, ``is_refined``,
 ``refine_verified``, ``refine_attempts``, ``reflect_too_long``, ``reflect_truncated``,
-``reflect_errors``, ``judge_error``, ``mathse_role`` and ``mathse_counts`` (the sample's
+``reflect_errors``, ``judge_error``, ``mathse_role`` (``policy``, ``refinement`` added beside it,
+``replacement`` in its place) and ``mathse_counts`` (the sample's
 :class:`mathse_rl.step.StepCounters`, on the policy's output only). The ``mathse`` trainer
 accepts ``mathse_rft`` samples on ``accepted`` (never on a summed or shaped reward) and sums
 the counts into logged metrics (``mathse/refine_rate``, ``mathse/accepted_frac``, ...,
@@ -89,8 +90,9 @@ CONFIG_SECTION = "mathse"
 EXTRA_FIELDS = ("accepted", "first_correct", "is_refined", "refine_verified", "refine_attempts",
                 "reflect_too_long", "reflect_truncated", "reflect_errors", "judge_error", "mathse_role",
                 "mathse_counts")
-# What a returned output is: the policy's own sample, or a refinement added beside it.
-ROLE_POLICY, ROLE_REFINEMENT = "policy", "refinement"
+# What a returned output is: the policy's own sample, a refinement added beside it (add), or a
+# refinement returned in its place (replace).
+ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT = "policy", "refinement", "replacement"
 MODES = ("add", "replace")
 # Renamed options: old spelling -> new spelling (the old one still works, with a warning).
 DEPRECATED = {"reflect.enable": "reflect.enabled", "reflect.max_attempts": "reflect.attempts"}
@@ -104,15 +106,15 @@ class VerlOptions:
     keep_failed_refinement: bool = False  # replace mode: a complete but unverified refinement replaces the sample too
     max_prompt_length: int = 0  # longest reflection prompt in tokens; 0 = what leaves the server room for max_tokens
     min_refinement_tokens: int = 2  # a refinement shorter than this never replaces a sample
-    refinement_weight: float = 1.0  # add mode, GRPO: advantage of an added verified refinement (its SFT weight)
+    refine_sft_coef: float = 1.0  # add mode, GRPO: advantage of an added verified refinement (its SFT weight)
 
     def __post_init__(self) -> None:
         if self.reflect_mode not in MODES:
             raise ValueError(f"mathse.reflect_mode must be one of {list(MODES)}, got {self.reflect_mode!r}")
         if self.max_prompt_length < 0:
             raise ValueError(f"mathse.max_prompt_length must be >= 0, got {self.max_prompt_length}")
-        if self.refinement_weight <= 0:
-            raise ValueError(f"mathse.refinement_weight must be positive, got {self.refinement_weight}")
+        if self.refine_sft_coef <= 0:
+            raise ValueError(f"mathse.refine_sft_coef must be positive, got {self.refine_sft_coef}")
 
 
 def resolve_options(trainer_config: Any, overrides: Mapping[str, Any] | None = None) -> tuple[StepConfig, VerlOptions]:
@@ -277,6 +279,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
                                          num_turns)
         refined_extra = dict(extra, accepted=_score(outcome.status == "verified"), mathse_role=ROLE_REFINEMENT)
         if self.options.reflect_mode == "replace":
+            refined_extra["mathse_role"] = ROLE_REPLACEMENT
             return await self._as_output(prompt_ids, refinement, multi_modal_data, mm_processor_kwargs, metrics,
                                          refined_extra, num_turns)
         # add: the policy's own answer comes last, so verl's per-session bookkeeping (rewards,

@@ -50,8 +50,6 @@ from verl.trainer.ppo.core_algos import agg_loss, register_adv_est, register_pol
 NAME = "mathse_rft"
 # Where the estimator's options live inside ``algorithm``.
 CONFIG_KEY = "mathse_rft"
-# Slack when comparing a float reward to the threshold.
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ output carries (:mod:`mathse_rl.integrations.verl.agent_loop`):
   masked out of ``response_mask``/``loss_mask`` so the loss is a mean over accepted tokens
   (:func:`mathse_rl.integrations.verl.algos.rft_batch`). With any other estimator (GRPO, ...)
   verl computes the advantages; then every *added* refinement (``reflect_mode: add``) gets the
-  fixed advantage ``mathse.refinement_weight`` instead of the one verl's multi-output GRPO copies
+  fixed advantage ``mathse.refine_sft_coef`` instead of the one verl's multi-output GRPO copies
   from its session's last output: an off-policy supervised term (see the agent loop's docstring),
   while the policy's own failure keeps its group advantage;
 - **metrics.** The per-sample step counters (``mathse_counts``) are summed over the batch and
@@ -27,12 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mathse_rl.integrations.verl.agent_loop import ROLE_REFINEMENT
 from mathse_rl.integrations.verl.algos import NAME as RFT, RFTConfig, rft_batch, verdicts_accepted
 from mathse_rl.step import StepCounters
 
 TRAINER_NAME = "mathse"
-# Per-output fields the trainer reads (written by the mathse_reflect agent loop).
-ROLE_REFINEMENT = "refinement"
 
 
 def column(data: Any, key: str) -> list[Any]:
@@ -71,7 +70,8 @@ def verdicts(extra_fields: Sequence[Any], padding: Sequence[bool]) -> list[float
 
 def refinement_advantages(advantages: torch.Tensor, response_mask: torch.Tensor, extra_fields: Sequence[Any],
                           padding: Sequence[bool], weight: float) -> torch.Tensor:
-    """Advantages with every added, verified refinement set to ``weight`` on its tokens."""
+    """Advantages with every added (``reflect_mode: add``), verified refinement set to ``weight`` on
+    its tokens; a replace-mode refinement (role ``replacement``) keeps its group advantage."""
     out = advantages.clone()
     for i, (fields, pad) in enumerate(zip(extra_fields, padding)):
         if (not pad and isinstance(fields, dict) and fields.get("mathse_role") == ROLE_REFINEMENT
@@ -129,7 +129,7 @@ def _register():
             mask = nested_mask.to_padded_tensor(0)
             advantages = data["advantages"].to_padded_tensor(0.0)
             padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]
-            weight = float((self.config.get("mathse") or {}).get("refinement_weight", 1.0))
+            weight = float((self.config.get("mathse") or {}).get("refine_sft_coef", 1.0))
             advantages = refinement_advantages(advantages, mask, extra, padding, weight)
             return self._put(batch, {"advantages": advantages}, nested_mask)
 

@@ -114,7 +114,7 @@ def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_promp
     assert len(out.multi_modal_data["images"]) == 1
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
     assert out.extra_fields["first_correct"] is False and out.extra_fields["refine_attempts"] == 1
-    assert out.extra_fields["accepted"] == 1.0 and out.extra_fields["mathse_role"] == "refinement"
+    assert out.extra_fields["accepted"] == 1.0 and out.extra_fields["mathse_role"] == "replacement"
     assert out.num_turns == 4  # verl logs num_turns/mean: reflection shows in its own metrics
 
     padded = verl_postprocess(out, tiny_vlm)

@@ -318,6 +318,9 @@ def test_add_mode_keeps_the_failures_negative_advantage_and_gives_the_refinement
     assert torch.equal(adv[0], torch.full((3,), 0.5))  # supervised term on the verified refinement
     assert torch.equal(adv[1:], grpo[1:])  # the policy's own failure keeps its negative advantage
     assert adv[1, 0] < 0 and adv[2, 0] > 0
+    # reflect_mode: replace: the refinement sits in the group in the failure's place, with its GRPO advantage
+    fields[0] = {"mathse_role": "replacement", "accepted": 1.0}
+    assert torch.equal(refinement_advantages(grpo, mask, fields, [False] * 5, weight=0.5), grpo)
 
 
 def test_step_metrics_sum_the_samples_counters_per_data_source():
