@@ -214,6 +214,11 @@ class MathSEReflectAgentLoop(AgentLoopBase):
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
         super().__init__(*args, **kwargs)
         self.step, self.options = resolve_options(self.config, options)
+        trainer = self.config.get("trainer", None) or {}
+        if self.options.reflect_mode == "add" and not trainer.get("use_v1", True):
+            raise ValueError("mathse.reflect_mode=add returns a refinement as a second output of the session, which "
+                             "only verl's v1 trainer takes (trainer.use_v1=true, the default); "
+                             "use mathse.reflect_mode=replace with the legacy trainer")
         step_json = json.dumps(_plain_step(self.step), sort_keys=True)
         self.judge = _judge(step_json)
         self.critic = _critic(json.dumps(self.step.critic, sort_keys=True)) if self.step.reflect.enabled else None

@@ -234,6 +234,10 @@ def test_bad_options_fail_loudly(make_server, tiny_vlm):
         run_loop(make_server(), tiny_vlm, cfg=trainer_config(judge="oracle"))
     with pytest.raises(InstantiationException, match="reflect_mode"):
         run_loop(make_server(), tiny_vlm, cfg=trainer_config(reflect_mode="merge"))
+    legacy = trainer_config()
+    legacy.trainer = {"use_v1": False}  # verl's legacy trainer takes one output per session
+    with pytest.raises(InstantiationException, match="reflect_mode=replace"):
+        run_loop(make_server(), tiny_vlm, cfg=legacy)
 
 
 # --- the token budget of a reflection (what verl's vLLM / SGLang servers grant) -----------------

@@ -135,4 +135,4 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
             assert data[f"mathse/{DATA_SOURCE}/paths"] == samples
     else:
         assert per_step == [samples] * STEPS, per_step
-        assert "actor/rft_accepted_frac" not in steps[1]  # verl's own PPO loss
+        assert "actor/rft_accepted_tokens" not in steps[1]  # verl's own PPO loss
