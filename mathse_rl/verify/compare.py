@@ -32,7 +32,8 @@ import math
 import re
 
 from mathse_rl.verify import expr as E
-from mathse_rl.verify.answer import Answer, Group, Inf, Latex, Letter, Relation, Scalar, Seq, Text
+from mathse_rl.verify.answer import Answer, Group, Inf, Latex, Letter, Relation, Scalar, Seq, Text, parse_answer
+from mathse_rl.verify.extract import DECIMAL_COMMA
 
 REL_TOL = 1e-12  # relative tolerance between two numeric values (see the module docstring)
 IDENTITY_TOL = 1e-9  # relative agreement required at every sample point of an identity
@@ -300,9 +301,6 @@ def _all_equal(ps, gs) -> Outcome:
 
 def _decimal_comma(grp: Group) -> Scalar | None:
     """"1000,99" against a decimal gold: a European decimal comma (see docs/verifier_eval.md)."""
-    from mathse_rl.verify.answer import parse_answer
-    from mathse_rl.verify.extract import DECIMAL_COMMA
-
     raw = grp.raw.strip()
     if not re.fullmatch(DECIMAL_COMMA, raw):
         return None

@@ -16,7 +16,7 @@ from mathse_rl.types import Verdict
 from mathse_rl.verify.answer import Answer, AnswerError, Letter, Text, parse_answer
 from mathse_rl.verify.cache import bounded_cache
 from mathse_rl.verify.compare import equal
-from mathse_rl.verify.extract import _sentence, extract, has_box, is_prose
+from mathse_rl.verify.extract import extract, has_box, is_prose, sentence_answer
 from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
 
 _MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
@@ -174,7 +174,7 @@ def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> boo
     if _REVISION.search(after) or _RUNAWAY.search(after):
         return True
     for m in _LATER.finditer(after[:2000]):
-        later = _sentence(after[m.end():])
+        later = sentence_answer(after[m.end():])
         if not later:
             continue
         try:

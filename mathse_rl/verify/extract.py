@@ -149,7 +149,7 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
     return (group[-1][1], parts) if parts else None
 
 
-def _sentence(text: str, strict: bool = False) -> str:
+def sentence_answer(text: str, strict: bool = False) -> str:
     """The answer written after a phrase: up to the end of its sentence or line.
 
     ``strict``: a broken sentence gives no answer, and no number is picked out of prose."""
@@ -244,7 +244,7 @@ def _from_phrases(text: str, phrases: Sequence[re.Pattern] = (), strict: bool = 
             pass
         if last is not None:
             rest = text[last.end():]
-            ans = _sentence(rest, strict)
+            ans = sentence_answer(rest, strict)
             if ans:
                 at = rest.find(ans)
                 after = rest[at + len(ans):] if at >= 0 else rest.split("\n", 1)[1] if "\n" in rest else ""
@@ -300,7 +300,7 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         if found is not None:
             return found
         if inner and len(inner) <= _MAX_TAG_ANSWER:
-            inner = _sentence(inner, strict) if "$" in inner or "\\(" in inner else inner.rstrip(".")
+            inner = sentence_answer(inner, strict) if "$" in inner or "\\(" in inner else inner.rstrip(".")
             return Extraction(inner, "tag", (inner,)) if inner else Extraction(None, "none")
         text = inner or text
     found = _from_phrases(text, phrases, strict)
