@@ -58,7 +58,7 @@ def parse_gold(gold: str | None) -> Answer | None:
 _GOLD_SOLUTION_CHARS = 80  # a longer gold with math in prose is a worked solution: its final answer is the gold
 
 
-@functools.lru_cache(maxsize=65536)
+@bounded_cache(max_entries=65536, max_chars=16 << 20)  # keys are whole reference answers, like parse_gold's
 def gold_text(gold: str) -> str:
     """The answer a reference states: itself, or the final (boxed or stated) answer of a gold
     given as a worked solution or with text around a boxed value.

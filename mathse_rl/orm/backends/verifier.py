@@ -138,7 +138,7 @@ def critique(item: RewardInput, steps: Sequence[str], reason: str) -> Judgment:
             error_analysis=f"Step {k} states {equation}, but {lhs} is {_fmt(true)}; the later steps inherit this slip.",
             improvement_suggestion=f"Redo the arithmetic of step {k} and carry the corrected value forward.",
             score=0.0, raw="")
-    if reason == "no_answer":
+    if reason in ("no_answer", "no_final_answer"):
         analysis = "The solution never states a final answer in the form 'The answer to this problem is ...'."
         suggestion = "Finish with the sentence 'The answer to this problem is X.'"
     else:
