@@ -97,12 +97,14 @@ def summarise(run_dir: Path) -> dict:
 
     res = json.loads((run_dir / "run" / "result.json").read_text())
     problems = {p.id: p for p in load_problems(str(run_dir / "data" / "train.jsonl"))[0]}
-    accepted, lacking = 0, 0
+    accepted = {"seed": 0, "sampled": 0, "reflected": 0}
+    lacking = 0
     for f in sorted((run_dir / "run" / "stages").glob("*/accepted.jsonl")):
+        kind = "seed" if f.parent.name.startswith("distill") else "reflected" if "reflect" in f.parent.name else "sampled"
         for line in f.read_text().splitlines():
             row = json.loads(line)
             p = problems[row["problem_id"]]
-            accepted += 1
+            accepted[kind] += 1
             lacking += lacks_final_answer(row["response"], p.gold, p.choices)
     acc = {h["stage"].split(".")[0]: h["accuracy"] for h in res["heldout"] if h.get("accuracy") is not None}
     delivered = res.get("delivered_stage")
@@ -120,14 +122,14 @@ def table(run_dirs: list[Path]) -> str:
     rows = [summarise(d) for d in run_dirs if (d / "run" / "result.json").exists()]
     cols = ["distill", "r1", "r2", "final"]
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
-    out = ["| run | M0 | round 1 | round 2 | final | delivered | accepted paths | without final answer | "
-           "reflections verified | made worse | minutes |", "|" + "---|" * 11]
+    out = ["| run | M0 | round 1 | round 2 | final | delivered | accepted paths (seed / sampled / reflected) | "
+           "without final answer | reflections verified | made worse | minutes |", "|" + "---|" * 11]
     for r in rows:
         refl = r["reflect"] or {}
         rv = f"{refl.get('verified')}/{refl.get('refined')}" if refl.get("refined") is not None else "off"
         delivered = f"{pct(r['delivered_acc'])} ({(r['delivered'] or '-').split('.')[0].replace('distill', 'M0')})"
         out.append(f"| {r['run']} | " + " | ".join(pct(r["acc"].get(c)) for c in cols)
-                   + f" | {delivered} | {r['accepted']} | {r['lacking_answer']} | {rv} | "
+                   + f" | {delivered} | {' / '.join(str(v) for v in r['accepted'].values())} | {r['lacking_answer']} | {rv} | "
                    f"{', '.join(r['made_worse']) or '-'} | {r['minutes']} |")
     return "\n".join(out)
 

@@ -41,7 +41,7 @@ def resume_with_policy(run_dir: Path, overrides: list[str]) -> Path:
             shutil.copytree(src / "images", dst / "images")
         cfg = OmegaConf.load(src / "config.yaml")
         args = ["evolve", "--config", str(src / "config.yaml"), f"output_dir={dst}", "reflect.refiner=policy",
-                "tracking.progress=false", "--resume", *overrides]
+                "tracking.progress=false", *overrides, "--resume"]
         assert cfg.model and main(args) == 0
     return dst
 
