@@ -57,6 +57,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
 
+from mathse_rl.batching import MicroBatcher
 from mathse_rl.prompts import REFLECT_TEMPLATES, build_reflect_messages
 from mathse_rl.types import Judgment, Problem, RewardInput, RewardOutput
 
@@ -349,7 +350,7 @@ class Judge:
         self.reward = get_reward(self.name, **judge_reward_options(self.config))
         self.deciders = self._deciders()
         self._orm = self._plain_orm()
-        self._batchers: dict[int, _Batcher] = {}
+        self._batchers: dict[int, tuple[asyncio.AbstractEventLoop, MicroBatcher]] = {}
 
     def _deciders(self) -> list[str]:
         from mathse_rl.rewards import WeightedReward
@@ -399,12 +400,19 @@ class Judge:
         """One path; calls made concurrently on this event loop are judged together in one batch
         (what a per-sample agent loop needs to batch ORM calls across samples)."""
         loop = asyncio.get_running_loop()
-        batcher = self._batchers.get(id(loop))
-        if batcher is None or batcher.loop is not loop:
-            batcher = self._batchers[id(loop)] = _Batcher(self, loop)
-        verdict = await batcher.submit(problem, response)
+        known = self._batchers.get(id(loop))
+        if known is None or known[0] is not loop:
+            known = self._batchers[id(loop)] = (loop, MicroBatcher(
+                self._ajudge_pairs, self.config.max_batch, self.config.batch_window_ms / 1000.0))
+        try:
+            verdict = await known[1].submit((problem, response))
+        except Exception as exc:  # ajudge does not raise; anything else makes this path undecidable
+            verdict = Judge._failed(1, exc)[0]
         self._count([problem], [verdict], counters)
         return verdict
+
+    async def _ajudge_pairs(self, pairs: list[tuple[Problem, str]]) -> list[PathVerdict]:
+        return await self.ajudge([p for p, _ in pairs], [r for _, r in pairs])
 
     def trains_as_wrong(self, verdict: PathVerdict) -> bool:
         """Whether a path is trained as a failure: judged wrong, or undecidable with ``undecidable_as_wrong``."""
@@ -519,43 +527,6 @@ def _component(out: RewardOutput, name: str, threshold: float) -> tuple[Optional
     if score is None:
         return None, "unscored", False
     return bool(score >= threshold), "correct" if score >= threshold else "wrong", False
-
-
-class _Batcher:
-    """Coalesces concurrent ``ajudge_one`` calls on one event loop into batched ``ajudge`` calls."""
-
-    def __init__(self, judge: Judge, loop: asyncio.AbstractEventLoop):
-        self.judge, self.loop = judge, loop
-        self.pending: list[tuple[Problem, str, asyncio.Future]] = []
-        self.flushing: Optional[asyncio.Task] = None
-
-    async def submit(self, problem: Problem, response: str) -> PathVerdict:
-        fut = self.loop.create_future()
-        self.pending.append((problem, response, fut))
-        if len(self.pending) >= self.judge.config.max_batch:
-            self._flush_now()
-        elif self.flushing is None:
-            self.flushing = self.loop.create_task(self._flush_later())
-        return await fut
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.judge.config.batch_window_ms / 1000.0)
-        self.flushing = None
-        self._flush_now()
-
-    def _flush_now(self) -> None:
-        batch, self.pending = self.pending, []
-        if batch:
-            self.loop.create_task(self._run(batch))
-
-    async def _run(self, batch: list[tuple[Problem, str, asyncio.Future]]) -> None:
-        try:
-            verdicts = await self.judge.ajudge([p for p, _, _ in batch], [r for _, r, _ in batch])
-        except BaseException as exc:  # ajudge does not raise; a cancelled batch must not leave callers waiting
-            verdicts = Judge._failed(len(batch), exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-        for (_, _, fut), v in zip(batch, verdicts):
-            if not fut.done():
-                fut.set_result(v)
 
 
 # ----------------------------------------------------------------------------- critique

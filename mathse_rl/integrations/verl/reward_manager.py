@@ -27,7 +27,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import registry as _verl_registry
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from mathse_rl.integrations.verl.batching import MicroBatcher
+from mathse_rl.batching import MicroBatcher
 from mathse_rl.integrations.verl.scoring import DEFAULT_REWARD, _plain, result_dict, reward_for, sample_from_verl
 from mathse_rl.rewards import Reward
 from mathse_rl.types import RewardInput, RewardOutput

@@ -2,7 +2,8 @@
 
 verl runs every rollout sample (and every reward-loop sample) as its own coroutine; a judge,
 a reward or an ORM endpoint is much cheaper per item when it sees them together. The batcher
-turns ``await batcher.submit(item)`` from many coroutines into one ``await fn(items)``:
+turns ``await batcher.submit(item)`` from many coroutines into one ``await fn(items)`` (used by
+verl's ``mathse`` reward manager and by :meth:`mathse_rl.step.Judge.ajudge_one`):
 
 >>> import asyncio
 >>> async def double(xs): return [2 * x for x in xs]
@@ -13,7 +14,8 @@ turns ``await batcher.submit(item)`` from many coroutines into one ``await fn(it
 ([0, 2, 4], 1)
 
 A failure of ``fn`` fails every request of its batch with that exception (callers decide the
-fallback); a synchronous ``fn`` runs in a thread so it never blocks the event loop.
+fallback), a cancelled batch with ``CancelledError``: no caller is ever left waiting. A
+synchronous ``fn`` runs in a thread so it never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ class MicroBatcher(Generic[T, R]):
             results = list(results)
             if len(results) != len(items):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
             return
         for (_, future), result in zip(batch, results):
             if not future.done():
