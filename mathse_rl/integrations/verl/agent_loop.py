@@ -39,7 +39,9 @@ What goes back to verl (``mode``):
   ``weight * -log pi(refinement | original prompt)``, the MathSE objective, instead of treating
   text the policy did not sample as an on-policy member of the group. Why a second output and
   not a field on the first: the refinement's tokens need their own log-probs, masks and
-  multimodal inputs, which verl computes per output.
+  multimodal inputs, which verl computes per output. Such a session is scored on the policy's
+  answer alone (verl copies that score onto the refinement): verl's own scoring of a
+  two-output session fails for VLMs and could read the refinement's row (:mod:`.compat`).
 - ``replace``: the previous behaviour: the refinement takes the sample's place under the
   original prompt (verified, or with ``keep_failed_refinement`` a failed but complete one).
 
@@ -77,6 +79,8 @@ from verl.utils.profiler import simple_timer
 from verl.workers.rollout.replica import TokenOutput
 
 from mathse_rl.integrations.verl.budget import rule_for
+from mathse_rl.integrations.verl.compat import install_session_scoring
+from mathse_rl.integrations.verl.fields import EXTRA_FIELDS, ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT
 from mathse_rl.step import (Critic, Generation, Judge, PathVerdict, ReflectItem, ReflectOutcome, ReflectRequest,
                             StepConfig, StepCounters, TokenBudget, acritique, areflect_and_rejudge, step_config)
 from mathse_rl.types import Problem
@@ -86,13 +90,6 @@ logger = logging.getLogger(__name__)
 NAME = "mathse_reflect"
 # Trainer-config section holding the step's and this loop's options.
 CONFIG_SECTION = "mathse"
-# Extra fields every output of this loop carries (same keys on every output, so verl can stack them).
-EXTRA_FIELDS = ("accepted", "first_correct", "is_refined", "refine_verified", "refine_attempts",
-                "reflect_too_long", "reflect_truncated", "reflect_errors", "judge_error", "mathse_role",
-                "mathse_counts")
-# What a returned output is: the policy's own sample, a refinement added beside it (add), or a
-# refinement returned in its place (replace).
-ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT = "policy", "refinement", "replacement"
 MODES = ("add", "replace")
 # Renamed options: old spelling -> new spelling (the old one still works, with a warning).
 DEPRECATED = {"reflect.enable": "reflect.enabled", "reflect.max_attempts": "reflect.attempts"}
@@ -203,6 +200,10 @@ def problem_from_row(row: Mapping[str, Any], images: Sequence[Any]) -> tuple[Pro
 
 def _score(verdict: bool | None) -> float | None:
     return None if verdict is None else float(bool(verdict))
+
+
+# verl's worker scores a session of two outputs in a way that fails for VLMs (see compat.py)
+install_session_scoring()
 
 
 @register(NAME)

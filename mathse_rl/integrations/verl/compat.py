@@ -1,6 +1,26 @@
-"""Compatibility between verl 0.9.1 and the trl release our ``trl`` extra installs.
+"""Fixes for two places where verl 0.9.1 does not work with what MathSE runs beside it.
 
-The clash: verl's FSDP path (``verl.models.transformers.monkey_patch.apply_monkey_patch``,
+1. **trl.** The trl release our ``trl`` extra installs clashes with verl's FSDP path
+   (:func:`install_trl_shim`, below).
+2. **A session with two outputs** (:func:`install_session_scoring`). The ``mathse_reflect``
+   agent loop in ``add`` mode returns a verified refinement beside the policy's own answer as
+   two outputs of one session. verl's ``AgentLoopWorker._compute_score`` scores a session in
+   one reward call over all its outputs and copies the result onto every output. Two things
+   go wrong:
+
+   - for a Qwen2-VL-family model (position ids of shape ``(4, seq_len)``) it stacks the
+     outputs' position ids with ``pad_sequence``, which raises as soon as the refinement and
+     the answer differ in length (almost always): the session fails, verl evicts the whole
+     group and generates it again, and the verified refinement is never trained on;
+   - the reward manager picks one row of that call (verl's ``naive`` manager the first, i.e.
+     the refinement), so the policy's wrong answer could be rewarded as the refinement.
+
+   The fix scores such a session on its last output, the policy's own answer, alone: the
+   score the loop's docstring promises (the on-policy sample keeps its reward; the ``mathse``
+   trainer gives the refinement its own advantage). Sessions of any other agent loop are
+   scored by verl's code unchanged.
+
+The trl clash: verl's FSDP path (``verl.models.transformers.monkey_patch.apply_monkey_patch``,
 called whenever the actor model is built) asks ``verl.utils.import_utils.is_trl_available()``
 and, when it says yes, imports ``AutoModelForCausalLMWithValueHead`` from ``trl`` (or
 ``trl.experimental.ppo``) to patch its ``state_dict``. trl 1.16 ships neither, so with both
@@ -96,4 +116,38 @@ def install_trl_shim() -> bool:
         module = sys.modules.get(name)
         if module is not None and getattr(module, "is_trl_available", None) is original:
             module.is_trl_available = is_trl_available
+    return True
+
+
+# -- a session with an added refinement ----------------------------------------------------------
+# Marker attribute on the installed wrapper (makes installing idempotent).
+SCORING_MARKER = "_mathse_session_scoring"
+
+
+def session_scoring_installed() -> bool:
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    return bool(getattr(AgentLoopWorker._compute_score, SCORING_MARKER, False))
+
+
+def install_session_scoring() -> bool:
+    """Score a ``mathse_reflect`` session with an added refinement on its policy output alone
+    (see the module docstring); True if newly installed. Safe to call many times."""
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    from mathse_rl.integrations.verl.fields import has_added_refinement
+
+    original = AgentLoopWorker._compute_score
+    if getattr(original, SCORING_MARKER, False):
+        return False
+
+    @functools.wraps(original)
+    async def _compute_score(self, outputs, kwargs):
+        if len(outputs) > 1 and has_added_refinement(outputs):
+            # verl then copies the last output's score onto the session's other outputs
+            return await original(self, outputs[-1:], kwargs)
+        return await original(self, outputs, kwargs)
+
+    setattr(_compute_score, SCORING_MARKER, True)
+    AgentLoopWorker._compute_score = _compute_score
     return True

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mathse_rl.integrations.verl.agent_loop import ROLE_REFINEMENT
+from mathse_rl.integrations.verl.fields import ROLE_REFINEMENT, role_of
 from mathse_rl.integrations.verl.algos import NAME as RFT, RFTConfig, rft_batch, verdicts_accepted
 from mathse_rl.step import StepCounters
 
@@ -74,8 +74,7 @@ def refinement_advantages(advantages: torch.Tensor, response_mask: torch.Tensor,
     its tokens; a replace-mode refinement (role ``replacement``) keeps its group advantage."""
     out = advantages.clone()
     for i, (fields, pad) in enumerate(zip(extra_fields, padding)):
-        if (not pad and isinstance(fields, dict) and fields.get("mathse_role") == ROLE_REFINEMENT
-                and fields.get("accepted") == 1.0):
+        if not pad and role_of(fields) == ROLE_REFINEMENT and fields.get("accepted") == 1.0:
             out[i] = weight * response_mask[i].to(out.dtype)
     return out
 
@@ -123,7 +122,7 @@ def _register():
         def _weight_refinements(self, batch):
             data = self._get(batch, ["response_mask", "advantages", "extra_fields"])
             extra = column(data, "extra_fields")
-            if not any(isinstance(f, dict) and f.get("mathse_role") == ROLE_REFINEMENT for f in extra):
+            if not any(role_of(f) == ROLE_REFINEMENT for f in extra):
                 return batch
             nested_mask = data["response_mask"]
             mask = nested_mask.to_padded_tensor(0)

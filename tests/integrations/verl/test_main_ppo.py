@@ -89,8 +89,11 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
     rows, log = run_main_ppo(tiny_vlm_path, train_parquet, tmp_path, FLAVOURS[flavour])
     steps = {row["step"]: row["data"] for row in rows}
 
-    # every step completed and was logged by verl
+    # every step completed and was logged by verl, and no group failed (verl would evict it and
+    # generate it again: a session verl's worker cannot score, for one)
     assert sorted(steps) == list(range(1, STEPS + 1)), f"logged steps {sorted(steps)}"
+    assert not any(d.get("training/rollout_failure/evicted_samples") for d in steps.values()), steps
+    assert "Error in _run_prompt" not in log, log[log.index("Error in _run_prompt"):][:3000]
     for step, data in steps.items():
         # rewards in range for verifier (0/1) + length parity (0/1)
         assert 0.0 <= data["critic/score/min"] <= data["critic/score/max"] <= 2.0, (step, data)
