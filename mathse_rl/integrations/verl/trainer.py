@@ -1,8 +1,8 @@
 """The ``mathse`` trainer: verl's synchronous PPO trainer with MathSE's acceptance, objective and metrics.
 
 Select it with ``trainer.v1.trainer_mode=mathse`` (verl 0.9's trainer registry). It differs
-from verl's ``sync`` trainer in two places, both reading the fields every ``mathse_reflect``
-output carries (:mod:`mathse_rl.integrations.verl.agent_loop`):
+from verl's ``sync`` trainer in three places, the first two reading the fields every
+``mathse_reflect`` output carries (:mod:`mathse_rl.integrations.verl.agent_loop`):
 
 - **advantages.** With ``algorithm.adv_estimator=mathse_rft``, samples are accepted on the
   judge's verdict (``accepted``), never on the summed token reward, and rejected samples are
@@ -17,12 +17,23 @@ output carries (:mod:`mathse_rl.integrations.verl.agent_loop`):
   ``mathse/refine_verified``, ``mathse/judge_errors``, ``mathse/reflect_too_long``,
   ``mathse/accepted_frac``, ... and the same per data source (``mathse/<source>/...``).
   A broken judge shows as ``mathse/undecidable`` and ``mathse/judge_errors``, not as a silent
-  fall back to plain GRPO/RFT.
+  fall back to plain GRPO/RFT;
+- **optimizer steps.** verl splits a step's batch into mini-batches of
+  ``ppo_mini_batch_size x rollout.n`` outputs, one optimizer step each, after padding it to a
+  multiple of that. Refinements added beside their answers make the batch longer than
+  ``train_batch_size x rollout.n``: verl would pad it to one more mini-batch, an extra optimizer
+  step on the few rows that spilled over (with ``mathse_rft``, a full-size step on one
+  refinement alone), so how much a step moves the model would depend on how many refinements
+  were verified. This trainer widens the mini-batch for such a step instead
+  (:func:`mini_batch_prompts`), keeping ``train_batch_size / ppo_mini_batch_size`` optimizer
+  steps per training step; ``mathse/optimizer_steps`` and ``mathse/mini_batch_rows`` log it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import math
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +90,25 @@ def refinement_advantages(advantages: torch.Tensor, response_mask: torch.Tensor,
     return out
 
 
+def mini_batch_prompts(rows: int, train_batch_size: int, ppo_mini_batch_size: int, n: int, dp_size: int) -> int:
+    """The ``ppo_mini_batch_size`` (in prompts) that splits a batch of ``rows`` outputs into the
+    optimizer steps ``train_batch_size`` prompts take (``train_batch_size / ppo_mini_batch_size``),
+    each mini-batch of outputs a multiple of ``dp_size``. The configured size when ``rows`` is
+    the usual ``train_batch_size x n``; larger when refinements were added; never smaller.
+
+    >>> mini_batch_prompts(8, 2, 2, 4, 1), mini_batch_prompts(9, 2, 2, 4, 1)   # one step of 8 rows, of 12
+    (2, 3)
+    >>> mini_batch_prompts(1024 + 5, 128, 32, 8, 8)   # 4 steps of 264 rows (1,056 with padding)
+    33
+    >>> mini_batch_prompts(9, 2, 2, 3, 2)   # 3 x 4 = 12 rows, even for 2 data-parallel ranks
+    4
+    """
+    steps = max(1, train_batch_size // ppo_mini_batch_size)
+    prompts = max(ppo_mini_batch_size, math.ceil(rows / (steps * n)))
+    unit = dp_size // math.gcd(n, dp_size)  # prompts * n must split evenly over the ranks
+    return math.ceil(prompts / unit) * unit
+
+
 def _register():
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -131,6 +161,57 @@ def _register():
             weight = float((self.config.get("mathse") or {}).get("refine_sft_coef", 1.0))
             advantages = refinement_advantages(advantages, mask, extra, padding, weight)
             return self._put(batch, {"advantages": advantages}, nested_mask)
+
+        # -- optimizer steps (module docstring) ------------------------------------------------
+        _rows: int | None = None  # outputs in the batch being balanced (before verl pads it)
+        _mini_prompts: int | None = None  # the mini-batch size (prompts) chosen for that batch
+
+        @contextlib.contextmanager
+        def _mini_batch(self, prompts: int | None) -> Iterator[None]:
+            """verl reads the mini-batch size from the config where it pads and where it trains:
+            hold the chosen size there for that long."""
+            from omegaconf import open_dict
+
+            actor = self.config.actor_rollout_ref.actor
+            configured = actor.ppo_mini_batch_size
+            if prompts is None or prompts == configured:
+                yield
+                return
+            with open_dict(actor):
+                actor.ppo_mini_batch_size = prompts
+            try:
+                yield
+            finally:
+                with open_dict(actor):
+                    actor.ppo_mini_batch_size = configured
+
+        def _balance_batch(self, batch, metrics, *args, **kwargs):
+            self._rows = len(batch)
+            try:
+                return super()._balance_batch(batch, metrics, *args, **kwargs)
+            finally:
+                self._rows = None
+
+        def _get_required_batch_multiple(self, dp_size: int) -> int:
+            config = self.config
+            if self._rows is None or self.use_critic:  # a critic's own mini-batches: verl's rule
+                return super()._get_required_batch_multiple(dp_size)
+            self._mini_prompts = mini_batch_prompts(
+                self._rows, int(config.data.train_batch_size), int(config.actor_rollout_ref.actor.ppo_mini_batch_size),
+                int(config.actor_rollout_ref.rollout.n), int(dp_size))
+            with self._mini_batch(self._mini_prompts):
+                return super()._get_required_batch_multiple(dp_size)
+
+        def _update_actor(self, batch, metrics):
+            prompts = self._mini_prompts or int(self.config.actor_rollout_ref.actor.ppo_mini_batch_size)
+            rows = prompts * int(self.config.actor_rollout_ref.rollout.n)
+            metrics["mathse/mini_batch_rows"] = rows
+            metrics["mathse/optimizer_steps"] = math.ceil(len(batch) / rows)
+            try:
+                with self._mini_batch(self._mini_prompts):
+                    return super()._update_actor(batch, metrics)
+            finally:
+                self._mini_prompts = None
 
         def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
             data = self._get(batch, ["extra_fields"])

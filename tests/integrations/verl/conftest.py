@@ -111,3 +111,33 @@ def make_server(tiny_vlm):
         return TinyVLMServer(model, processor, dict(script or {}), **kwargs)
 
     return make
+
+
+# A tiny model whose answers end: the random model almost never samples its end token within a
+# 16-token budget, so every refinement would be cut (and by the step's rule never verified). This
+# copy points the end token's (tied) embedding along the mean direction of the model's last
+# hidden states, scaled so that most answers end within a few tokens but not at once.
+ENDING_SCALE = 0.7
+DIRECTION_TEXTS = ("What is 3 + 4? Answer:", "Solve for x: 2x = 10.", "The bar chart shows", "hello world " * 5)
+
+
+@pytest.fixture(scope="session")
+def ending_vlm_path(tiny_vlm_path, tmp_path_factory) -> str:
+    """The tiny Qwen2.5-VL of ``tiny_vlm_path``, changed so that its answers end early."""
+    import shutil
+
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tiny-ending") / "vlm-xs-ending"
+    shutil.copytree(tiny_vlm_path, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    eos = model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    with torch.no_grad():
+        hidden = torch.cat([model(input_ids=tokenizer(t, return_tensors="pt").input_ids,
+                                  output_hidden_states=True).hidden_states[-1][0] for t in DIRECTION_TEXTS])
+        direction = hidden.mean(0)
+        model.get_input_embeddings().weight[eos] = ENDING_SCALE * direction / direction.norm()
+    model.save_pretrained(out)
+    return str(out)

@@ -344,3 +344,69 @@ def test_step_metrics_sum_the_samples_counters_per_data_source():
     assert m["mathse/paths"] == 3 and m["mathse/accepted_frac"] == pytest.approx(2 / 3)
     assert m["mathse/refine_rate"] == pytest.approx(1 / 3) and m["mathse/reflect_too_long"] == 1
     assert m["mathse/geo/accepted_frac"] == 1.0 and m["mathse/chart/accepted_frac"] == 0.0
+
+
+class _Batch:
+    """What verl's ``_update_actor`` reads of a batch handle: its length and ``extra_info``."""
+
+    def __init__(self, rows: int):
+        self.rows, self.extra_info = rows, {}
+
+    def __len__(self):
+        return self.rows
+
+
+class _ActorGroup:
+    def __init__(self):
+        self.sent: list[dict] = []
+
+    def update_actor(self, batch):
+        self.sent.append(dict(batch.extra_info))
+        return {"metrics": {"mfu": [0.0], "pg_loss": [0.0]}}
+
+
+def _mathse_trainer(train_batch_size=2, ppo_mini_batch_size=2, n=4):
+    from mathse_rl.integrations.verl.trainer import MathSETrainer
+
+    trainer = MathSETrainer.__new__(MathSETrainer)  # verl's own methods, no Ray workers behind them
+    trainer.config = OmegaConf.create({
+        "data": {"train_batch_size": train_batch_size},
+        "trainer": {"critic_warmup": 0},
+        "actor_rollout_ref": {"rollout": {"n": n, "temperature": 1.0},
+                              "actor": {"ppo_mini_batch_size": ppo_mini_batch_size, "ppo_epochs": 1,
+                                        "calculate_entropy": False, "entropy_coeff": 0.0, "data_loader_seed": 1,
+                                        "shuffle": False}},
+    })
+    trainer.use_critic, trainer.global_steps = False, 1
+    trainer.actor_rollout_wg = _ActorGroup()
+    return trainer
+
+
+def _optimizer_steps(trainer, rows: int, dp_size: int = 1) -> tuple[int, int]:
+    """verl's path for a batch of ``rows`` outputs: pad to the required multiple (as
+    ``_balance_batch`` does), then train in mini-batches of the size ``_update_actor`` sends."""
+    trainer._rows = rows  # set by _balance_batch around verl's padding
+    multiple = trainer._get_required_batch_multiple(dp_size)
+    trainer._rows = None
+    padded = -(-rows // multiple) * multiple
+    trainer._update_actor(_Batch(padded), metrics := {})
+    mini = trainer.actor_rollout_wg.sent[-1]["mini_batch_size"]
+    assert padded % mini == 0 and mini % dp_size == 0
+    assert metrics.get("mathse/optimizer_steps", padded // mini) == padded // mini  # logged as taken
+    return padded // mini, mini
+
+
+@pytest.mark.parametrize("dp_size", [1, 2])
+def test_added_refinements_do_not_add_an_optimizer_step(dp_size):
+    """8 outputs (2 prompts x 4) make one mini-batch; 3 verified refinements added beside their
+    answers make 11. verl alone pads 11 to 16 and takes a second optimizer step on the 3 rows that
+    spilled over; the mathse trainer keeps one step, over a wider mini-batch."""
+    trainer = _mathse_trainer()
+    assert _optimizer_steps(trainer, 8, dp_size) == (1, 8)
+    steps, mini = _optimizer_steps(trainer, 11, dp_size)
+    assert steps == 1 and mini == 12
+    assert trainer.config.actor_rollout_ref.actor.ppo_mini_batch_size == 2  # the config is left as it was
+    # 4 mini-batches per step (train_batch_size 8, mini 2): 32 outputs + 5 refinements keep 4 steps
+    trainer = _mathse_trainer(train_batch_size=8, ppo_mini_batch_size=2)
+    assert _optimizer_steps(trainer, 32, dp_size) == (4, 8)
+    assert _optimizer_steps(trainer, 37, dp_size) == (4, 12)

@@ -16,6 +16,9 @@ one extra request, so refined samples are counted there):
   (a random model never solves a problem, so only a parity judge accepts anything). The
   ``hf_cpu`` rollout grants new tokens by vLLM's rule, so a reflection prompt (longer than
   ``rollout.prompt_length``) sent without ``max_tokens`` would get a budget of a token or two.
+  This case runs a copy of the tiny model whose answers end early (``ending_vlm_path``): a
+  refinement cut at its budget is never verified, and only an ended one can be added beside the
+  policy's answer (``reflect_mode: add``, a session of two outputs of different lengths).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ TIMEOUT_S = 420
 REWARD = "verifier+length_parity"  # max score 2.0
 RESPONSE_LENGTH = 16  # main_ppo_command's default
 DATA_SOURCE = "mathse_cpu_debug"
+ATTEMPTS = 2  # refinements per wrong answer, at most
+# Each flavour's model: the reflect loop needs answers that end (see the module docstring).
+MODEL = {"grpo_mathse_reward": "tiny_vlm_path", "mathse_rft_reflect": "ending_vlm_path"}
 
 FLAVOURS = {
     "grpo_mathse_reward": [
@@ -49,7 +55,7 @@ FLAVOURS = {
         "trainer.v1.trainer_mode=mathse",
         "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect",
         "+mathse.judge=length_parity",
-        "+mathse.reflect.attempts=1",
+        f"+mathse.reflect.attempts={ATTEMPTS}",
         "reward.reward_manager.name=mathse",
         f"+reward.reward_kwargs.reward={REWARD}",
     ],
@@ -85,8 +91,9 @@ def train_parquet(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
-def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
-    rows, log = run_main_ppo(tiny_vlm_path, train_parquet, tmp_path, FLAVOURS[flavour])
+def test_main_ppo_runs_on_cpu(flavour, train_parquet, tmp_path, request):
+    model = request.getfixturevalue(MODEL[flavour])
+    rows, log = run_main_ppo(model, train_parquet, tmp_path, FLAVOURS[flavour])
     steps = {row["step"]: row["data"] for row in rows}
 
     # every step completed and was logged by verl, and no group failed (verl would evict it and
@@ -119,8 +126,9 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
     samples = BATCH * GROUP
     per_step = [b["requests"] - a["requests"] for a, b in zip(syncs, syncs[1:])]
     if flavour == "mathse_rft_reflect":
-        # wrong first answers were reflected on: one more request each
-        assert all(samples < n <= 2 * samples for n in per_step), per_step
+        # wrong first answers were reflected on: one to ATTEMPTS more requests each
+        assert all(samples <= n <= (1 + ATTEMPTS) * samples for n in per_step), per_step
+        assert sum(per_step) > STEPS * samples, per_step
         # every reflection prompt is longer than a dataset prompt, and the server granted it the
         # full response length (without an explicit max_tokens it grants 16 + 96 - len <= 1)
         assert syncs[-1]["long_prompts"] >= sum(per_step) - STEPS * samples > 0, syncs[-1]
@@ -130,12 +138,21 @@ def test_main_ppo_runs_on_cpu(flavour, tiny_vlm_path, train_parquet, tmp_path):
         # the step's counters reached verl's logged metrics, overall and per data source
         for data in steps.values():
             assert data["mathse/paths"] == samples, data
-            assert data["mathse/reflected"] == data["mathse/refine_rate"] * samples > 0
+            assert data["mathse/reflected"] == data["mathse/refine_rate"] * samples
             assert 0 < data["mathse/accepted_frac"] <= 1
             assert data["mathse/accepted"] == data["mathse/correct"] + data["mathse/refine_verified"]
             assert {"mathse/judge_errors", "mathse/reflect_too_long", "mathse/truncated",
                     "mathse/generate_errors"} <= set(data)
             assert data[f"mathse/{DATA_SOURCE}/paths"] == samples
+        # add mode ran through verl: verified refinements went back beside their policy answers as
+        # second outputs of their sessions (verl's scoring of such a session once failed for VLMs)
+        assert sum(d["mathse/reflected"] for d in steps.values()) > 0
+        # one optimizer step per training step (ppo_mini_batch_size = train_batch_size), however
+        # many refinements were added
+        assert all(d["mathse/optimizer_steps"] == 1 for d in steps.values()), steps
+        assert sum(d["mathse/refine_verified"] for d in steps.values()) > 0, [
+            {k: d[k] for k in ("mathse/reflected", "mathse/truncated", "mathse/refine_rejected")}
+            for d in steps.values()]
     else:
         assert per_step == [samples] * STEPS, per_step
         assert "actor/rft_accepted_tokens" not in steps[1]  # verl's own PPO loss
