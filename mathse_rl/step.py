@@ -280,7 +280,8 @@ class StepCounters:
     def as_metrics(self, prefix: str = "mathse/") -> dict[str, float]:
         """Counts and rates, overall and per data source (``mathse/<source>/...``).
 
-        ``refine_rate``: reflected / paths; ``refine_verified_rate``: verified / reflected;
+        ``refine_rate``: reflected / paths (``reflected`` counts reflection requests, so above 1
+        with ``reflect.attempts`` > 1); ``refine_verified_rate``: verified / reflected;
         ``accepted_frac``: accepted / paths.
         """
         counts = self.to_counts()

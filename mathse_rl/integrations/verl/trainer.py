@@ -90,23 +90,39 @@ def refinement_advantages(advantages: torch.Tensor, response_mask: torch.Tensor,
     return out
 
 
-def mini_batch_prompts(rows: int, train_batch_size: int, ppo_mini_batch_size: int, n: int, dp_size: int) -> int:
-    """The ``ppo_mini_batch_size`` (in prompts) that splits a batch of ``rows`` outputs into the
-    optimizer steps ``train_batch_size`` prompts take (``train_batch_size / ppo_mini_batch_size``),
-    each mini-batch of outputs a multiple of ``dp_size``. The configured size when ``rows`` is
-    the usual ``train_batch_size x n``; larger when refinements were added; never smaller.
+def mini_batch_prompts(rows: int, train_batch_size: int, ppo_mini_batch_size: int, n: int, row_unit: int = 1) -> int:
+    """The ``ppo_mini_batch_size`` (in prompts) that fits a batch of ``rows`` outputs into the
+    optimizer steps ``train_batch_size`` prompts take (``train_batch_size / ppo_mini_batch_size``).
+    A mini-batch's outputs must be a multiple of ``row_unit`` (data-parallel ranks x whole
+    micro-batches). The configured size when ``rows`` is the usual ``train_batch_size x n``;
+    larger when refinements were added; never smaller.
 
-    >>> mini_batch_prompts(8, 2, 2, 4, 1), mini_batch_prompts(9, 2, 2, 4, 1)   # one step of 8 rows, of 12
+    >>> mini_batch_prompts(8, 2, 2, 4), mini_batch_prompts(9, 2, 2, 4)   # one step of 8 outputs, of 12
     (2, 3)
-    >>> mini_batch_prompts(1024 + 5, 128, 32, 8, 8)   # 4 steps of 264 rows (1,056 with padding)
-    33
-    >>> mini_batch_prompts(9, 2, 2, 3, 2)   # 3 x 4 = 12 rows, even for 2 data-parallel ranks
+    >>> mini_batch_prompts(9, 2, 2, 4, row_unit=8)   # micro-batches of 8: one step of 16
     4
+    >>> mini_batch_prompts(1024 + 5, 128, 32, 8, row_unit=8 * 4)   # 4 steps of 288 (1,152 with padding)
+    36
     """
     steps = max(1, train_batch_size // ppo_mini_batch_size)
     prompts = max(ppo_mini_batch_size, math.ceil(rows / (steps * n)))
-    unit = dp_size // math.gcd(n, dp_size)  # prompts * n must split evenly over the ranks
+    unit = row_unit // math.gcd(n, row_unit)  # prompts * n must be a multiple of row_unit
     return math.ceil(prompts / unit) * unit
+
+
+def micro_batch_unit(config: Any, dp_size: int) -> int:
+    """Outputs a mini-batch must be a multiple of: ``dp_size`` ranks x the least common multiple of
+    the fixed micro-batch sizes the actor, old-log-prob and reference passes use (a pass with
+    dynamic batch sizes has none)."""
+    ref = config.actor_rollout_ref
+    sizes = []
+    for section, dynamic, micro in ((ref.actor, "use_dynamic_bsz", "ppo_micro_batch_size_per_gpu"),
+                                    (ref.rollout, "log_prob_use_dynamic_bsz", "log_prob_micro_batch_size_per_gpu"),
+                                    (ref.get("ref") or {}, "log_prob_use_dynamic_bsz", "log_prob_micro_batch_size_per_gpu")):
+        size = section.get(micro)
+        if size and not section.get(dynamic, False):
+            sizes.append(int(size))
+    return dp_size * (math.lcm(*sizes) if sizes else 1)
 
 
 def _register():
@@ -194,13 +210,15 @@ def _register():
 
         def _get_required_batch_multiple(self, dp_size: int) -> int:
             config = self.config
-            if self._rows is None or self.use_critic:  # a critic's own mini-batches: verl's rule
+            actor_trains = config.trainer.critic_warmup <= self.global_steps
+            if self._rows is None or self.use_critic or not actor_trains:  # verl's rule
                 return super()._get_required_batch_multiple(dp_size)
-            self._mini_prompts = mini_batch_prompts(
-                self._rows, int(config.data.train_batch_size), int(config.actor_rollout_ref.actor.ppo_mini_batch_size),
-                int(config.actor_rollout_ref.rollout.n), int(dp_size))
-            with self._mini_batch(self._mini_prompts):
-                return super()._get_required_batch_multiple(dp_size)
+            train_batch_size = int(config.data.train_batch_size)
+            configured, n = int(config.actor_rollout_ref.actor.ppo_mini_batch_size), int(config.actor_rollout_ref.rollout.n)
+            self._mini_prompts = mini_batch_prompts(self._rows, train_batch_size, configured, n,
+                                                    micro_batch_unit(config, dp_size))
+            # padded to exactly the configured number of mini-batches
+            return max(1, train_batch_size // configured) * self._mini_prompts * n
 
         def _update_actor(self, batch, metrics):
             prompts = self._mini_prompts or int(self.config.actor_rollout_ref.actor.ppo_mini_batch_size)

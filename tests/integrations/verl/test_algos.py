@@ -365,7 +365,7 @@ class _ActorGroup:
         return {"metrics": {"mfu": [0.0], "pg_loss": [0.0]}}
 
 
-def _mathse_trainer(train_batch_size=2, ppo_mini_batch_size=2, n=4):
+def _mathse_trainer(train_batch_size=2, ppo_mini_batch_size=2, n=4, micro=None):
     from mathse_rl.integrations.verl.trainer import MathSETrainer
 
     trainer = MathSETrainer.__new__(MathSETrainer)  # verl's own methods, no Ray workers behind them
@@ -373,7 +373,9 @@ def _mathse_trainer(train_batch_size=2, ppo_mini_batch_size=2, n=4):
         "data": {"train_batch_size": train_batch_size},
         "trainer": {"critic_warmup": 0},
         "actor_rollout_ref": {"rollout": {"n": n, "temperature": 1.0},
+                              "log_prob_micro_batch_size_per_gpu": micro, "log_prob_use_dynamic_bsz": micro is None,
                               "actor": {"ppo_mini_batch_size": ppo_mini_batch_size, "ppo_epochs": 1,
+                                        "ppo_micro_batch_size_per_gpu": micro, "use_dynamic_bsz": micro is None,
                                         "calculate_entropy": False, "entropy_coeff": 0.0, "data_loader_seed": 1,
                                         "shuffle": False}},
     })
@@ -401,12 +403,22 @@ def test_added_refinements_do_not_add_an_optimizer_step(dp_size):
     """8 outputs (2 prompts x 4) make one mini-batch; 3 verified refinements added beside their
     answers make 11. verl alone pads 11 to 16 and takes a second optimizer step on the 3 rows that
     spilled over; the mathse trainer keeps one step, over a wider mini-batch."""
-    trainer = _mathse_trainer()
+    trainer = _mathse_trainer()  # dynamic micro-batches
     assert _optimizer_steps(trainer, 8, dp_size) == (1, 8)
-    steps, mini = _optimizer_steps(trainer, 11, dp_size)
-    assert steps == 1 and mini == 12
+    assert _optimizer_steps(trainer, 11, dp_size) == (1, 12)
     assert trainer.config.actor_rollout_ref.actor.ppo_mini_batch_size == 2  # the config is left as it was
     # 4 mini-batches per step (train_batch_size 8, mini 2): 32 outputs + 5 refinements keep 4 steps
     trainer = _mathse_trainer(train_batch_size=8, ppo_mini_batch_size=2)
     assert _optimizer_steps(trainer, 32, dp_size) == (4, 8)
     assert _optimizer_steps(trainer, 37, dp_size) == (4, 12)
+
+
+@pytest.mark.parametrize("dp_size", [1, 2])
+def test_a_widened_mini_batch_still_splits_into_whole_micro_batches(dp_size):
+    """Fixed micro-batches of 4 per rank: a mini-batch must be a multiple of 4 x ranks outputs
+    (verl's workers assert it), so 11 outputs train as one step of 16 (8 on one rank)."""
+    trainer = _mathse_trainer(micro=4)
+    assert _optimizer_steps(trainer, 8, dp_size) == (1, 8)
+    assert _optimizer_steps(trainer, 11, dp_size) == (1, 12 if dp_size == 1 else 16)
+    trainer = _mathse_trainer(train_batch_size=8, ppo_mini_batch_size=2, micro=4)
+    assert _optimizer_steps(trainer, 37, dp_size) == (4, 12 if dp_size == 1 else 16)
