@@ -116,9 +116,25 @@ def make_server(tiny_vlm):
 # A tiny model whose answers end: the random model almost never samples its end token within a
 # 16-token budget, so every refinement would be cut (and by the step's rule never verified). This
 # copy points the end token's (tied) embedding along the mean direction of the model's last
-# hidden states, scaled so that most answers end within a few tokens but not at once.
-ENDING_SCALE = 0.7
-DIRECTION_TEXTS = ("What is 3 + 4? Answer:", "Solve for x: 2x = 10.", "The bar chart shows", "hello world " * 5)
+# hidden states over a chat-formatted question and reflection prompt. Measured on those prompts
+# (48 samples each, 16 new tokens, temperature 1): at scale 1.0, 44/48 answers and 48/48
+# refinements end, 22/48 and 29/48 with an even number of characters (what length_parity accepts).
+ENDING_SCALE = 1.0
+QUESTION = "What is the sum of the red bar and the blue bar?"
+
+
+def _chat_prompts(tokenizer) -> list[str]:
+    from mathse_rl.prompts import build_reflect_messages
+    from mathse_rl.types import Judgment, Problem
+
+    def text(messages):
+        flat = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+                 " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text")} for m in messages]
+        return tokenizer.apply_chat_template(flat, add_generation_prompt=True, tokenize=False)
+
+    wrong = Judgment(status="incorrect", error_step=1, error_step_text="3 + 4 = 12", error_analysis="3 + 4 is 7.")
+    return [text([{"role": "user", "content": QUESTION}]),
+            text(build_reflect_messages(Problem(id="0", question=QUESTION, gold="7"), "3 + 4 = 12", wrong))]
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +152,7 @@ def ending_vlm_path(tiny_vlm_path, tmp_path_factory) -> str:
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     with torch.no_grad():
         hidden = torch.cat([model(input_ids=tokenizer(t, return_tensors="pt").input_ids,
-                                  output_hidden_states=True).hidden_states[-1][0] for t in DIRECTION_TEXTS])
+                                  output_hidden_states=True).hidden_states[-1][0] for t in _chat_prompts(tokenizer)])
         direction = hidden.mean(0)
         model.get_input_embeddings().weight[eos] = ENDING_SCALE * direction / direction.norm()
     model.save_pretrained(out)

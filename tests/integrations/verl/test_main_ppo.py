@@ -18,7 +18,9 @@ one extra request, so refined samples are counted there):
   ``rollout.prompt_length``) sent without ``max_tokens`` would get a budget of a token or two.
   This case runs a copy of the tiny model whose answers end early (``ending_vlm_path``): a
   refinement cut at its budget is never verified, and only an ended one can be added beside the
-  policy's answer (``reflect_mode: add``, a session of two outputs of different lengths).
+  policy's answer (``reflect_mode: add``, a session of two outputs of different lengths);
+- GRPO + reflect: verl's GRPO through the same trainer and agent loop, added refinements with
+  the fixed advantage ``mathse.refine_sft_coef``, on the same model.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ RESPONSE_LENGTH = 16  # main_ppo_command's default
 DATA_SOURCE = "mathse_cpu_debug"
 ATTEMPTS = 2  # refinements per wrong answer, at most
 # Each flavour's model: the reflect loop needs answers that end (see the module docstring).
-MODEL = {"grpo_mathse_reward": "tiny_vlm_path", "mathse_rft_reflect": "ending_vlm_path"}
+MODEL = {"grpo_mathse_reward": "tiny_vlm_path", "mathse_rft_reflect": "ending_vlm_path",
+         "grpo_reflect_add": "ending_vlm_path"}
+REFINE_SFT_COEF = 0.5  # the fixed advantage of an added, verified refinement (GRPO + reflect)
 
 FLAVOURS = {
     "grpo_mathse_reward": [
@@ -59,7 +63,18 @@ FLAVOURS = {
         "reward.reward_manager.name=mathse",
         f"+reward.reward_kwargs.reward={REWARD}",
     ],
+    "grpo_reflect_add": [
+        "algorithm.adv_estimator=grpo",
+        "trainer.v1.trainer_mode=mathse",
+        "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect",
+        "+mathse.judge=length_parity",
+        f"+mathse.reflect.attempts={ATTEMPTS}",
+        f"+mathse.refine_sft_coef={REFINE_SFT_COEF}",
+        "reward.reward_manager.name=mathse",
+        f"+reward.reward_kwargs.reward={REWARD}",
+    ],
 }
+REFLECTING = ("mathse_rft_reflect", "grpo_reflect_add")
 
 
 SYNC_FIELDS = ("step", "tensors", "missing", "unexpected", "requests", "batches", "max_batch", "long_prompts",
@@ -125,7 +140,7 @@ def test_main_ppo_runs_on_cpu(flavour, train_parquet, tmp_path, request):
     # requests per step: one per sample, plus one per reflection in the reflect loop
     samples = BATCH * GROUP
     per_step = [b["requests"] - a["requests"] for a, b in zip(syncs, syncs[1:])]
-    if flavour == "mathse_rft_reflect":
+    if flavour in REFLECTING:
         # wrong first answers were reflected on: one to ATTEMPTS more requests each
         assert all(samples <= n <= (1 + ATTEMPTS) * samples for n in per_step), per_step
         assert sum(per_step) > STEPS * samples, per_step
@@ -133,8 +148,10 @@ def test_main_ppo_runs_on_cpu(flavour, train_parquet, tmp_path, request):
         # full response length (without an explicit max_tokens it grants 16 + 96 - len <= 1)
         assert syncs[-1]["long_prompts"] >= sum(per_step) - STEPS * samples > 0, syncs[-1]
         assert syncs[-1]["long_granted_min"] == RESPONSE_LENGTH, syncs[-1]
-        # the mathse_rft loss ran and trained on accepted samples only
-        assert any(d["actor/rft_accepted_tokens"] > 0 for d in steps.values())
+        if flavour == "mathse_rft_reflect":  # the mathse_rft loss ran and trained on accepted samples only
+            assert any(d["actor/rft_accepted_tokens"] > 0 for d in steps.values())
+        else:  # verl's PPO loss, with GRPO advantages and the refinements' fixed one
+            assert "actor/rft_accepted_tokens" not in steps[1]
         # the step's counters reached verl's logged metrics, overall and per data source
         for data in steps.values():
             assert data["mathse/paths"] == samples, data
