@@ -295,10 +295,10 @@ def _breakdown(title: str, key, corpus, results) -> None:
 
 
 def _print_table(rows):
-    print(f"{'verifier':<14}{'agreement':>16}{'FP':>6}{'FN':>6}{'median ms':>12}{'p99 ms':>11}{'total s':>10}")
+    print(f"{'verifier':<14}{'agreement':>18}{'FP':>6}{'FN':>6}{'median ms':>12}{'p99 ms':>11}{'total s':>10}")
     for r in rows:
         pct = 100 * r["agree"] / r["n"]
-        print(f"{r['name']:<14}{r['agree']:>7}/{r['n']:<4}{pct:>4.1f}%{r['fp']:>6}{r['fn']:>6}"
+        print(f"{r['name']:<14}{r['agree']:>6}/{r['n']:<5} {pct:>5.1f}%{r['fp']:>6}{r['fn']:>6}"
               f"{r['median_ms']:>12.3f}{r['p99_ms']:>11.2f}{r['total_s']:>10.2f}")
 
 
