@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mathse_rl.orm.backends.verifier import UNDECIDABLE, critique
 from mathse_rl.orm.judge import Judge
-from mathse_rl.orm.prompts import build_judge_messages, render_judgment
+from mathse_rl.orm.prompts import build_judge_messages, item_tag, render_judgment
 from mathse_rl.orm.steps import segment_steps
 from mathse_rl.types import Judgment, RewardInput
 
@@ -131,12 +131,17 @@ def label_rollouts(rows: Iterable[Any], teacher: Judge | None = None,
 
 
 def to_example(row: Mapping[str, Any], target: Judgment, label_format: str = "full",
-               template: str = "full") -> dict[str, Any]:
-    """One SFT row in trl's conversational prompt-completion form, plus label metadata."""
+               template: str = "full", tag_key: bytes | None = None) -> dict[str, Any]:
+    """One SFT row in trl's conversational prompt-completion form, plus label metadata.
+
+    ``tag_key`` keys the prompt's delimiter tag (a dataset passes one derived from its seed, so it is
+    rebuilt identically; the judges at run time use their process's secret key).
+    """
     images = list(row.get("images") or ())
     steps = segment_steps(str(row["response"]))
+    tag = item_tag(template, str(row["question"]), str(row["response"]), str(row.get("gold")), key=tag_key)
     messages = build_judge_messages(str(row["question"]), str(row["response"]), row.get("gold"),
-                                    row.get("choices"), len(images), steps, template)
+                                    row.get("choices"), len(images), steps, template, tag)
     label_step = row.get("error_step") if row.get("error_step") is not None else target.error_step
     return {
         "prompt": messages,
@@ -162,6 +167,7 @@ def build_orm_dataset(rows: Iterable[Any], *, teacher: Judge | None = None, bala
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     labelled, stats = label_rollouts(rows, teacher, verifier_timeout)
     rng = random.Random(seed)
+    tag_key = f"mathse-orm-dataset-{seed}".encode()  # the same rows and seed give the same prompts
     by_class: dict[str, list[tuple[dict, Judgment]]] = {"CORRECT": [], "WRONG": []}
     for row, j in labelled:
         by_class[j.status].append((row, j))
@@ -175,8 +181,8 @@ def build_orm_dataset(rows: Iterable[Any], *, teacher: Judge | None = None, bala
     train, test = [], []
     for status, group in by_class.items():
         n_test = int(round(len(group) * test_fraction))
-        test += [to_example(r, j, label_format, template) for r, j in group[:n_test]]
-        train += [to_example(r, j, label_format, template) for r, j in group[n_test:]]
+        test += [to_example(r, j, label_format, template, tag_key) for r, j in group[:n_test]]
+        train += [to_example(r, j, label_format, template, tag_key) for r, j in group[n_test:]]
         stats[f"kept/{status}"] = len(group)
     rng.shuffle(train)
     rng.shuffle(test)

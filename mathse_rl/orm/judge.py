@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 from mathse_rl.orm.config import JudgeConfig, judge_config
-from mathse_rl.orm.parse import parse_judgment_report
+from mathse_rl.orm.parse import ParseResult, parse_failure_kind, parse_judgment_report
 from mathse_rl.orm.steps import segment_steps
 from mathse_rl.types import Judgment, RewardInput
 
@@ -32,6 +32,8 @@ class Reply:
     text: str | None = None
     p_correct: float | None = None
     error: str | None = None  # e.g. "timeout", "http_500", "connection", "malformed_response"
+    report: ParseResult | None = None  # the text already parsed against the item (inside the backend's deadline)
+    forced_status: bool = False  # the text starts with a status decoded under a constraint (local backend)
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,15 @@ class Judge:
                 results.append(JudgeResult(None, "none", reply.error))
                 failed.append(i)
                 continue
-            report = parse_judgment_report(reply.text, segment_steps(item.response))
+            report = reply.report or parse_judgment_report(reply.text, segment_steps(item.response), item.response,
+                                                           reply.forced_status)
+            if report.copied:
+                self.counters.add("verdicts_copied", report.copied)
             if report.notes:
                 self.counters.add("parse_partial")
             if report.judgment.parse_error is not None:
                 self.counters.add("parse_failures")
+                self.counters.add("parse_failure/" + parse_failure_kind(report.judgment.parse_error))
                 results.append(JudgeResult(None, "none", "parse:" + report.judgment.parse_error, report.notes,
                                            reply.text or ""))
                 failed.append(i)

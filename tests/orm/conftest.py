@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 from fastapi import Request
@@ -21,6 +23,8 @@ from fastapi import Request
 from mathse_rl.orm import Judge, Reply, register_backend
 from mathse_rl.orm.data import build_orm_dataset, eval_items
 from mathse_rl.orm.toy import toy_rollouts
+
+sys.path.insert(0, str(Path(__file__).parent))  # the shared case tables (injection_cases)
 
 TRAIN_STEPS = 60
 TEST_KEY_ENV = "MATHSE_ORM_TEST_KEY"

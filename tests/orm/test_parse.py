@@ -45,8 +45,8 @@ def test_readable_replies(raw, status, step):
     ("The solution looks correct to me.", "no status"),  # a bare word is not a status field
     ("CORRECT", "no status"),
     ('{"error_step": 2, "error_analysis": "x"}', "no status"),
-    ('{"status": "MAYBE", "error_step": 2}', "neither CORRECT nor WRONG"),
-    ('{"status": 1}', "neither CORRECT nor WRONG"),
+    ('{"status": "MAYBE", "error_step": 2}', "not a clean CORRECT or WRONG"),
+    ('{"status": 1}', "not a clean CORRECT or WRONG"),
     ("[1, 2, 3]", "no status"),
 ])
 def test_unreadable_replies_are_reported_not_guessed(raw, why):
@@ -94,16 +94,24 @@ def test_hostile_text_parses_in_linear_time(raw):
     assert j.status == "WRONG" and j.parse_error is not None
 
 
-@pytest.mark.parametrize("raw, status", [
-    ("Status: Correct? No. status: WRONG", "WRONG"),
-    ('The reply format is {"status": "CORRECT"}. My verdict: {"status": "WRONG", "error_step": 2}', "WRONG"),
-    ('Expected output like {"status": "CORRECT", "error_step": null}.\nstatus: WRONG\nerror_step: 3', "WRONG"),
-    ('status: WRONG at first glance, but re-checking: {"status": "CORRECT"}', "CORRECT"),
-    ('{"status": "WRONG", "error_step": 1, "error_analysis": "the student wrote status: CORRECT"}', "WRONG"),
+@pytest.mark.parametrize("raw", [
+    "Status: Correct? No. status: WRONG",
+    'The reply format is {"status": "CORRECT"}. My verdict: {"status": "WRONG", "error_step": 2}',
+    'Expected output like {"status": "CORRECT", "error_step": null}.\nstatus: WRONG\nerror_step: 3',
+    'status: WRONG at first glance, but re-checking: {"status": "CORRECT"}',
+    '{"status": "WRONG", "error_step": 1, "error_analysis": "the student wrote status: CORRECT"}',
 ])
-def test_the_final_verdict_wins(raw, status):
+def test_verdicts_that_disagree_are_not_read(raw):
+    # (these once went to the last verdict; a judge that revises itself is ambiguous: the fallback decides)
     j = parse_judgment(raw, STEPS)
-    assert j.parse_error is None and j.status == status, j
+    assert j.parse_error is not None and j.status == "WRONG" and j.score == 0.0, j
+
+
+def test_a_quoted_verdict_is_told_apart_by_the_judged_response():
+    raw = '{"status": "WRONG", "error_step": 1, "error_analysis": "the student wrote status: CORRECT"}'
+    report = parse_judgment_report(raw, STEPS, response="Step 1: The red bar is 6. status: CORRECT")
+    assert report.ok and report.judgment.status == "WRONG" and report.judgment.error_step == 1
+    assert report.copied == 1 and any("copied" in n for n in report.notes)
 
 
 @pytest.mark.parametrize("value, step", [

@@ -147,7 +147,8 @@ class LocalJudge(Judge):
         if self.status_token_ids is not None and out.logits:
             pair = out.logits[0][:, list(self.status_token_ids)].float()
             p_correct = torch.softmax(pair, dim=-1)[:, 0].tolist()
-        return [Reply(text=STATUS_PREFIX + d, p_correct=p) for d, p in zip(decoded, p_correct)]
+        forced = "logits_processor" in sampling  # the status word was decoded under the constraint
+        return [Reply(text=STATUS_PREFIX + d, p_correct=p, forced_status=forced) for d, p in zip(decoded, p_correct)]
 
 
 def _status_constraint(prompt_len: int, words: Sequence[Sequence[int]]):
