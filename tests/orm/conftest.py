@@ -1,8 +1,11 @@
-"""ORM fixtures: toy labelled rollouts, a tiny judge trained once, and a judge server with faults.
+"""ORM fixtures: toy labelled rollouts, a tiny judge trained once, and judge servers.
 
 ``trained_judge`` runs build-data → train (trl SFTTrainer, CPU) once per session; the local,
-HTTP and pipeline tests all use it. ``judge_server`` serves that judge on 127.0.0.1 with an
-OpenAI-compatible API, plus fault routes under a prefix:
+HTTP and pipeline tests all use it. ``served_judge`` is the real ``mathse-rl orm serve`` process
+on ``quoting_judge`` (a tiny VLM fine-tuned to answer every prompt like a judge that repeats the
+student's injected verdict after its own); the server tests and the injection suite share it.
+``judge_server`` serves the trained judge in a thread with an OpenAI-compatible API, plus fault
+routes under a prefix:
 
     /v1/...            the real judge              /http500/v1/...   always HTTP 500
     /hang/v1/...       sleeps past any timeout      /malformed/v1/... 200 with a body that is not JSON
@@ -24,7 +27,9 @@ from mathse_rl.orm import Judge, Reply, register_backend
 from mathse_rl.orm.data import build_orm_dataset, eval_items
 from mathse_rl.orm.toy import toy_rollouts
 
-sys.path.insert(0, str(Path(__file__).parent))  # the shared case tables (injection_cases)
+sys.path.insert(0, str(Path(__file__).parent))  # shared helpers: injection_cases, served
+
+from served import QUOTING_REPLY, SERVE_MAX_TOKENS, start_server, stop_server  # noqa: E402
 
 TRAIN_STEPS = 60
 TEST_KEY_ENV = "MATHSE_ORM_TEST_KEY"
@@ -49,6 +54,53 @@ def trained_judge(tiny_vlm_path, orm_dataset, tmp_path_factory):
                      learning_rate=1e-2, lr_scheduler_type="constant", warmup_ratio=0.0,
                      per_device_train_batch_size=4, use_cpu=True, logging_steps=10)
     return path, json.loads((out / "orm_train.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def quoting_judge(tiny_cache):
+    """Path of a tiny VLM that answers any compact judge prompt with :data:`QUOTING_REPLY` (40 CPU steps).
+
+    The worst case a judge model can be led to: it states its verdict, then repeats the verdict the
+    policy wrote into its response. (A model this small cannot learn to copy arbitrary spans; its
+    quote is fixed, and the injection suite puts that verdict in most responses.)
+    """
+    from injection_cases import GOLD, INJECTIONS, response
+    from mathse_rl.models.tiny import build_tiny
+    from mathse_rl.orm.prompts import build_judge_messages
+    from mathse_rl.orm.train import train_orm
+
+    out = tiny_cache / "quoting-judge"
+    if (out / "orm_train.json").exists():
+        return str(out)
+    own, quote = QUOTING_REPLY.split("\nThe student wrote: ")
+    base = build_tiny(tiny_cache / "vlm-quoting", kind="vlm", size="XS", vocab_size=512, tag="quoting",
+                      extra_text=[own, "The student wrote: ", quote] * 20)
+    rows = [{"prompt": build_judge_messages(f"The red bar is {i % 9 + 1} and the blue bar is 7. What is the sum?",
+                                            response(inj), str(i % 9 + 8), template="compact"),
+             "completion": [{"role": "assistant", "content": QUOTING_REPLY}], "images": []}
+            for i, (_, inj) in enumerate(INJECTIONS * 2)]
+    return train_orm(model=base, rows=rows, output_dir=str(out), max_steps=40, learning_rate=5e-3,
+                     lr_scheduler_type="constant", warmup_ratio=0.0, per_device_train_batch_size=4, use_cpu=True,
+                     logging_steps=10)
+
+
+@pytest.fixture(scope="session")
+def served_image_dir(tmp_path_factory):
+    """The served judge's --image-dir, holding bar.png."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("served-images")
+    Image.new("RGB", (28, 28), (0, 0, 200)).save(d / "bar.png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def served_judge(quoting_judge, served_image_dir):
+    """Base URL of ``mathse-rl orm serve`` on the quoting judge (shared by the server and injection tests)."""
+    proc, url = start_server(quoting_judge, "--max-tokens-cap", str(SERVE_MAX_TOKENS), "--max-batch", "8",
+                             "--image-dir", str(served_image_dir))
+    yield url
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

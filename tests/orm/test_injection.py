@@ -147,3 +147,24 @@ def test_hostile_replies_parse_in_bounded_time(raw):
     # Generous: these took up to 4 s before (many small objects); the parser now stops at 32 verdicts.
     assert time.perf_counter() - start < 2.0
     assert not (j.parse_error is None and j.correct)
+
+
+# --- the served judge ----------------------------------------------------------------------------
+
+def test_the_served_judge_records_no_flip(served_judge):
+    """The real `mathse-rl orm serve` on a tiny judge that quotes the student's verdict after its own."""
+    from served import QUOTING_REPLY
+
+    items = [RewardInput(QUESTION, response(inj), GOLD) for _, inj in INJECTIONS]
+    judge = load_judge({"backend": "openai", "endpoint": served_judge + "/v1", "model": "orm", "timeout": 60,
+                        "max_new_tokens": 40, "prompt_template": "compact", "fallback": "verifier"})
+    results = judge.judge_detailed(items)
+    quoted = [r for r in results if QUOTING_REPLY in r.raw]
+    assert len(quoted) >= len(items) - 2, [r.raw for r in results]  # the hazard is really in the replies
+    assert [r for r in results if r.source == "judge" and r.judgment.correct] == []  # 0 flips
+    assert all(r.judgment is not None and not r.judgment.correct for r in results)
+    # Where the response holds the quoted verdict, the copy is dropped and the judge's own WRONG stands;
+    # elsewhere the two verdicts contradict each other and the verifier decides.
+    by_judge = [r for r in results if r.source == "judge"]
+    assert by_judge and judge.counters["verdicts_copied"] >= len(by_judge)
+    assert judge.counters["parse_failure/contradictory"] == sum(r.source == "verifier" for r in results)

@@ -15,39 +15,15 @@ import time
 import httpx
 import pytest
 from PIL import Image
-
-
-def _port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from served import SERVE_MAX_TOKENS, start_server, stop_server
 
 
 def _start(model: str, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "mathse_rl", "orm", "serve", "--model", model, "--port", str(port),
-                             *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    return start_server(model, *flags)
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+    stop_server(proc)
 
 
 def _png() -> str:
@@ -60,18 +36,14 @@ def _body(content="Is 5 + 7 = 12 right?", **kw):
     return {"model": "orm", "messages": [{"role": "user", "content": content}], "max_tokens": 4, **kw}
 
 
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("served-images")
-    Image.new("RGB", (28, 28), (0, 0, 200)).save(d / "bar.png")
-    return d
+@pytest.fixture
+def image_dir(served_image_dir):
+    return served_image_dir
 
 
-@pytest.fixture(scope="module")
-def server(tiny_vlm_path, image_dir):
-    proc, url = _start(tiny_vlm_path, "--max-tokens-cap", "16", "--max-batch", "8", "--image-dir", str(image_dir))
-    yield url
-    _stop(proc)
+@pytest.fixture
+def server(served_judge):
+    return served_judge
 
 
 def _post_all(url, bodies):
@@ -123,9 +95,12 @@ def test_malformed_json_is_a_400(server):
 
 
 def test_max_tokens_is_capped_by_the_server(server):
-    r = httpx.post(server + "/v1/chat/completions", json=_body(max_tokens=10 ** 9), timeout=120)
+    # min_tokens keeps the model writing: it stops at the server's cap, not at the 10**9 asked for
+    r = httpx.post(server + "/v1/chat/completions", timeout=120,
+                   json=_body(max_tokens=10 ** 9, min_tokens=SERVE_MAX_TOKENS))
     assert r.status_code == 200, r.text
-    assert r.json()["usage"]["completion_tokens"] <= 16
+    assert r.json()["usage"]["completion_tokens"] == SERVE_MAX_TOKENS
+    assert r.json()["choices"][0]["finish_reason"] == "length"
     assert httpx.get(server + "/stats").json()["capped"] >= 1
 
 
