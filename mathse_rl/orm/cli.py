@@ -68,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--max-tokens-cap", type=int, default=1024, help="the most tokens one request may generate")
     s.add_argument("--image-dir", default=None,
                    help="a directory whose files image_url may name (default: data: URLs only)")
+    s.add_argument("--max-queue", type=int, default=64,
+                   help="requests admitted at once; more get 503 with Retry-After")
+    s.add_argument("--max-body-bytes", type=int, default=32 << 20, help="largest request body (413 above)")
+    s.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="largest image, in pixels")
+    s.add_argument("--max-inflight-pixels", type=int, default=4 * 4096 * 4096,
+                   help="decoded image pixels all admitted requests may hold; more get 503 with Retry-After")
 
 
 def _yaml(path: str | None) -> dict[str, Any]:
@@ -149,7 +155,9 @@ def _serve(args: argparse.Namespace) -> int:
     from mathse_rl.orm.backends.local import load_judge_model
     from mathse_rl.orm.serve import ChatModel, ServeConfig, make_app, run_server
 
-    cfg = ServeConfig(max_batch=args.max_batch, max_tokens_cap=args.max_tokens_cap, image_dir=args.image_dir)
+    cfg = ServeConfig(max_batch=args.max_batch, max_tokens_cap=args.max_tokens_cap, image_dir=args.image_dir,
+                      max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                      max_image_pixels=args.max_image_pixels, max_inflight_pixels=args.max_inflight_pixels)
     run_server(make_app(ChatModel(*load_judge_model(args.model)), args.name, config=cfg), args.host, args.port)
     return 0
 

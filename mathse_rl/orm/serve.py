@@ -16,8 +16,17 @@ What a client cannot do to it:
 * a client that disconnects stops its own generation at the next token; SIGTERM stops
   every generation at the next token and the server exits within a few seconds;
 * ``image_url`` is read only from ``data:`` URLs, or from files inside the directory the
-  operator names (``image_dir``); every image failure gives the same message, so the
-  server never tells which paths exist.
+  operator names (``image_dir``), reached without following a symbolic link and refused when
+  hard-linked (it may be a file outside); every image failure gives the same message, so the
+  server never tells which paths exist;
+* only PNG, JPEG and WebP are decoded, and each image's size (pixels, longest side, aspect
+  ratio) is checked from its header before it is decoded;
+* at most ``max_queue`` requests are admitted at once and their images hold at most
+  ``max_inflight_pixels`` decoded pixels; beyond that a request gets 503 with ``Retry-After``
+  before its body is read; a body above ``max_body_bytes`` gets 413 without being read whole;
+* bodies are parsed and images decoded on ``decode_workers`` threads, and when the last
+  admitted request is done the process hands its freed heap back to the system, so a burst
+  does not leave its peak behind.
 
     server = serve_in_thread(make_app(ChatModel(*load_judge_model("path/to/judge")), "orm"))
     judge = load_judge({"backend": "openai", "endpoint": server.url + "/v1", "model": "orm"})
@@ -28,9 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import ctypes
+import ctypes.util
 import io
+import json
+import math
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -44,6 +59,9 @@ ROLES = ("system", "user", "assistant", "developer")
 _MAX_MESSAGES = 256  # messages in one request
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # the only formats decoded (not every format PIL reads)
+
+
 @dataclass
 class ServeConfig:
     max_batch: int = 8  # requests per generate() call
@@ -52,7 +70,14 @@ class ServeConfig:
     default_max_tokens: int = 256  # when a request names no max_tokens
     image_dir: str | None = None  # a directory whose files image_url may name (None: data: URLs only)
     max_image_bytes: int = 16 << 20  # largest encoded image accepted
-    max_image_pixels: int = 4096 * 4096  # largest decoded image accepted (no decompression bombs)
+    max_image_pixels: int = 4096 * 4096  # largest decoded image accepted (no decompression bombs), from its header
+    max_image_side: int = 8192  # longest side of an image, from its header
+    max_aspect_ratio: float = 200.0  # long side / short side (Qwen2-VL's processor refuses more), from the header
+    max_images: int = 8  # images in one request
+    max_body_bytes: int = 32 << 20  # largest request body; a larger one gets 413 before it is read whole
+    max_queue: int = 64  # requests admitted at once (being read, waiting or generating); more get 503 + Retry-After
+    max_inflight_pixels: int = 4 * 4096 * 4096  # decoded pixels all admitted requests may hold; more get 503
+    decode_workers: int = 2  # threads that parse bodies and decode images (bounds the decoding peak)
     disconnect_poll_s: float = 0.1  # how often a waiting request checks that its client is still there
 
 
@@ -60,15 +85,56 @@ class RequestError(ValueError):
     """A request the server refuses with HTTP 400; the message is safe to show the client."""
 
 
+class Busy(Exception):
+    """The server cannot take the request now (HTTP 503 with ``Retry-After``)."""
+
+
 def _image_error(cfg: ServeConfig) -> RequestError:
     where = " or the name of a file in the server's image directory" if cfg.image_dir else ""
-    return RequestError(f"image_url must be a data: URL with a base64 image{where}, holding a readable image")
+    return RequestError(f"image_url must be a data: URL with a base64 PNG, JPEG or WebP image{where}, within the "
+                        f"server's size limits")
 
 
-def load_image(url: Any, cfg: ServeConfig):
-    """The RGB image an ``image_url`` names: a ``data:`` URL, or a file inside ``cfg.image_dir``.
+def _read_inside(root: str, name: str, max_bytes: int) -> bytes | None:
+    """The bytes of the regular file ``name`` inside ``root``, or None.
 
-    Every failure raises the same :class:`RequestError` (no oracle on which paths exist).
+    The path is walked one component at a time from ``root`` with ``O_NOFOLLOW`` (no symbolic link,
+    no ``..``, nothing swapped in between check and open), and a file with more than one hard link is
+    refused: another of its names may lie outside ``root``.
+    """
+    root = os.path.realpath(root)
+    if name.startswith("file://"):
+        name = name[len("file://"):]
+    if os.path.isabs(name):
+        if not name.startswith(root + os.sep):
+            return None
+        name = name[len(root) + 1:]
+    parts = name.split("/")
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        return None
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))]
+    try:
+        for part in parts[:-1]:
+            fds.append(os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open(parts[-1], nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=fds[-1])
+        fds.append(fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > max_bytes:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(max_bytes + 1)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+def open_image(url: Any, cfg: ServeConfig):
+    """The image an ``image_url`` names, opened but not decoded: its format and size are checked from
+    the header first (PNG/JPEG/WebP; pixels, longest side and aspect ratio within ``cfg``).
+
+    ``url`` is a ``data:`` URL or a file inside ``cfg.image_dir``. Every failure raises the same
+    :class:`RequestError` (no oracle on which paths exist).
     """
     from PIL import Image
 
@@ -79,21 +145,34 @@ def load_image(url: Any, cfg: ServeConfig):
             if ";base64" in head and len(data) <= cfg.max_image_bytes * 4 // 3 + 4:
                 raw = base64.b64decode(data, validate=True)
         elif isinstance(url, str) and cfg.image_dir:
-            root = os.path.realpath(cfg.image_dir)
-            name = url[len("file://"):] if url.startswith("file://") else url
-            path = os.path.realpath(os.path.join(root, name))
-            if os.path.commonpath([root, path]) == root and os.path.isfile(path) \
-                    and os.path.getsize(path) <= cfg.max_image_bytes:
-                with open(path, "rb") as f:
-                    raw = f.read()
+            raw = _read_inside(cfg.image_dir, url, cfg.max_image_bytes)
         if raw is not None and len(raw) <= cfg.max_image_bytes:
-            img = Image.open(io.BytesIO(raw))
+            img = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
             w, h = img.size
-            if 0 < w * h <= cfg.max_image_pixels:
-                return img.convert("RGB")
+            if img.format in IMAGE_FORMATS and 0 < w * h <= cfg.max_image_pixels \
+                    and max(w, h) <= cfg.max_image_side and max(w, h) <= cfg.max_aspect_ratio * min(w, h):
+                return img
     except Exception:  # unreadable, whatever the reason: the same answer as any other bad image
         pass
     raise _image_error(cfg)
+
+
+def decode_image(img: Any, cfg: ServeConfig):
+    """Decode an image from :func:`open_image` to RGB (the same error as any bad image if it fails)."""
+    try:
+        img.load()
+        if img.mode == "RGB":
+            return img  # no second copy of a large image
+        rgb = img.convert("RGB")
+        img.close()
+        return rgb
+    except Exception:
+        raise _image_error(cfg) from None
+
+
+def load_image(url: Any, cfg: ServeConfig):
+    """The RGB image an ``image_url`` names (:func:`open_image`, then decoded)."""
+    return decode_image(open_image(url, cfg), cfg)
 
 
 def _as_int(body: dict[str, Any], key: str, default: int | None, low: int) -> int | None:
@@ -117,9 +196,18 @@ class ChatRequest:
     images: list[Any] = field(default_factory=list)
     capped: bool = False  # max_tokens was lowered to the server's cap
 
+    @property
+    def pixels(self) -> int:
+        """Decoded pixels the request's images hold (0 for URLs not yet opened)."""
+        return sum(img.size[0] * img.size[1] for img in self.images if hasattr(img, "size"))
+
 
 def parse_request(body: Any, cfg: ServeConfig, load_images: bool = True) -> ChatRequest:
-    """Check one chat-completions body field by field; a :class:`RequestError` says what is wrong."""
+    """Check one chat-completions body field by field; a :class:`RequestError` says what is wrong.
+
+    With ``load_images`` the images are opened and checked (:func:`open_image`), not yet decoded:
+    :func:`decode_image` does that once the server has room for their pixels.
+    """
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
     messages = body.get("messages")
@@ -155,9 +243,11 @@ def parse_request(body: Any, cfg: ServeConfig, load_images: bool = True) -> Chat
             if kind == "text" and isinstance(part.get("text", ""), str):
                 parts.append({"type": "text", "text": part.get("text", "")})
             elif kind == "image_url":
+                if len(images) >= cfg.max_images:
+                    raise RequestError(f"at most {cfg.max_images} images in one request")
                 ref = part.get("image_url")
                 url = ref.get("url") if isinstance(ref, dict) else ref
-                images.append(load_image(url, cfg) if load_images else url)
+                images.append(open_image(url, cfg) if load_images else url)
                 parts.append({"type": "image"})
             else:
                 raise RequestError(f"messages[{i}].content[{j}] must be a text or image_url part")
@@ -228,6 +318,8 @@ class ChatModel:
         (images must be ``data:`` URLs)."""
         cfg = ServeConfig(max_tokens_cap=max(max_tokens))
         reqs = [parse_request({"messages": list(m), "max_tokens": n}, cfg) for m, n in zip(batch, max_tokens)]
+        for r in reqs:
+            r.images = [decode_image(img, cfg) for img in r.images]
         return [t for t, _ in self.generate_rendered([self.render(r) for r in reqs], max_tokens)]
 
 
@@ -245,6 +337,40 @@ class _MinTokens:
         return scores
 
 
+class _PixelBudget:
+    """Decoded pixels that admitted requests may hold at once (thread-safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+def _heap_trimmer() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere): hands freed heap pages back to the system.
+
+    Decoded images are freed after a burst, but glibc keeps the pages for reuse (per-thread arenas,
+    a raised mmap threshold); without this a burst of 80 large images left 3-5 GB resident.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
 @dataclass
 class _Pending:
     rendered: tuple[str, list[Any]]
@@ -259,7 +385,8 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
     """A FastAPI app serving ``chat_model`` under the name ``model_name``.
 
     ``app.state.stopping`` (an Event) ends every generation at its next token; ``app.state.stats``
-    counts requests, rejections (400), cancellations (client gone) and tokens generated.
+    counts requests, rejections (400), bodies too large (413), requests shed (503), cancellations
+    (client gone), tokens generated, and the requests admitted now.
     """
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -272,16 +399,30 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
     queue: asyncio.Queue[_Pending] = asyncio.Queue()
     stopping = threading.Event()
     stats = {"requests": 0, "rejected": 0, "cancelled": 0, "completed": 0, "failed": 0, "active": 0,
-             "generated_tokens": 0, "capped": 0}
+             "generated_tokens": 0, "capped": 0, "admitted": 0, "shed": 0, "too_large": 0, "trims": 0}
+    workers = concurrent.futures.ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="judge-decode")
+    budget = _PixelBudget(cfg.max_inflight_pixels)
+    trim = _heap_trimmer()
+    batch_seconds = [1.0]  # a running mean of one generate() call, for Retry-After
 
     async def run(batch: list[_Pending]) -> list[tuple[str, int]]:
         stats["active"] += len(batch)
+        start = time.monotonic()
         try:
             return await asyncio.to_thread(
                 chat_model.generate_rendered, [p.rendered for p in batch], [p.max_tokens for p in batch],
                 [p.min_tokens for p in batch], [_Either(p.cancel, stopping) for p in batch])
         finally:
             stats["active"] -= len(batch)
+            batch_seconds[0] = 0.8 * batch_seconds[0] + 0.2 * (time.monotonic() - start)
+
+    def retry_after() -> int:
+        """Seconds until the queue ahead has likely drained: its batches times the mean batch time."""
+        batches = stats["admitted"] / max(1, cfg.max_batch) + 1
+        return int(min(60, max(1, math.ceil(batches * batch_seconds[0]))))
+
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(workers, fn, *args)
 
     async def batcher() -> None:
         while True:
@@ -317,6 +458,8 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
                 else:
                     stats["generated_tokens"] += o[1]
                     p.future.set_result(o)
+            # Drop this batch (and its images) before waiting for the next one: an idle server holds none.
+            first = batch = outs = p = None  # type: ignore[assignment]
 
     @asynccontextmanager
     async def lifespan(app):
@@ -324,6 +467,7 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
         yield
         stopping.set()
         task.cancel()
+        workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(lifespan=lifespan)
     app.state.requests = 0
@@ -331,9 +475,54 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
     app.state.stats = stats
     app.state.config = cfg
 
-    def error(status: int, message: str) -> JSONResponse:
-        kind = "invalid_request_error" if status == 400 else "server_error"
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        kind = "invalid_request_error" if status in (400, 413) else "server_error"
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
+                            headers=headers)
+
+    def busy(message: str) -> JSONResponse:
+        stats["shed"] += 1
+        return error(503, message, {"Retry-After": str(retry_after())})
+
+    async def read_body(request: Any) -> bytes | None:
+        """The body, or None when it is larger than ``max_body_bytes`` (stopped reading at the cap)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > cfg.max_body_bytes:
+            return None
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > cfg.max_body_bytes:
+                return None
+        return bytes(data)
+
+    def admit(data: bytes) -> tuple[ChatRequest, tuple[str, list[Any]], int]:
+        """Parse and check the body, take room for its pixels, decode its images, render the prompt."""
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise RequestError("the body must be JSON") from None
+        req = parse_request(body, cfg)
+        pixels = req.pixels
+        if pixels > cfg.max_inflight_pixels:
+            raise RequestError("the request's images hold more pixels than the server takes at once")
+        if not budget.take(pixels):
+            raise Busy("the server holds as many images as it may; retry later")
+        try:
+            req.images = [decode_image(img, cfg) for img in req.images]
+            try:
+                rendered = chat_model.render(req)
+            except Exception:
+                raise RequestError("the messages cannot be rendered with the model's chat template") from None
+        except BaseException:
+            budget.give(pixels)
+            raise
+        return req, rendered, pixels
+
+    def trim_if_idle() -> None:
+        if stats["admitted"] == 0 and trim is not None:
+            stats["trims"] += 1
+            workers.submit(trim, 0)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -343,25 +532,42 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
     async def get_stats() -> dict[str, Any]:
         return dict(stats)
 
-    async def chat(request):  # a plain Starlette route: the body is parsed and checked here, not by FastAPI
+    async def chat(request):  # a plain Starlette route: the body is read, parsed and checked here, not by FastAPI
         app.state.requests += 1
         stats["requests"] += 1
         if stopping.is_set():
             return error(503, "the server is shutting down")
+        if stats["admitted"] >= cfg.max_queue:  # shed before reading the body: a flood costs us nothing
+            return busy(f"the server has {cfg.max_queue} requests in hand; retry later")
+        stats["admitted"] += 1
         try:
-            body = await request.json()
-        except Exception:
-            stats["rejected"] += 1
-            return error(400, "the body must be JSON")
+            return await answer(request)
+        finally:
+            stats["admitted"] -= 1
+            trim_if_idle()
+
+    async def answer(request: Any) -> JSONResponse:
+        data = await read_body(request)
+        if data is None:
+            stats["too_large"] += 1
+            return error(413, f"the body is larger than {cfg.max_body_bytes} bytes")
         try:
-            req = await asyncio.to_thread(parse_request, body, cfg)
-            rendered = await asyncio.to_thread(chat_model.render, req)
+            req, rendered, pixels = await off_loop(admit, data)
+        except Busy as exc:
+            return busy(str(exc))
         except RequestError as exc:
             stats["rejected"] += 1
             return error(400, str(exc))
         except Exception:
             stats["rejected"] += 1
-            return error(400, "the messages cannot be rendered with the model's chat template")
+            return error(400, "the request cannot be read")
+        try:
+            return await generate(request, req, rendered)
+        finally:
+            req.images, rendered = [], ("", [])
+            budget.give(pixels)
+
+    async def generate(request: Any, req: ChatRequest, rendered: tuple[str, list[Any]]) -> JSONResponse:
         stats["capped"] += req.capped
         pending = _Pending(rendered, req.max_tokens, req.min_tokens, asyncio.get_running_loop().create_future())
         await queue.put(pending)

@@ -1,15 +1,14 @@
 """The HTTP judge: an OpenAI-compatible chat-completions endpoint (vLLM, SGLang, verl's router).
 
-Requests run with bounded concurrency (``concurrency``) and up to ``max_retries`` retries
-with exponential backoff on retryable failures (HTTP 5xx/429, timeouts, refused
-connections, bodies that are not a chat completion). Each request, headers to last byte,
-ends within ``timeout`` (a server that drips bytes cannot stretch it), and each item,
-retries and waits included, within ``deadline`` counted from its first send. A
-``Retry-After`` on 429/503 is honoured when it fits in the deadline; otherwise the item
-fails at once. Bodies longer than ``max_reply_bytes`` are not read. Images are sent as
-``data:`` URLs. The API key is read from the environment variable named by ``api_key_env``
-at request time; it is never stored in the config, and secrets in the URL or
-``request_kwargs`` are masked in reprs and logs.
+Requests go through :class:`~mathse_rl.orm.http.ChatClient` (the one HTTP client of the
+package, shared with the teacher refiner): bounded concurrency, a per-request ``timeout`` and a
+per-item ``deadline`` that covers retries, ``Retry-After`` waits and the parsing of the reply,
+and a reply size cap. Images are sent as ``data:`` URLs only: PIL images, bytes and ``data:``
+URLs are encoded, a local file is read only from the directories in ``image_dirs``, and an
+``http(s)`` URL is never passed on (the judge server would fetch what the dataset names). The
+API key is read from the environment variable named by ``api_key_env`` at request time; a secret
+in the endpoint URL or in ``request_kwargs`` is kept masked (:class:`~mathse_rl.orm.http.Secret`)
+and never appears in the judge's attributes, reprs or logs.
 
     judge = load_judge({"backend": "openai", "endpoint": "http://127.0.0.1:8000/v1",
                         "model": "mathse-orm", "concurrency": 16})
@@ -19,87 +18,28 @@ at request time; it is never stored in the config, and secrets in the URL or
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import email.utils
-import logging
-import os
-import time
+import dataclasses
+import json
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from mathse_rl.orm.config import JudgeConfig, redact
+from mathse_rl.orm.http import ChatClient, Secret, chat_url, message_text, retry_after_seconds  # noqa: F401
 from mathse_rl.orm.images import to_data_url
 from mathse_rl.orm.judge import Judge, Reply, register_backend
+from mathse_rl.orm.parse import parse_judgment_report
 from mathse_rl.orm.prompts import build_judge_prompt
+from mathse_rl.orm.steps import segment_steps
 from mathse_rl.types import RewardInput
-
-# Failure kinds worth another try; other 4xx (bad request, auth) are not.
-_RETRYABLE_PREFIXES = ("http_5", "http_429", "timeout", "connection", "malformed_response")
-_THROTTLED = (429, 503)  # statuses whose Retry-After is honoured
-logger = logging.getLogger(__name__)
-
-
-class _RedactingFilter(logging.Filter):
-    """Masks secrets (a key in the URL's query, a Bearer token) in records of the HTTP libraries,
-    which log full request URLs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-_FILTER = _RedactingFilter()
-
-
-def _install_log_filter() -> None:
-    for name in ("httpx", "httpcore"):
-        log = logging.getLogger(name)
-        if _FILTER not in log.filters:
-            log.addFilter(_FILTER)
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent/unreadable.
-
-    >>> retry_after_seconds("5"), retry_after_seconds(None), retry_after_seconds("soon")
-    (5.0, None, None)
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def chat_url(endpoint: str) -> str:
-    """``http://h:p/v1`` → ``http://h:p/v1/chat/completions`` (a full URL is kept)."""
-    parts = urlsplit(endpoint)
-    path = parts.path.rstrip("/")
-    path = path if path.endswith("/chat/completions") else path + "/chat/completions"
-    return urlunsplit(parts._replace(path=path))  # a query string (some gateways take keys there) stays last
 
 
 def build_request(item: RewardInput, config: JudgeConfig) -> dict[str, Any]:
-    """The chat-completions body for one item, images first as data URLs."""
+    """The chat-completions body for one item, images first as data URLs (only ``config.image_dirs`` files)."""
     text = build_judge_prompt(item.question, item.response, item.gold, item.choices, len(item.images),
                               template=config.prompt_template)
     content: Any = text
     if item.images:
-        content = [{"type": "image_url", "image_url": {"url": to_data_url(img)}} for img in item.images]
+        content = [{"type": "image_url", "image_url": {"url": to_data_url(img, config.image_dirs)}}
+                   for img in item.images]
         content.append({"type": "text", "text": text})
     body: dict[str, Any] = {
         "model": config.model,
@@ -116,7 +56,6 @@ class OpenAIJudge(Judge):
     """Judge through an OpenAI-compatible ``/chat/completions`` endpoint."""
 
     def __init__(self, config: JudgeConfig) -> None:
-        super().__init__(config)
         endpoint = config.endpoint
         if not endpoint and config.reward_router_address:
             endpoint = f"http://{config.reward_router_address}/v1"
@@ -124,110 +63,63 @@ class OpenAIJudge(Judge):
             raise ValueError("judge backend 'openai' needs `endpoint` (base URL) or `reward_router_address`")
         if not config.model:
             raise ValueError("judge backend 'openai' needs `model`: the served model's name")
-        self.url = chat_url(endpoint)
-        _install_log_filter()
+        # The judge keeps no secret in clear: the URL and request_kwargs live masked, the config shows ***.
+        self._request_kwargs = Secret(json.dumps(config.request_kwargs))
+        config = dataclasses.replace(config, endpoint=redact(config.endpoint) if config.endpoint else None,
+                                     request_kwargs=redact(config.request_kwargs))
+        super().__init__(config)
+        self.client = ChatClient(chat_url(endpoint), api_key_env=config.api_key_env, timeout=config.timeout,
+                                 deadline=config.deadline, max_retries=config.max_retries, backoff=config.backoff,
+                                 max_reply_bytes=config.max_reply_bytes, concurrency=config.concurrency,
+                                 counters=self.counters)
+
+    @property
+    def url(self) -> str:
+        """The chat-completions URL, secrets masked."""
+        return self.client.url
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={redact(self.url)!r}, model={self.config.model!r})"
+        return f"{type(self).__name__}(url={self.url!r}, model={self.config.model!r})"
 
     @property
     def deadline(self) -> float:
-        """Seconds one item may take from its first send, retries and Retry-After waits included."""
-        c = self.config
-        return c.deadline if c.deadline is not None else c.timeout * (c.max_retries + 1)
+        """Seconds one item may take from its first send, retries, Retry-After waits and parsing included."""
+        return self.client.deadline
 
-    def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
-        return {"Authorization": f"Bearer {key}"} if key else {}
+    def _bodies(self, items: Sequence[RewardInput]) -> tuple[list[dict[str, Any] | None], list[str | None]]:
+        bodies: list[dict[str, Any] | None] = []
+        errors: list[str | None] = []
+        for item in items:
+            try:
+                body = build_request(item, self.config)
+                body.update(json.loads(self._request_kwargs.reveal()))
+                bodies.append(body)
+                errors.append(None)
+            except Exception as exc:  # an unreadable or refused image is this item's failure only, nothing is sent
+                bodies.append(None)
+                errors.append(f"bad_input:{type(exc).__name__}")
+        return bodies, errors
+
+    @staticmethod
+    def _replies(outcomes: Sequence[Any], errors: Sequence[str | None]) -> list[Reply]:
+        return [Reply(error=err) if err else o.value if o.error is None else Reply(error=o.error)
+                for o, err in zip(outcomes, errors)]
 
     def replies(self, items: Sequence[RewardInput]) -> list[Reply]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.areplies(items))
-        # Called from inside an event loop (e.g. an async trainer): run on a private loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self.areplies(items)).result()
+        bodies, errors = self._bodies(items)
+        return self._replies(self.client.run(bodies, self._parser(items)), errors)
 
     async def areplies(self, items: Sequence[RewardInput]) -> list[Reply]:
-        import httpx
+        bodies, errors = self._bodies(items)
+        return self._replies(await self.client.arun(bodies, self._parser(items)), errors)
 
-        sem = asyncio.Semaphore(self.config.concurrency)
-        limits = httpx.Limits(max_connections=self.config.concurrency,
-                              max_keepalive_connections=self.config.concurrency)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout), limits=limits) as client:
-            return list(await asyncio.gather(*(self._one(client, sem, item) for item in items)))
+    @staticmethod
+    def _parser(items: Sequence[RewardInput]):
+        """Reads reply ``i`` as item ``i``'s judgment; runs inside that item's deadline."""
 
-    async def _one(self, client: Any, sem: asyncio.Semaphore, item: RewardInput) -> Reply:
-        try:
-            body = build_request(item, self.config)
-        except Exception as exc:  # an unreadable image is this item's failure only
-            return Reply(error=f"bad_input:{type(exc).__name__}")
-        # The slot is held across retries (a throttled server gets fewer requests, not more) and the
-        # deadline starts once the item holds it: waiting for the client's own slots is not the server's time.
-        async with sem:
-            reply = await self._attempts(client, body)
-        if reply.error is not None:
-            logger.info("judge request to %s failed: %s", redact(self.url), reply.error)
-        return reply
+        def parse(reply: dict[str, Any], i: int) -> Reply:
+            text = message_text(reply)
+            item = items[i]
+            return Reply(text=text, report=parse_judgment_report(text, segment_steps(item.response), item.response))
 
-    async def _attempts(self, client: Any, body: dict[str, Any]) -> Reply:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.deadline
-        kind, wait = "timeout", None
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                delay = max(self.config.backoff * 2 ** (attempt - 1), wait or 0.0)
-                if loop.time() + delay >= deadline:
-                    self.counters.add("deadline_exceeded")
-                    break  # the next try could not start in time: fail now, do not sleep past the deadline
-                self.counters.add("retries")
-                await asyncio.sleep(delay)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self.counters.add("deadline_exceeded")
-                break
-            try:
-                kind, reply, wait = await asyncio.wait_for(self._post(client, body),
-                                                           min(self.config.timeout, remaining))
-            except asyncio.TimeoutError:
-                kind, reply, wait = "timeout", None, None
-            if reply is not None:
-                return reply
-            self.counters.add(f"attempt_error/{kind}")
-            if not kind.startswith(_RETRYABLE_PREFIXES):
-                break
-        return Reply(error=kind)
-
-    async def _post(self, client: Any, body: dict[str, Any]) -> tuple[str, Reply | None, float | None]:
-        """One request: (failure kind, reply, Retry-After seconds); the body is read up to the size cap."""
-        import json
-
-        import httpx
-
-        cap = self.config.max_reply_bytes
-        try:
-            async with client.stream("POST", self.url, json=body, headers=self._headers()) as r:
-                wait = retry_after_seconds(r.headers.get("retry-after")) if r.status_code in _THROTTLED else None
-                if r.status_code != 200:
-                    return f"http_{r.status_code}", None, wait
-                declared = r.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > cap:
-                    return "reply_too_large", None, None
-                chunks, size = [], 0
-                async for chunk in r.aiter_bytes():  # decoded: the cap holds for compressed bodies too
-                    size += len(chunk)
-                    if size > cap:
-                        return "reply_too_large", None, None
-                    chunks.append(chunk)
-        except httpx.TimeoutException:
-            return "timeout", None, None
-        except (httpx.TransportError, httpx.StreamError):
-            return "connection", None, None
-        try:
-            text = json.loads(b"".join(chunks))["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return "malformed_response", None, None
-        if not isinstance(text, str):
-            return "malformed_response", None, None
-        return "", Reply(text=text), None
+        return parse
