@@ -1,6 +1,6 @@
-"""Soak the judge path under injected faults and print what a long run would meet.
+"""Soak the judge path under injected faults and hostile clients, and print what a long run would meet.
 
-Two loops run side by side for ``--minutes`` (default 10):
+Phase 1, faults: two loops run side by side for ``--minutes`` (default 10):
 
 * ``verify_batch`` on mixed batches (fast-path answers, answers that need the symbolic
   worker pool, now and then one that hangs math-verify), while a fault thread SIGKILLs a
@@ -13,7 +13,15 @@ It prints calls, faults injected, items lost (an item with no verdict or judgmen
 be 0), latency percentiles against each loop's bound, RSS at start and end, and the
 processes left behind after shutdown (must be 0).
 
-    nice -n 10 python benchmarks/soak.py --minutes 10
+Phase 2, hostile clients, for ``--hostile-minutes`` (default 2): the real ``mathse-rl orm serve``
+(a tiny VLM, random weights) is flooded with concurrent 4096² images and oversized bodies while
+the judge client sends it responses carrying injected verdicts, and a second judge client reads
+replies that quote injected verdicts, oversized texts and faults from the fault server. Items lost
+must be 0, no wrong answer may be recorded CORRECT by the judge, every call must end within its
+bound, and the server's RSS must come back within 10% of its start after the burst.
+
+    nice -n 10 python benchmarks/soak.py --minutes 10 --hostile-minutes 2
+    python benchmarks/soak.py --minutes 0 --hostile-minutes 2      # the hostile phase alone
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -272,14 +281,199 @@ class Soak:
         return 0 if lost == 0 and not left and not hung_threads else 1
 
 
+# -- phase 2: hostile clients --------------------------------------------------------------------
+
+def _png_data_url(side: int) -> str:
+    """A solid-colour side × side PNG as a data URL: ~60 KB on the wire, side² × 4 bytes once decoded."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 30, 30)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class Hostile:
+    """Flood a served judge and read hostile replies; see the module docstring (phase 2)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.c: Counter[str] = Counter()
+        self.lat: dict[str, list[float]] = {"image flood": [], "oversized body": [], "judge on the server": [],
+                                            "judge on hostile replies": []}
+        self.errors: list[str] = []
+
+    def _record(self, loop: str, dt: float, **counts: int) -> None:
+        with self.lock:
+            self.lat[loop].append(dt)
+            for k, v in counts.items():
+                self.c[f"{loop}/{k}"] += v
+
+    def image_flood(self, url: str) -> None:
+        import httpx
+
+        body = {"model": "orm", "max_tokens": 4, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": _png_data_url(4096)}}, {"type": "text", "text": "?"}]}]}
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                r = httpx.post(url + "/v1/chat/completions", json=body, timeout=self.args.flood_timeout)
+                self._record("image flood", time.monotonic() - t0, calls=1, **{f"http {r.status_code}": 1})
+            except httpx.HTTPError as exc:
+                self._record("image flood", time.monotonic() - t0, calls=1, **{type(exc).__name__: 1})
+
+    def oversized(self, url: str) -> None:
+        import httpx
+
+        big = b'{"model": "orm", "messages": [' + b" " * (48 << 20) + b"]}"
+        while not self.stop.wait(0.5):
+            t0 = time.monotonic()
+            try:
+                r = httpx.post(url + "/v1/chat/completions", content=big, timeout=self.args.flood_timeout,
+                               headers={"content-type": "application/json"})
+                self._record("oversized body", time.monotonic() - t0, calls=1, **{f"http {r.status_code}": 1})
+            except httpx.HTTPError as exc:
+                self._record("oversized body", time.monotonic() - t0, calls=1, **{type(exc).__name__: 1})
+
+    def judge_loop(self, loop: str, endpoint: str, **options: Any) -> None:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "orm"))
+        from injection_cases import GOLD, INJECTIONS, QUESTION, response
+
+        judge = load_judge({"backend": "openai", "endpoint": endpoint, "model": "orm", "timeout": 5.0,
+                            "max_retries": 2, "backoff": 0.05, "concurrency": 4, "fallback": "verifier",
+                            "max_new_tokens": 16, **options})
+        self.judges[loop] = judge
+        k = 0
+        while not self.stop.is_set():
+            items = [RewardInput(QUESTION, response(INJECTIONS[(k + i) % len(INJECTIONS)][1]), GOLD)
+                     for i in range(4)]
+            k += 4
+            t0 = time.monotonic()
+            try:
+                res = judge.judge_detailed(items)
+            except Exception as exc:
+                with self.lock:
+                    self.c[f"{loop}/items lost"] += len(items)
+                    self.errors.append(f"{loop}: {exc!r}")
+                continue
+            self._record(loop, time.monotonic() - t0, calls=1, items=len(items),
+                         **{"items lost": sum(r.judgment is None for r in res),
+                            "flips": sum(r.source == "judge" and r.judgment.correct for r in res),
+                            "false accepts": sum(r.judgment is not None and r.judgment.correct for r in res)})
+
+    def run(self) -> bool:
+        import tempfile
+
+        import httpx
+
+        from mathse_rl.models.tiny import build_tiny
+
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "orm"))
+        from served import start_server, stop_server
+
+        a = self.args
+        self.judges: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            model = build_tiny(os.path.join(tmp, "vlm"), kind="vlm", size="XS")
+            proc, url = start_server(model, "--max-tokens-cap", "16")
+            fault = FaultServer(huge_bytes=3 << 20, retry_after=0.2, seed=a.seed, chaos_weights={
+                "ok": 0.3, "quote": 0.3, "bigtext": 0.1, "slow": 0.05, "drip": 0.05, "r429": 0.05, "r503": 0.05,
+                "http500": 0.05, "garbage": 0.03, "huge": 0.02})
+            try:
+                warm = {"model": "orm", "max_tokens": 2, "messages": [{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": _png_data_url(4096)}}, {"type": "text", "text": "?"}]}]}
+                httpx.post(url + "/v1/chat/completions", json=warm, timeout=120)
+                time.sleep(2.0)
+                rss_start = rss_mb(proc.pid)
+                threads = [threading.Thread(target=self.image_flood, args=(url,), name=f"flood-{i}")
+                           for i in range(a.flood_clients)]
+                threads += [threading.Thread(target=self.oversized, args=(url,), name=f"oversized-{i}")
+                            for i in range(2)]
+                threads += [threading.Thread(target=self.judge_loop, args=("judge on the server", url + "/v1"),
+                                             name="judge-served"),
+                            threading.Thread(target=self.judge_loop, args=(
+                                "judge on hostile replies", fault.endpoint("chaos"), ), name="judge-fault")]
+                peak = [rss_start]
+                t_start = time.monotonic()
+                for t in threads:
+                    t.start()
+                end = t_start + a.hostile_minutes * 60
+                while time.monotonic() < end:
+                    peak[0] = max(peak[0], rss_mb(proc.pid))
+                    time.sleep(0.2)
+                self.stop.set()
+                for t in threads:
+                    t.join(180)
+                idle_at = time.monotonic()
+                rss_end = rss_mb(proc.pid)
+                while rss_end > 1.1 * rss_start and time.monotonic() - idle_at < 30:
+                    time.sleep(0.5)
+                    rss_end = rss_mb(proc.pid)
+                back_s = time.monotonic() - idle_at
+                stats = httpx.get(url + "/stats", timeout=10).json()
+            finally:
+                fault.close()
+                stop_server(proc)
+        return self.report(rss_start, peak[0], rss_end, back_s, stats, [t.name for t in threads if t.is_alive()])
+
+    def report(self, rss_start: float, peak: float, rss_end: float, back_s: float, stats: dict[str, Any],
+               hung: list[str]) -> bool:
+        a, c = self.args, self.c
+        bounds = {"image flood": a.flood_timeout, "oversized body": a.flood_timeout}
+        for loop, judge in self.judges.items():
+            bounds[loop] = judge.deadline + 1.0
+        print()
+        print(f"hostile clients: {a.hostile_minutes:g} min, {a.flood_clients} image-flood clients (4096² PNG each), "
+              f"2 oversized-body clients (48 MB), 2 judge clients on responses with injected verdicts")
+        print()
+        print("| hostile client | calls | items | outcomes | items lost | flips | latency p50 s | p99 s | max s | bound s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        ok = True
+        for loop, lat in self.lat.items():
+            outcomes = ", ".join(f"{k.split('/', 1)[1]} {v}" for k, v in sorted(c.items())
+                                 if k.startswith(loop + "/") and k.split("/", 1)[1] not in
+                                 ("calls", "items", "items lost", "flips", "false accepts"))
+            late = sum(x > bounds[loop] for x in lat)
+            ok &= late == 0 and c[f"{loop}/items lost"] == 0 and c[f"{loop}/flips"] == 0
+            print(f"| {loop} | {c[f'{loop}/calls']} | {c[f'{loop}/items'] or ''} | {outcomes or '-'} "
+                  f"| {c[f'{loop}/items lost']} | {c[f'{loop}/flips']} | {pct(lat, 50):.3f} | {pct(lat, 99):.3f} "
+                  f"| {max(lat, default=float('nan')):.3f} | {bounds[loop]:g} ({late} over) |")
+        back = rss_end <= 1.1 * rss_start
+        ok &= back and not hung
+        print()
+        print(f"server RSS (MB): start {rss_start:.0f}, peak {peak:.0f}, after the burst {rss_end:.0f} "
+              f"({100 * (rss_end / rss_start - 1):+.1f}%, {'within' if back else 'NOT within'} 10%, "
+              f"{back_s:.1f} s after the last client stopped)")
+        print("server stats: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+        for loop, judge in self.judges.items():
+            m = judge.metrics("")
+            print(f"{loop} counters: " + ", ".join(f"{k}={int(v) if float(v).is_integer() else round(v, 3)}"
+                                                   for k, v in m.items()))
+        print(f"threads still running: {len(hung)} {hung if hung else ''}")
+        for e in self.errors[:5]:
+            print("error:", e)
+        return ok
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, default=10.0, help="how long both loops run")
+    p.add_argument("--minutes", type=float, default=10.0, help="how long both loops of phase 1 run (0: skip it)")
+    p.add_argument("--hostile-minutes", type=float, default=2.0, help="how long phase 2 runs (0: skip it)")
+    p.add_argument("--flood-clients", type=int, default=16, help="concurrent clients sending 4096² images")
+    p.add_argument("--flood-timeout", type=float, default=120.0, help="the flood clients' HTTP timeout (s)")
     p.add_argument("--timeout", type=float, default=5.0, help="verify_batch's per-item timeout (s)")
     p.add_argument("--judge-timeout", type=float, default=2.0, help="the judge client's per-request timeout (s)")
     p.add_argument("--kill-every", type=float, default=20.0, help="seconds between SIGKILLs of a pool worker")
     p.add_argument("--seed", type=int, default=0)
-    return Soak(p.parse_args()).run()
+    args = p.parse_args()
+    status = Soak(args).run() if args.minutes > 0 else 0
+    if args.hostile_minutes > 0:
+        status |= 0 if Hostile(args).run() else 1
+    return status
 
 
 if __name__ == "__main__":

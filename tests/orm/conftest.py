@@ -29,7 +29,7 @@ from mathse_rl.orm.toy import toy_rollouts
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers: injection_cases, served
 
-from served import QUOTING_REPLY, SERVE_MAX_TOKENS, start_server, stop_server  # noqa: E402
+from served import QUOTING_REPLY, SERVE_MAX_QUEUE, SERVE_MAX_TOKENS, start_server, stop_server  # noqa: E402
 
 TRAIN_STEPS = 60
 TEST_KEY_ENV = "MATHSE_ORM_TEST_KEY"
@@ -95,12 +95,18 @@ def served_image_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def served_judge(quoting_judge, served_image_dir):
-    """Base URL of ``mathse-rl orm serve`` on the quoting judge (shared by the server and injection tests)."""
+def served_process(quoting_judge, served_image_dir):
+    """(process, base URL) of ``mathse-rl orm serve`` on the quoting judge (shared by the server and injection tests)."""
     proc, url = start_server(quoting_judge, "--max-tokens-cap", str(SERVE_MAX_TOKENS), "--max-batch", "8",
-                             "--image-dir", str(served_image_dir))
-    yield url
+                             "--image-dir", str(served_image_dir), "--max-queue", str(SERVE_MAX_QUEUE))
+    yield proc, url
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def served_judge(served_process):
+    """Base URL of the served quoting judge."""
+    return served_process[1]
 
 
 @pytest.fixture(scope="session")
