@@ -90,6 +90,19 @@ def descendants(root: int) -> list[int]:
     return [p for p in out if alive(p)]
 
 
+def judge_counting_loss(judge: Any, items: list[RewardInput], loop: str, c: Counter, lock: threading.Lock,
+                        errors: list[str]) -> tuple[Any, float]:
+    """(results, seconds) of one batch; an exception loses the whole batch and is counted (None)."""
+    t0 = time.monotonic()
+    try:
+        return judge.judge_detailed(items), time.monotonic() - t0
+    except Exception as exc:
+        with lock:
+            c[f"{loop}/items lost"] += len(items)
+            errors.append(f"{loop}: {exc!r}")
+        return None, time.monotonic() - t0
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -181,15 +194,9 @@ class Soak:
             items = [RewardInput(question=f"Sum of 5 and 7? ({k}.{i})", response=WRONG_PATH, gold="12")
                      for i in range(4)]
             k += 1
-            t0 = time.monotonic()
-            try:
-                res = judge.judge_detailed(items)
-            except Exception as exc:
-                with self.lock:
-                    self.c["judge/items lost"] += len(items)
-                    self.errors.append(f"judge: {exc!r}")
+            res, dt = judge_counting_loss(judge, items, "judge", self.c, self.lock, self.errors)
+            if res is None:
                 continue
-            dt = time.monotonic() - t0
             with self.lock:
                 self.judge_lat.append(dt)
                 self.c["judge/calls"] += 1
@@ -352,15 +359,10 @@ class Hostile:
             items = [RewardInput(QUESTION, response(INJECTIONS[(k + i) % len(INJECTIONS)][1]), GOLD)
                      for i in range(4)]
             k += 4
-            t0 = time.monotonic()
-            try:
-                res = judge.judge_detailed(items)
-            except Exception as exc:
-                with self.lock:
-                    self.c[f"{loop}/items lost"] += len(items)
-                    self.errors.append(f"{loop}: {exc!r}")
+            res, dt = judge_counting_loss(judge, items, loop, self.c, self.lock, self.errors)
+            if res is None:
                 continue
-            self._record(loop, time.monotonic() - t0, calls=1, items=len(items),
+            self._record(loop, dt, calls=1, items=len(items),
                          **{"items lost": sum(r.judgment is None for r in res),
                             "flips": sum(r.source == "judge" and r.judgment.correct for r in res),
                             "false accepts": sum(r.judgment is not None and r.judgment.correct for r in res)})
@@ -430,7 +432,8 @@ class Hostile:
         print(f"hostile clients: {a.hostile_minutes:g} min, {a.flood_clients} image-flood clients (4096² PNG each), "
               f"2 oversized-body clients (48 MB), 2 judge clients on responses with injected verdicts")
         print()
-        print("| hostile client | calls | items | outcomes | items lost | flips | latency p50 s | p99 s | max s | bound s |")
+        print("| hostile client | calls | items | outcomes | items lost | flips | latency p50 s | p99 s | max s "
+              "| bound s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         ok = True
         for loop, lat in self.lat.items():

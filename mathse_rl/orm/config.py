@@ -65,12 +65,12 @@ class JudgeConfig:
     dtype: str = "auto"  # local: "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
     concurrency: int = 8  # openai: requests in flight at once
     timeout: float = 60.0  # openai: seconds one request may take, headers to last body byte (a slow drip included)
-    deadline: float | None = None  # openai: seconds per item from its first send, retries, waits and reply parsing included (None: timeout × (max_retries + 1))
+    deadline: float | None = None  # openai: seconds per item from its first send, retries, waits, parsing included (None: timeout × (retries + 1))
     max_retries: int = 2  # openai: retries after a retryable failure (5xx, 429, timeout, connection, bad body)
     backoff: float = 0.5  # openai: first retry delay in seconds, doubled each retry (a longer Retry-After wins)
     max_reply_bytes: int = 4 << 20  # openai: largest response body read; a longer one fails as "reply_too_large"
     request_kwargs: dict[str, Any] = field(default_factory=dict)  # openai: extra body fields (e.g. top_p)
-    image_dirs: list[str] = field(default_factory=list)  # openai: folders whose image files may be sent (other paths and http(s) URLs are refused)
+    image_dirs: list[str] = field(default_factory=list)  # openai: folders whose image files may be sent (other files, URLs: refused)
     prompt_template: str = "full"  # judge prompt template (mathse_rl.orm.prompts.JUDGE_TEMPLATES); match the training data's
     verifier_timeout: float = 5.0  # seconds the rule verifier may spend on one answer
 

@@ -173,7 +173,8 @@ class ChatClient:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     # -- public API -------------------------------------------------------------------
-    def run(self, bodies: Sequence[dict[str, Any] | None], parse: Callable[[dict[str, Any], int], Any]) -> list[Outcome]:
+    def run(self, bodies: Sequence[dict[str, Any] | None],
+            parse: Callable[[dict[str, Any], int], Any]) -> list[Outcome]:
         """Send every body (None: skipped, ``bad_input``) and parse each reply with ``parse(reply, index)``.
 
         Callable from sync code and from inside a running event loop (then on a private loop).

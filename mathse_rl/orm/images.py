@@ -10,10 +10,10 @@ judge or teacher endpoint fetch, or be sent, a file it names.
     >>> from PIL import Image
     >>> to_data_url(Image.new("RGB", (2, 2)))[:22]
     'data:image/png;base64,'
-    >>> to_data_url("https://example.com/bar.png")
+    >>> to_data_url("https://example.com/bar.png")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    mathse_rl.orm.images.ImageNotAllowed: only data: URLs, images in memory and files inside the allowed image folders are sent, got a URL
+    mathse_rl.orm.images.ImageNotAllowed: only data: URLs, images in memory and files inside ... got a URL
 """
 
 from __future__ import annotations

@@ -59,9 +59,10 @@ _STEP_FORMS = (
 _VERDICT = re.compile(r"""\b(?P<key>status|verdict)[\s"'*_`\\]{0,8}[:=][\s"'*_`\\]{0,8}(?P<value>[A-Za-z0-9]{1,20})""",
                       re.IGNORECASE | re.ASCII)
 # What may follow a clean status word: closing quotes or markup, then nothing that continues the
-# phrase: no letter or digit, no "-ish", "?" or "(…)", no comma before words that are not the next field,
-# no sentence after a full stop on the same line (possessive runs: no backtracking into the quotes). "CORRECT-ish", "CORRECT is not…", "CORRECT? No." and
-# "CORRECT, actually WRONG" are not clean; '"CORRECT", "error_step": null' and 'WRONG."' are.
+# phrase: no letter or digit, no "-ish", "?" or "(…)", no comma before words that are not the next
+# field, no sentence after a full stop on the same line (possessive runs: no backtracking into the
+# quotes). "CORRECT-ish", "CORRECT is not…", "CORRECT? No." and "CORRECT, actually WRONG" are not
+# clean; '"CORRECT", "error_step": null' and 'WRONG."' are.
 _CLEAN_END = re.compile(r"""["'*_`\\]{0,20}+[ \t]{0,20}+(?![A-Za-z0-9\-?(/&+~^]|[.!;:][ \t]{0,20}[A-Za-z0-9]"""
                         r"""|,\s{0,20}(?!["'\\]{0,2}[A-Za-z_][A-Za-z_ ]{0,40}["'\\]{0,2}\s{0,20}[:=])[A-Za-z0-9])""",
                         re.ASCII)
@@ -269,7 +270,8 @@ def _candidates(text: str, response_letters: str, forced: bool = False) -> tuple
     return found, copied, False
 
 
-def _decide(text: str, response: str | None, forced: bool = False) -> tuple[str | None, str | None, _Candidate | None, int]:
+def _decide(text: str, response: str | None,
+            forced: bool = False) -> tuple[str | None, str | None, _Candidate | None, int]:
     """(status, why not, the candidate to read the other fields at, verdicts copied from ``response``).
 
     Candidates are read twice: from the text as written (ASCII keywords only) and from its
@@ -299,7 +301,8 @@ def _decide(text: str, response: str | None, forced: bool = False) -> tuple[str 
     return statuses[0], None, plain[-1], copied
 
 
-def _verdict_object(text: str, at: _Candidate, status: str, response: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def _verdict_object(text: str, at: _Candidate, status: str,
+                    response: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """The fields of the JSON object holding the verdict at ``at`` (None if it is not in one), or why
     the object contradicts the verdict (a status the regex could not see, e.g. written as ``\\u0073tatus``)."""
     response_letters = letters(response) if response else ""

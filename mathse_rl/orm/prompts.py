@@ -7,10 +7,11 @@ the first wrong step), ``error_analysis`` and ``improvement_suggestion``.
 
 The solution is the policy's text, and the policy is an adversary: it is shown between the
 opening and closing lines of a tag the policy cannot predict (``<solution-3f9a…>`` …
-``</solution-3f9a…>``, keyed by a per-process secret) with every occurrence of that tag removed
-from it, so it cannot close the block and write outside it; the reference answer appears once, after the block. The question and options
-come from the dataset, not the policy: they are not delimited, but the tag is removed from
-them too, so no field can forge a delimiter.
+``</solution-3f9a…>``, keyed by a per-process secret) with every occurrence of that tag
+removed from it, so it cannot close the block and write outside it; the reference answer
+appears once, after the block. The question and options come from the dataset, not the
+policy: they are not delimited, but the tag is removed from them too, so no field can forge
+a delimiter.
 
     >>> text = build_judge_prompt("What is 2 + 3?", "Step 1: 2 + 3 = 6.", "5", tag="solution-0123456789ab")
     >>> print(*text.splitlines()[3:7], sep="\n")

@@ -421,9 +421,6 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
         batches = stats["admitted"] / max(1, cfg.max_batch) + 1
         return int(min(60, max(1, math.ceil(batches * batch_seconds[0]))))
 
-    async def off_loop(fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(workers, fn, *args)
-
     async def batcher() -> None:
         while True:
             first = await queue.get()
@@ -522,7 +519,10 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
     def trim_if_idle() -> None:
         if stats["admitted"] == 0 and trim is not None:
             stats["trims"] += 1
-            workers.submit(trim, 0)
+            try:
+                workers.submit(trim, 0)
+            except RuntimeError:  # shutting down
+                pass
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -551,8 +551,13 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
         if data is None:
             stats["too_large"] += 1
             return error(413, f"the body is larger than {cfg.max_body_bytes} bytes")
+        job = workers.submit(admit, data)
         try:
-            req, rendered, pixels = await off_loop(admit, data)
+            req, rendered, pixels = await asyncio.wrap_future(job)
+        except asyncio.CancelledError:  # the handler is gone (shutdown): its pixels go back once admit ends
+            job.add_done_callback(
+                lambda f: not f.cancelled() and f.exception() is None and budget.give(f.result()[2]))
+            raise
         except Busy as exc:
             return busy(str(exc))
         except RequestError as exc:

@@ -96,7 +96,7 @@ def served_image_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served_process(quoting_judge, served_image_dir):
-    """(process, base URL) of ``mathse-rl orm serve`` on the quoting judge (shared by the server and injection tests)."""
+    """(process, base URL) of ``mathse-rl orm serve`` on the quoting judge (server and injection tests share it)."""
     proc, url = start_server(quoting_judge, "--max-tokens-cap", str(SERVE_MAX_TOKENS), "--max-batch", "8",
                              "--image-dir", str(served_image_dir), "--max-queue", str(SERVE_MAX_QUEUE))
     yield proc, url
