@@ -23,7 +23,7 @@ import json
 from typing import Any, Sequence
 
 from mathse_rl.orm.config import JudgeConfig, redact
-from mathse_rl.orm.http import ChatClient, Secret, chat_url, message_text, retry_after_seconds  # noqa: F401
+from mathse_rl.orm.http import ChatClient, Secret, chat_url, message_text
 from mathse_rl.orm.images import to_data_url
 from mathse_rl.orm.judge import Judge, Reply, register_backend
 from mathse_rl.orm.parse import parse_judgment_report
