@@ -153,8 +153,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mathse_rl.orm.backends.local import load_judge_model
-    from mathse_rl.orm.serve import ChatModel, ServeConfig, make_app, run_server
+    from mathse_rl.orm.serve import ChatModel, ServeConfig, make_app, run_server, tune_allocator
 
+    tune_allocator()  # before the model and its threads allocate: this process is the server's own
     cfg = ServeConfig(max_batch=args.max_batch, max_tokens_cap=args.max_tokens_cap, image_dir=args.image_dir,
                       max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                       max_image_pixels=args.max_image_pixels, max_inflight_pixels=args.max_inflight_pixels)

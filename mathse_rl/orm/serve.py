@@ -25,8 +25,9 @@ What a client cannot do to it:
   ``max_inflight_pixels`` decoded pixels; beyond that a request gets 503 with ``Retry-After``
   before its body is read; a body above ``max_body_bytes`` gets 413 without being read whole;
 * bodies are parsed and images decoded on ``decode_workers`` threads, and when the last
-  admitted request is done the process hands its freed heap back to the system, so a burst
-  does not leave its peak behind.
+  admitted request is done the server collects garbage and hands its freed heap back to the
+  system (``mathse-rl orm serve`` also fixes glibc's mmap threshold and arena count,
+  :func:`tune_allocator`), so a burst does not leave its peak behind.
 
     server = serve_in_thread(make_app(ChatModel(*load_judge_model("path/to/judge")), "orm"))
     judge = load_judge({"backend": "openai", "endpoint": server.url + "/v1", "model": "orm"})
@@ -40,6 +41,7 @@ import base64
 import concurrent.futures
 import ctypes
 import ctypes.util
+import gc
 import io
 import json
 import math
@@ -83,10 +85,6 @@ class ServeConfig:
 
 class RequestError(ValueError):
     """A request the server refuses with HTTP 400; the message is safe to show the client."""
-
-
-class Busy(Exception):
-    """The server cannot take the request now (HTTP 503 with ``Retry-After``)."""
 
 
 def _image_error(cfg: ServeConfig) -> RequestError:
@@ -360,7 +358,8 @@ def _heap_trimmer() -> Any:
     """glibc's ``malloc_trim`` (None elsewhere): hands freed heap pages back to the system.
 
     Decoded images are freed after a burst, but glibc keeps the pages for reuse (per-thread arenas,
-    a raised mmap threshold); without this a burst of 80 large images left 3-5 GB resident.
+    a raised mmap threshold); without this (and :func:`tune_allocator`) a burst of 80 large images
+    left 3-5 GB resident.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -369,6 +368,17 @@ def _heap_trimmer() -> Any:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
+
+
+@dataclass
+class _Admitted:
+    """What admitting a body gave: the checked request, or the status and message of a refusal."""
+
+    request: ChatRequest | None = None
+    rendered: Any = None  # (prompt text, images)
+    pixels: int = 0  # taken from the pixel budget (0 when refused)
+    status: int = 200
+    message: str = ""
 
 
 @dataclass
@@ -493,34 +503,50 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
                 return None
         return bytes(data)
 
-    def admit(data: bytes) -> tuple[ChatRequest, tuple[str, list[Any]], int]:
-        """Parse and check the body, take room for its pixels, decode its images, render the prompt."""
+    def admit(data: bytes) -> _Admitted:
+        """Parse and check the body, take room for its pixels, decode its images, render the prompt.
+
+        Refusals are returned, not raised: an exception carried back to the handler would tie the
+        body to a reference cycle that only a full garbage collection frees.
+        """
+        pixels = 0
         try:
-            body = json.loads(data)
-        except ValueError:
-            raise RequestError("the body must be JSON") from None
-        req = parse_request(body, cfg)
-        pixels = req.pixels
-        if pixels > cfg.max_inflight_pixels:
-            raise RequestError("the request's images hold more pixels than the server takes at once")
-        if not budget.take(pixels):
-            raise Busy("the server holds as many images as it may; retry later")
-        try:
-            req.images = [decode_image(img, cfg) for img in req.images]
             try:
-                rendered = chat_model.render(req)
-            except Exception:
-                raise RequestError("the messages cannot be rendered with the model's chat template") from None
-        except BaseException:
-            budget.give(pixels)
-            raise
-        return req, rendered, pixels
+                body = json.loads(data)
+            except ValueError:
+                return _Admitted(status=400, message="the body must be JSON")
+            req = parse_request(body, cfg)
+            del body
+            pixels = req.pixels
+            if pixels > cfg.max_inflight_pixels:
+                return _Admitted(status=400, message="the request's images hold more pixels than the server takes")
+            if not budget.take(pixels):
+                return _Admitted(status=503, message="the server holds as many images as it may; retry later")
+            try:
+                req.images = [decode_image(img, cfg) for img in req.images]
+                try:
+                    rendered = chat_model.render(req)
+                except Exception:
+                    raise RequestError("the messages cannot be rendered with the model's chat template") from None
+            except BaseException:
+                budget.give(pixels)
+                raise
+            return _Admitted(req, rendered, pixels)
+        except RequestError as exc:
+            return _Admitted(status=400, message=str(exc))
+        except Exception:
+            return _Admitted(status=400, message="the request cannot be read")
+
+    def release_memory() -> None:
+        gc.collect()  # what is left of the requests is garbage now; free it before trimming
+        if trim is not None:
+            trim(0)
 
     def trim_if_idle() -> None:
-        if stats["admitted"] == 0 and trim is not None:
+        if stats["admitted"] == 0:
             stats["trims"] += 1
             try:
-                workers.submit(trim, 0)
+                workers.submit(release_memory)
             except RuntimeError:  # shutting down
                 pass
 
@@ -552,25 +578,22 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
             stats["too_large"] += 1
             return error(413, f"the body is larger than {cfg.max_body_bytes} bytes")
         job = workers.submit(admit, data)
+        del data
         try:
-            req, rendered, pixels = await asyncio.wrap_future(job)
+            got = await asyncio.wrap_future(job)
         except asyncio.CancelledError:  # the handler is gone (shutdown): its pixels go back once admit ends
-            job.add_done_callback(
-                lambda f: not f.cancelled() and f.exception() is None and budget.give(f.result()[2]))
+            job.add_done_callback(lambda f: not f.cancelled() and budget.give(f.result().pixels))
             raise
-        except Busy as exc:
-            return busy(str(exc))
-        except RequestError as exc:
+        if got.status == 503:
+            return busy(got.message)
+        if got.status == 400:
             stats["rejected"] += 1
-            return error(400, str(exc))
-        except Exception:
-            stats["rejected"] += 1
-            return error(400, "the request cannot be read")
+            return error(400, got.message)
         try:
-            return await generate(request, req, rendered)
+            return await generate(request, got.request, got.rendered)
         finally:
-            req.images, rendered = [], ("", [])
-            budget.give(pixels)
+            budget.give(got.pixels)
+            got.request.images, got.rendered = [], ("", [])
 
     async def generate(request: Any, req: ChatRequest, rendered: tuple[str, list[Any]]) -> JSONResponse:
         stats["capped"] += req.capped
@@ -625,6 +648,18 @@ def _server(app: Any, graceful_s: float, host: str = "127.0.0.1", port: int = 0)
 
     return _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                                   timeout_graceful_shutdown=graceful_s))
+
+
+def tune_allocator() -> None:
+    """For a server process of its own (glibc only): blocks of 128 KiB and more are mapped and
+    unmapped one by one (a fixed threshold, not glibc's, which rises after each large free and then
+    keeps decoded images on the heap), in at most two arenas (not eight per core)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, graceful_s: float = 2.0) -> None:
