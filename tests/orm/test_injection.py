@@ -167,4 +167,5 @@ def test_the_served_judge_records_no_flip(served_judge):
     # elsewhere the two verdicts contradict each other and the verifier decides.
     by_judge = [r for r in results if r.source == "judge"]
     assert by_judge and judge.counters["verdicts_copied"] >= len(by_judge)
-    assert judge.counters["parse_failure/contradictory"] == sum(r.source == "verifier" for r in results)
+    assert all(r.failure.startswith("parse:contradictory") for r in quoted if r.source == "verifier")
+    assert judge.counters["parse_failures"] == sum(r.source == "verifier" for r in results)
