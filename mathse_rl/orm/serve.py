@@ -24,7 +24,8 @@ What a client cannot do to it:
 * at most ``max_queue`` requests are admitted at once and their images hold at most
   ``max_inflight_pixels`` decoded pixels; beyond that a request gets 503 with ``Retry-After``
   before its body is read; a body above ``max_body_bytes`` gets 413 without being read whole;
-* bodies are parsed and images decoded on ``decode_workers`` threads, and when the last
+* bodies are checked on a thread of their own and images decoded on ``decode_workers``
+  others (a request without images never waits behind a large decode), and when the last
   admitted request is done the server collects garbage and hands its freed heap back to the
   system (``mathse-rl orm serve`` also fixes glibc's mmap threshold and arena count,
   :func:`tune_allocator`), so a burst does not leave its peak behind.
@@ -79,7 +80,7 @@ class ServeConfig:
     max_body_bytes: int = 32 << 20  # largest request body; a larger one gets 413 before it is read whole
     max_queue: int = 64  # requests admitted at once (being read, waiting or generating); more get 503 + Retry-After
     max_inflight_pixels: int = 4 * 4096 * 4096  # decoded pixels all admitted requests may hold; more get 503
-    decode_workers: int = 2  # threads that parse bodies and decode images (bounds the decoding peak)
+    decode_workers: int = 2  # threads that decode images (bounds the decoding peak); one more checks bodies
     disconnect_poll_s: float = 0.1  # how often a waiting request checks that its client is still there
 
 
@@ -410,6 +411,9 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
     stopping = threading.Event()
     stats = {"requests": 0, "rejected": 0, "cancelled": 0, "completed": 0, "failed": 0, "active": 0,
              "generated_tokens": 0, "capped": 0, "admitted": 0, "shed": 0, "too_large": 0, "trims": 0}
+    # Bodies are checked on one thread and images decoded on others, so a request without images
+    # never waits behind a large decode.
+    checkers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="judge-check")
     workers = concurrent.futures.ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="judge-decode")
     budget = _PixelBudget(cfg.max_inflight_pixels)
     trim = _heap_trimmer()
@@ -474,6 +478,7 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
         yield
         stopping.set()
         task.cancel()
+        checkers.shutdown(wait=False, cancel_futures=True)
         workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(lifespan=lifespan)
@@ -503,13 +508,12 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
                 return None
         return bytes(data)
 
-    def admit(data: bytes) -> _Admitted:
-        """Parse and check the body, take room for its pixels, decode its images, render the prompt.
+    def check(data: bytes) -> _Admitted:
+        """Parse and check the body and take room for its pixels; render a prompt without images.
 
         Refusals are returned, not raised: an exception carried back to the handler would tie the
         body to a reference cycle that only a full garbage collection frees.
         """
-        pixels = 0
         try:
             try:
                 body = json.loads(data)
@@ -522,20 +526,25 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
                 return _Admitted(status=400, message="the request's images hold more pixels than the server takes")
             if not budget.take(pixels):
                 return _Admitted(status=503, message="the server holds as many images as it may; retry later")
-            try:
-                req.images = [decode_image(img, cfg) for img in req.images]
-                try:
-                    rendered = chat_model.render(req)
-                except Exception:
-                    raise RequestError("the messages cannot be rendered with the model's chat template") from None
-            except BaseException:
-                budget.give(pixels)
-                raise
-            return _Admitted(req, rendered, pixels)
+            return _Admitted(req, None, pixels) if req.images else render(_Admitted(req, None, 0))
         except RequestError as exc:
             return _Admitted(status=400, message=str(exc))
         except Exception:
             return _Admitted(status=400, message="the request cannot be read")
+
+    def render(got: _Admitted) -> _Admitted:
+        """Decode the images of a checked request and render its prompt; a failure gives its pixels back."""
+        assert got.request is not None
+        try:
+            got.request.images = [decode_image(img, cfg) for img in got.request.images]
+            got.rendered = chat_model.render(got.request)
+            return got
+        except RequestError as exc:
+            message = str(exc)
+        except Exception:
+            message = "the messages cannot be rendered with the model's chat template"
+        budget.give(got.pixels)
+        return _Admitted(status=400, message=message)
 
     def release_memory() -> None:
         gc.collect()  # what is left of the requests is garbage now; free it before trimming
@@ -572,18 +581,23 @@ def make_app(chat_model: ChatModel, model_name: str, max_batch: int | None = Non
             stats["admitted"] -= 1
             trim_if_idle()
 
+    async def stage(pool: Any, fn: Any, arg: Any) -> _Admitted:
+        job = pool.submit(fn, arg)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:  # the handler is gone (shutdown): its pixels go back once the stage ends
+            job.add_done_callback(lambda f: not f.cancelled() and budget.give(f.result().pixels))
+            raise
+
     async def answer(request: Any) -> JSONResponse:
         data = await read_body(request)
         if data is None:
             stats["too_large"] += 1
             return error(413, f"the body is larger than {cfg.max_body_bytes} bytes")
-        job = workers.submit(admit, data)
+        got = await stage(checkers, check, data)
         del data
-        try:
-            got = await asyncio.wrap_future(job)
-        except asyncio.CancelledError:  # the handler is gone (shutdown): its pixels go back once admit ends
-            job.add_done_callback(lambda f: not f.cancelled() and budget.give(f.result().pixels))
-            raise
+        if got.status == 200 and got.rendered is None:
+            got = await stage(workers, render, got)
         if got.status == 503:
             return busy(got.message)
         if got.status == 400:
