@@ -152,24 +152,34 @@ def test_only_data_urls_and_allow_listed_files_are_sent(tmp_path):
         assert url.startswith("data:image/png;base64,")
 
 
+@pytest.mark.parametrize("url", ["https://example.com/bar.png", "http://127.0.0.1:1/x.png", "file:///etc/passwd",
+                                 "ftp://example.com/x.png", "data:text/plain;base64,aGk="])
+def test_to_data_url_never_passes_a_link_through(url):
+    from mathse_rl.orm.images import to_data_url
+
+    with pytest.raises(ValueError):
+        to_data_url(url)
+
+
 def test_reading_the_reply_counts_against_the_deadline(monkeypatch):
     import mathse_rl.orm.backends.openai as backend
 
-    real = backend.parse_judgment_report
+    real = getattr(backend, "parse_judgment_report", None)
 
     def slow(*args, **kwargs):
         time.sleep(4.0)  # a reply that is slow to read, as a 4 MiB hostile one was (9.6 s)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(backend, "parse_judgment_report", slow, raising=False)
+    if real is not None:  # (a client that imports no parser of its own meets the hostile reply alone)
+        monkeypatch.setattr(backend, "parse_judgment_report", slow)
     # and a reply that is hostile by itself: ~4 MB of small verdict objects
     with FaultServer(reply="{status: WRONG}" * 260_000) as srv:
         judge = _judge(srv.endpoint("ok"), timeout=1.5, max_retries=0, fallback="none", max_reply_bytes=4 << 20)
         t0 = time.monotonic()
         res = judge.judge_detailed(_items(1))
         elapsed = time.monotonic() - t0
-    assert res[0].failure == "parse_timeout" and res[0].judgment is None
     assert elapsed < judge.deadline + 1.0, elapsed
+    assert res[0].failure == "parse_timeout" and res[0].judgment is None
 
 
 def _refiner(endpoint, **opts):
