@@ -13,6 +13,11 @@ Secrets are never kept in clear: the endpoint URL (which may carry a key in its 
 userinfo) is held as a :class:`Secret` and shown masked; the API key is read from the
 environment variable ``api_key_env`` at request time.
 
+One ``httpx.AsyncClient`` is built per event loop and kept (building one loads TLS certificates,
+tens of milliseconds of blocking work), so a process judging from one loop holds one client and at
+most ``concurrency`` requests in flight however many batches it sends; synchronous callers share
+one event loop thread per client. :meth:`ChatClient.close` closes them.
+
     client = ChatClient("http://127.0.0.1:8000/v1/chat/completions", timeout=30, max_retries=2)
     outcomes = client.run([{"model": "m", "messages": [...]}], parse=lambda reply: reply["choices"][0])
     # [Outcome(value={...}, error=None)] or [Outcome(value=None, error="http_503")]
@@ -27,7 +32,9 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -163,6 +170,10 @@ class ChatClient:
         self.deadline = float(deadline) if deadline is not None else self.timeout * (self.max_retries + 1)
         self.max_reply_bytes, self.concurrency = int(max_reply_bytes), int(concurrency)
         self.counters = counters if counters is not None else _Counts()
+        self._https: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]]" = (
+            weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # where synchronous calls run
         install_log_filter()
 
     def __repr__(self) -> str:
@@ -177,32 +188,60 @@ class ChatClient:
             parse: Callable[[dict[str, Any], int], Any]) -> list[Outcome]:
         """Send every body (None: skipped, ``bad_input``) and parse each reply with ``parse(reply, index)``.
 
-        Callable from sync code and from inside a running event loop (then on a private loop).
+        Callable from sync code and from inside a running event loop: synchronous callers share this
+        client's event loop thread (and so one HTTP client).
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.arun(bodies, parse))
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self.arun(bodies, parse)).result()
+        return asyncio.run_coroutine_threadsafe(self.arun(bodies, parse), self._background_loop()).result()
 
     async def arun(self, bodies: Sequence[dict[str, Any] | None],
                    parse: Callable[[dict[str, Any], int], Any]) -> list[Outcome]:
-        import httpx
-
-        sem = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        """:meth:`run` on the caller's event loop (this loop's HTTP client, built on first use and kept)."""
+        http, sem = self._http()
         # Replies are decoded and parsed off the event loop, inside each item's deadline.
         parsers = concurrent.futures.ThreadPoolExecutor(min(4, self.concurrency), thread_name_prefix="reply-parse")
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits) as http:
-                return list(await asyncio.gather(*(
-                    self._one(http, sem, parsers, body, parse, i) if body is not None
-                    else _done(Outcome(error="bad_input")) for i, body in enumerate(bodies))))
+            return list(await asyncio.gather(*(
+                self._one(http, sem, parsers, body, parse, i) if body is not None
+                else _done(Outcome(error="bad_input")) for i, body in enumerate(bodies))))
         finally:
             parsers.shutdown(wait=False, cancel_futures=True)
 
+    def close(self) -> None:
+        """Close the HTTP clients (each on its own loop, where that loop still runs) and stop the
+        synchronous callers' loop; a later call builds new ones."""
+        with self._lock:
+            https, self._https = list(self._https.items()), weakref.WeakKeyDictionary()
+            loop, self._loop = self._loop, None
+        for owner, (http, _) in https:
+            if owner.is_running() and not owner.is_closed():
+                done = asyncio.run_coroutine_threadsafe(http.aclose(), owner)
+                if owner is loop:
+                    done.result(timeout=5)
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
     # -- internals --------------------------------------------------------------------
+    def _http(self) -> tuple[Any, asyncio.Semaphore]:
+        """This event loop's HTTP client and request slots (at most ``concurrency`` requests in flight)."""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._https.get(loop)
+            if entry is None:
+                limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+                entry = self._https[loop] = (httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits),
+                                             asyncio.Semaphore(self.concurrency))
+        return entry
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="chat-client-loop", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
     async def _one(self, http: Any, sem: asyncio.Semaphore, parsers: Any, body: dict[str, Any],
                    parse: Callable[[dict[str, Any], int], Any], index: int) -> Outcome:
         # The slot is held across retries (a throttled server gets fewer requests, not more) and the

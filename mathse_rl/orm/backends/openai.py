@@ -81,6 +81,10 @@ class OpenAIJudge(Judge):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, model={self.config.model!r})"
 
+    def close(self) -> None:
+        """Close the HTTP client's connections (a later call opens new ones)."""
+        self.client.close()
+
     @property
     def deadline(self) -> float:
         """Seconds one item may take from its first send, retries, Retry-After waits and parsing included."""
