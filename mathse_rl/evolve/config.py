@@ -96,6 +96,7 @@ class TrainConfig:
     save_steps: int = 50  # optimiser steps between in-stage checkpoints, the resume point after a kill (0: none)
     save_total_limit: int = 2  # in-stage checkpoints kept (the newest complete one is resumed from)
     options: dict[str, Any] = field(default_factory=dict)  # extra SFTConfig fields
+    lora: dict[str, Any] = field(default_factory=dict)  # LoRA instead of a full fine-tune: peft.LoraConfig fields ({r: 64}); merged at save
 
 
 @dataclass
@@ -113,6 +114,7 @@ class LaunchConfig:
     extra_args: list[str] = field(default_factory=list)  # further launcher flags, passed as given
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the stage's processes (NCCL_*, ...)
     python: Optional[str] = None  # interpreter of the stage's processes (None: the loop's own)
+    check_memory: bool = True  # refuse at start a run whose memory plan (mathse-rl plan) does not fit the GPUs
 
 
 @dataclass

@@ -424,8 +424,9 @@ def _script_args_error(recipe: str) -> str | None:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         from mathse_rl.integrations.trl import MathSEConfig
 
+        # bf16 off for the check: trl refuses bf16 on a machine without a GPU, which says nothing of the recipe.
         TrlParser((module.ScriptArguments, MathSEConfig)).parse_args_and_config(
-            ["--config", recipe, "--output_dir", "/tmp/mathse-plan-check"])
+            ["--config", recipe, "--output_dir", "/tmp/mathse-plan-check", "--bf16", "False"])
     except SystemExit as exc:
         return f"exit {exc.code}"
     except Exception as exc:
@@ -456,7 +457,11 @@ def plan_orm_train(values: Mapping[str, Any], a: Assumptions, recipe: str = "") 
         plan.notes.append("the ORM recipe loads the judge in bf16: AdamW updates bf16 weights (no fp32 master)")
     _check_table(plan, GpuTable(f"ORM fine-tune ({spec.sharding}, {processes} processes), each GPU",
                                 training_lines(shape, spec), int(a.gpu_gb * GB)))
-    _train_disk(plan, shape, dataclasses.replace(spec, save_total_limit=1), 1, "ORM")
+    if str(kw.get("save_strategy", "no")) == "no":  # mathse_rl.orm.train writes no in-stage checkpoints by default
+        plan.disk.append(("ORM: the fine-tuned judge", checkpoint_bytes(shape, spec)["final"], "no in-run checkpoints"))
+    else:
+        _train_disk(plan, shape, dataclasses.replace(spec, save_total_limit=int(kw.get("save_total_limit") or 1)),
+                    1, "ORM")
     cmd = ["torchrun", "--nproc_per_node", str(processes), "-m", "mathse_rl", "orm", "train", "--config", recipe]
     _commands(plan, "ORM fine-tune launch", cmd, 1)
     return plan

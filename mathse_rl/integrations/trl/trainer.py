@@ -122,6 +122,15 @@ class MathSEConfig(GRPOConfig):
                 "solution)"})
     question_column: str = field(default="question", metadata={"help": "question text column (default: the "
                                                                       "prompt's last user text)"})
+    lora: Optional[dict] = field(default=None, metadata={
+        "help": "LoRA adapters instead of a full fine-tune: peft.LoraConfig fields, e.g. {r: 64, lora_alpha: 128} "
+                "(target_modules all-linear: the language model's linear layers); the frozen base loads in bf16"})
+    launch_config: Optional[str] = field(default=None, metadata={
+        "help": "the accelerate config this recipe is launched with (FSDP / ZeRO-3; relative to the recipe): "
+                "mathse-rl plan reads it and prints the launch line"})
+    launch_processes: int = field(default=1, metadata={"help": "processes (GPUs) of the launch, for mathse-rl plan"})
+    check_memory: bool = field(default=True, metadata={
+        "help": "refuse at start a launch whose memory plan does not fit the GPUs (mathse-rl plan's numbers)"})
 
     def step_config(self) -> StepConfig:
         """The step module's config from the flat fields (unknown or bad values fail here)."""
