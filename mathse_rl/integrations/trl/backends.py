@@ -14,9 +14,11 @@ conversational prompt/completion rows with images.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -220,10 +222,14 @@ class VLLMGenerator:
             ctx = mp.get_context("spawn")  # CUDA and vLLM do not survive fork
             for devices in engine_devices(self.dp, self.tp):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_engine_worker, daemon=True, args=(
+                # Not a daemon: vLLM V1 starts its EngineCore as a child process, which a daemon may not have.
+                # The engine exits when released, when its pipe closes (this process died) or at exit (atexit).
+                proc = ctx.Process(target=_engine_worker, daemon=False, args=(
                     child, model_path, self._engine_options(), devices, self.engine, self.sampling))
                 proc.start()
+                child.close()
                 self.workers.append((proc, parent))
+            _LIVE_GENERATORS.add(self)
             for proc, conn in self.workers:  # wait until every engine is up (or report why not)
                 status = conn.recv()
                 if status != "ready":
@@ -238,12 +244,14 @@ class VLLMGenerator:
                 conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
-        for proc, _ in self.workers:
+        for proc, conn in self.workers:
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=10)
+            conn.close()
         self.workers = []
+        _LIVE_GENERATORS.discard(self)
         if self.llm is None:
             self.model_path = None
             return
@@ -333,8 +341,20 @@ def _vllm_generate(llm: Any, sampling_cls: Any, messages, images, params) -> lis
     return [[o.text for o in out.outputs] for out in outs]
 
 
+# Generators with engine processes, released at interpreter exit: the engines are not daemons, and
+# multiprocessing's own exit handler would otherwise wait for them while they wait for requests.
+_LIVE_GENERATORS: "weakref.WeakSet[VLLMGenerator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _release_engines() -> None:
+    for gen in list(_LIVE_GENERATORS):
+        gen.release()
+
+
 def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str, engine: str, sampling: str) -> None:
-    """One engine process: its own GPUs, requests in, answers out, until ``None``."""
+    """One engine process: its own GPUs, requests in, answers out, until ``None`` or the loop's end of the
+    pipe closes (the loop exited or was killed); the engine is shut down before the process exits."""
     import os
 
     os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before the engine initialises CUDA
@@ -345,14 +365,25 @@ def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str,
         conn.send(repr(exc))
         return
     conn.send("ready")
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        try:
-            conn.send(_vllm_generate(llm, sampling_cls, *msg))
-        except Exception as exc:
-            conn.send(RuntimeError(repr(exc)))
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            try:
+                conn.send(_vllm_generate(llm, sampling_cls, *msg))
+            except Exception as exc:
+                conn.send(RuntimeError(repr(exc)))
+    finally:
+        shutdown = getattr(llm, "shutdown", None) or getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()  # ends the engine's own core process(es)
+            except Exception as exc:  # the process is exiting anyway
+                logger.debug("vLLM shutdown: %s", exc)
 
 
 # ----------------------------------------------------------------------------- training
