@@ -52,26 +52,19 @@ def load_model(path: str, *, dtype: str = "float32", device: str | None = None):
 
 
 def load_processing(path: str):
-    """Processor or tokenizer saved next to a model, with left padding for generation.
+    """Processor (VLM) or tokenizer (LM) saved next to a model, with left padding for generation.
 
-    Qwen-VL checkpoints are rebuilt from their saved parts (no video processor, so no
-    torchvision); other models go through ``AutoProcessor``.
+    Through ``AutoProcessor`` with the checkpoint's own chat template (images-only where the video processor
+    would need torchvision; a checkpoint without a chat template is an error): see
+    :func:`mathse_rl.models.tiny.load_processor`.
     """
-    from transformers import AutoConfig
-
     from mathse_rl.models.tiny import load_processor
 
-    config = AutoConfig.from_pretrained(path)
-    if not _is_vlm(path) or config.model_type in ("qwen2_vl", "qwen2_5_vl"):
-        proc = load_processor(path)
-        if getattr(proc, "tokenizer", None) is not None:
-            # trainer.save_model and trl's checkpoints call processing_class.save_pretrained, which
-            # for this processor (no video processor) fails: save the parts that load back instead.
-            proc.save_pretrained = lambda save_directory, **_: save_processing(proc, save_directory)
-    else:
-        from transformers import AutoProcessor
-
-        proc = AutoProcessor.from_pretrained(path)
+    proc = load_processor(path)
+    if getattr(proc, "tokenizer", None) is not None and getattr(proc, "video_processor", None) is None:
+        # trainer.save_model and trl's checkpoints call processing_class.save_pretrained; without a video
+        # processor, save the parts that load back (tokenizer with the chat template, image processor).
+        proc.save_pretrained = lambda save_directory, **_: save_processing(proc, save_directory)
     tok = getattr(proc, "tokenizer", proc)
     tok.padding_side = "left"
     if tok.pad_token is None:
