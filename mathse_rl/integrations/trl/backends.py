@@ -381,22 +381,15 @@ def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str,
 
 # ----------------------------------------------------------------------------- training
 def rows_to_dataset(rows: Sequence[Any]):
-    """trl's conversational prompt/completion format; images decode lazily from their paths."""
-    from datasets import Dataset, Image, Sequence as HFSequence
+    """trl's conversational prompt/completion format; images decode lazily from their paths; text-only and
+    image rows may be mixed (:func:`mathse_rl.integrations.trl.conversational.conversational_dataset`)."""
+    from mathse_rl.integrations.trl.conversational import conversational_dataset
 
-    has_images = any(r.images for r in rows)
     data: dict[str, list[Any]] = {
         "prompt": [r.messages for r in rows],
         "completion": [[{"role": "assistant", "content": r.response}] for r in rows],
     }
-    if not has_images:
-        return Dataset.from_dict(data)
-    pil = any(not isinstance(i, str) for r in rows for i in r.images)
-    data["images"] = [list(r.images) for r in rows]
-    ds = Dataset.from_dict(data)
-    if not pil:
-        ds = ds.cast_column("images", HFSequence(Image()))
-    return ds
+    return conversational_dataset(data, [list(r.images) for r in rows])
 
 
 class SFTBackend:

@@ -184,7 +184,8 @@ class MathSETrainer(GRPOTrainer):
     # ------------------------------------------------------------------ hook 1: keep the rows, add per-row tensors
     def _generate_and_score_completions(self, inputs):
         self._mathse_inputs = list(inputs)
-        output = super()._generate_and_score_completions(inputs)
+        with _mixed_images_accepted(self):
+            output = super()._generate_and_score_completions(inputs)
         rows = self._mathse_rows
         self._mathse_inputs, self._mathse_rows = None, None
         device = output["completion_ids"].device
@@ -528,6 +529,31 @@ class MathSETrainer(GRPOTrainer):
         return [{"role": "assistant", "content": text}]
 
 
+@contextmanager
+def _mixed_images_accepted(trainer: Any):
+    """A batch mixing image and text-only prompts: trl 1.16 gives a text-only prompt ``images=None`` (right for
+    its vLLM path) and then hands the whole list to the processor for the forward pass's image inputs, which
+    refuses ``None``. For that call, a text-only row's images are ``[]``, which the processor takes."""
+    proc = trainer.processing_class
+    if getattr(proc, "image_processor", None) is None:
+        yield
+        return
+    base = type(proc)
+
+    def call(self, *args, images=None, **kwargs):
+        if isinstance(images, list) and any(i is None for i in images) and not all(i is None for i in images):
+            images = [[] if i is None else i for i in images]
+        return base.__call__(self, *args, images=images, **kwargs)
+
+    view = object.__new__(type(base.__name__, (base,), {"__call__": call}))
+    view.__dict__ = proc.__dict__  # the same processor, only its __call__ differs
+    trainer.processing_class = view
+    try:
+        yield
+    finally:
+        trainer.processing_class = proc
+
+
 def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
              tokens: torch.Tensor | float) -> torch.Tensor:
     """NLL summed over the tokens of rows with weight > 0, divided by ``tokens`` (the step's accepted tokens).
@@ -547,17 +573,12 @@ def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Te
 def online_dataset(problems):
     """trl rows for ``MathSETrainer`` from problems: solve prompt, images, reference answer, question.
 
-    Images given as paths decode lazily (datasets' Image feature); PIL images are kept as they are.
+    Images given as paths decode lazily (datasets' Image feature); PIL images are kept as they are;
+    text-only and image problems may be mixed (:mod:`mathse_rl.integrations.trl.conversational`).
     """
-    from datasets import Dataset, Image, Sequence as HFSequence
-
+    from mathse_rl.integrations.trl.conversational import conversational_dataset
     from mathse_rl.prompts import build_solve_messages
 
     data = {"id": [p.id for p in problems], "prompt": [build_solve_messages(p) for p in problems],
             "solution": [p.gold for p in problems], "question": [p.question for p in problems]}
-    if any(p.images for p in problems):
-        data["images"] = [list(p.images) for p in problems]
-    ds = Dataset.from_dict(data)
-    if "images" in data and all(isinstance(i, str) for p in problems for i in p.images):
-        ds = ds.cast_column("images", HFSequence(Image()))
-    return ds
+    return conversational_dataset(data, [list(p.images) for p in problems])
