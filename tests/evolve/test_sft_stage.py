@@ -312,7 +312,8 @@ def test_launcher_configs_are_read_by_accelerate(name):
     if cfg.deepspeed_config:
         assert cfg.deepspeed_config["zero_stage"] == 3 and cfg.deepspeed_config["zero3_save_16bit_model"]
     else:
-        assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        # in-stage checkpoints sharded (each rank its 1/N); the delivered model is saved whole (save_full_model)
+        assert cfg.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
 
 
 def test_the_global_batch_is_checked_at_load():
