@@ -165,6 +165,10 @@ class _Loop:
         self.cfg = cfg
         # At the edge: models and files the loop will load itself must exist before anything is written.
         check_paths(cfg, model=generator is None or trainer is None, data=False)
+        if generator is None or trainer is None:  # the loop puts models on GPUs: refuse what cannot fit there
+            from mathse_rl.plan import preflight_evolve
+
+            preflight_evolve(cfg)
         self.out = Path(cfg.output_dir)
         self.stage_dir = self.out / "stages"
         self.out.mkdir(parents=True, exist_ok=True)

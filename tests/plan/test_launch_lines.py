@@ -115,3 +115,16 @@ def test_a_quoting_error_shows_as_the_node_shell_sees_it(standins, tmp_path):
         LaunchedTrainer(cfg, stage_timeout=120).train([], "m", str(weird / "checkpoints" / "m0"))
     for rec in _records(out).values():
         assert rec["argv"][-1] == str(weird / "checkpoints" / "m0.launch" / "spec.json")
+
+
+def test_a_launched_stage_logs_to_the_runs_wandb_project_and_group(monkeypatch):
+    """SFT stages used to hard-code ``report_to="none"``; a launched stage now reports to the run's wandb."""
+    import mathse_rl.integrations.trl.policy as policy
+
+    cfg = load_config(ROOT / "recipes/trl/qwen2_5_vl_7b.yaml", ["output_dir=runs/exp1"])
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    monkeypatch.setitem(sys.modules, "wandb", type(sys)("wandb"))  # a stage process: no wandb run yet
+    got = policy.stage_reporting(cfg.tracking, "runs/exp1/checkpoints/r1")
+    assert got == {"report_to": ["wandb"], "run_name": "exp1-r1"}
+    assert os.environ["WANDB_PROJECT"] == "mathse-rl" and os.environ["WANDB_RUN_GROUP"] == "exp1"

@@ -22,6 +22,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
+from mathse_rl.integrations.trl.policy import lora_config, policy_dtype, save_full_model, stage_reporting
 from mathse_rl.models.tiny import encode_batch
 
 logger = logging.getLogger(__name__)
@@ -407,6 +408,7 @@ class SFTBackend:
 
     def __init__(self, config: Any):
         self.cfg = config.train
+        self.tracking = getattr(config, "tracking", None)  # SFT stages log to the run's trackers (wandb)
         self.last_log_history: list[dict[str, Any]] = []
 
     def train(self, rows, init_model: str, output_dir: str) -> str:
@@ -418,7 +420,7 @@ class SFTBackend:
         work = Path(output_dir).with_name(Path(output_dir).name + ".trainer") / _stage_key(rows, init_model, t)
         kwargs: dict[str, Any] = dict(
             output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
-            gradient_checkpointing=t.gradient_checkpointing, report_to="none",
+            gradient_checkpointing=t.gradient_checkpointing, **stage_reporting(self.tracking, output_dir),
             per_device_train_batch_size=t.per_device_train_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
             lr_scheduler_type=t.lr_scheduler_type, warmup_steps=0, weight_decay=t.weight_decay,
@@ -433,8 +435,12 @@ class SFTBackend:
         # Resuming, the weights come from the checkpoint through from_pretrained: the trainer's own
         # reload (load_state_dict, strict=False) matches no key of a Qwen2.5-VL saved in the hub
         # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
-        model = load_model(str(last) if last else init_model, dtype="float32")
-        trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing)
+        # (A sharded FSDP checkpoint or a LoRA one holds no loadable model: the trainer restores those itself.)
+        lora = dict(getattr(t, "lora", None) or {})
+        loadable = last is not None and (last / "config.json").exists()
+        model = load_model(str(last) if loadable else init_model, dtype=policy_dtype(t.bf16 and not use_cpu, bool(lora)))
+        trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing,
+                             peft_config=lora_config(lora) if lora else None)
         total = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
         # trl/transformers read a float warmup below 1 as a ratio rounded *up*: a one-step stage
         # would warm up for its only step at learning rate 0. Whole steps, rounded down.
@@ -505,7 +511,7 @@ def _save_final(trainer: Any, output_dir: str, info: dict[str, Any]) -> str:
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
-    trainer.save_model(str(tmp))  # with the processor parts (load_processing makes that save work)
+    save_full_model(trainer, str(tmp))  # whole (FSDP shards gathered, LoRA merged), with the processor parts
     if acc.is_main_process:
         losses = info.get("losses") or []
         (tmp / "mathse_train.json").write_text(json.dumps({

@@ -52,9 +52,46 @@ def save_full_model(trainer: Any, path: str) -> None:
     """``trainer.save_model(path)`` writing one loadable model (vLLM and ``from_pretrained`` read it next), also
     when in-stage checkpoints are sharded: FSDP's state dict type is switched to ``FULL_STATE_DICT`` for this
     save (accelerate's documented "train sharded, save full"); ZeRO-3 gathers through ``zero3_save_16bit_model``.
-    Every process calls it (the gather is collective).
+    LoRA adapters are merged into the base first (one process; LoRA runs unsharded). Every process calls it.
     """
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        if trainer.accelerator.is_main_process:
+            model.merge_and_unload().save_pretrained(path)
+            trainer.processing_class.save_pretrained(path)
+        trainer.accelerator.wait_for_everyone()
+        return
     plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
     if plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
         plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(path)
+
+
+def stage_reporting(tracking: Any, output_dir: str) -> dict[str, Any]:
+    """``report_to`` / ``run_name`` of a fine-tune: the run's trackers (transformers knows wandb; our console
+    sink prints the loop's own records), one wandb run per launched stage named ``<run>-<stage>`` in the
+    run's project and group.
+
+        >>> from types import SimpleNamespace as NS
+        >>> stage_reporting(NS(report_to=["console"], project="p", run_name=None), "runs/a/checkpoints/r1")
+        {'report_to': 'none'}
+    """
+    import os
+    from pathlib import Path
+
+    import sys
+
+    sinks = list(getattr(tracking, "report_to", None) or [])
+    if "wandb" not in sinks:
+        return {"report_to": "none"}
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        # A fine-tune inside the loop's process: transformers would log into the loop's own run with its own
+        # step counter, and wandb drops the loop's later (smaller) steps. The stage's losses stay in its
+        # mathse_train.json; launched stages (their own processes) get wandb runs of their own.
+        return {"report_to": "none"}
+    stage = Path(output_dir).name
+    run = getattr(tracking, "run_name", None) or Path(output_dir).parent.parent.name
+    os.environ.setdefault("WANDB_PROJECT", getattr(tracking, "project", None) or "mathse-rl")
+    os.environ.setdefault("WANDB_RUN_GROUP", run)  # the stages of a run side by side with the loop's own run
+    return {"report_to": ["wandb"], "run_name": f"{run}-{stage}"}

@@ -159,6 +159,11 @@ class MathSETrainer(GRPOTrainer):
         if not trl.__version__.startswith(SUPPORTED_TRL):
             raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
                                f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
+        config = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if getattr(config, "lora", None) and kwargs.get("peft_config") is None:
+            from mathse_rl.integrations.trl.policy import lora_config
+
+            kwargs["peft_config"] = lora_config(config.lora)  # trl wraps the policy and syncs merged weights to vLLM
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, MathSEConfig):
             raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
