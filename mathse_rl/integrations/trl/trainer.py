@@ -351,8 +351,10 @@ class MathSETrainer(GRPOTrainer):
         if ride is None:
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               *args, **kwargs)
-        # Score each row's verified refinement after the same prompt (and images) in the same forward pass:
-        # the batch is the micro-batch twice, completions in the first copy, refinements in the second.
+        # Score each verified refinement after its row's prompt (and images) in the same forward pass as the
+        # micro-batch: the micro-batch's rows, then one more row per refinement (only the rows that have one).
+        # One forward per micro-batch on every process (as trl's loss does), whatever each process refined:
+        # FSDP and ZeRO-3 gather parameters per forward, so every process must run the same number of them.
         self._mathse_ride_along = None
         r_ids, r_mask = ride
         rows, prompt_len = input_ids.size(0), input_ids.size(1) - logits_to_keep
@@ -361,23 +363,33 @@ class MathSETrainer(GRPOTrainer):
         def widen(x: torch.Tensor, value: int) -> torch.Tensor:
             return torch.nn.functional.pad(x, (0, prompt_len + width - x.size(1)), value=value)
 
-        pad = self._tokenizer.pad_token_id
-        both_ids = torch.cat([widen(input_ids, pad), widen(torch.cat([input_ids[:, :prompt_len], r_ids], 1), pad)])
-        both_mask = torch.cat([widen(attention_mask, 0),
-                               widen(torch.cat([attention_mask[:, :prompt_len], r_mask], 1), 0)])
         params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
         named = dict(zip(list(params)[5:], args), **kwargs)
-        named["batch_size"] = None  # one forward pass for both copies
+        named["batch_size"] = None  # one forward pass, as trl's loss forward
+        sel = r_mask.any(dim=1).nonzero(as_tuple=True)[0]
+        extra = _rows_of(named, sel.tolist(), rows)
+        if extra is None:  # an image layout we cannot split by row: the whole micro-batch rides along
+            sel = torch.arange(rows, device=r_ids.device)
+            extra = _rows_of(named, sel.tolist(), rows, whole=True)
+        pad = self._tokenizer.pad_token_id
+        both_ids = torch.cat([widen(input_ids, pad),
+                              widen(torch.cat([input_ids[sel, :prompt_len], r_ids[sel]], 1), pad)])
+        both_mask = torch.cat([widen(attention_mask, 0),
+                               widen(torch.cat([attention_mask[sel, :prompt_len], r_mask[sel]], 1), 0)])
         for key, value in list(named.items()):
-            if key in ("token_type_ids", "mm_token_type_ids") and isinstance(value, torch.Tensor):
-                named[key] = torch.cat([widen(value, 0)] * 2)  # per-token fields follow the widened rows
-            elif isinstance(value, torch.Tensor) and value.dim() > 0:
-                named[key] = torch.cat([value, value])  # per-image / per-patch fields: the same images again
-            elif isinstance(value, list):
-                named[key] = value + value
+            if key in extra:
+                if key in ("token_type_ids", "mm_token_type_ids"):  # per-token fields follow the widened rows
+                    named[key] = torch.cat([widen(value, 0), widen(extra[key], 0)])
+                elif isinstance(value, list):
+                    named[key] = value + extra[key]
+                else:
+                    named[key] = torch.cat([value, extra[key]])
         logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, both_ids, both_mask, width,
                                                                              **named)
-        self._mathse_ride_along_logps = logps[rows:, : r_ids.size(1)]
+        ride_logps = logps.new_zeros(rows, r_ids.size(1))
+        ride_logps[sel] = logps[rows:, : r_ids.size(1)]  # rows without a refinement: masked out by r_mask
+        self._mathse_ride_along_logps = ride_logps
+        self._mathse_ride_along_rows = int(sel.numel())
         return (logps[:rows, :logits_to_keep], None if entropies is None else entropies[:rows, :logits_to_keep],
                 aux)
 
@@ -557,6 +569,46 @@ def _mixed_images_accepted(trainer: Any):
         yield
     finally:
         trainer.processing_class = proc
+
+
+def _rows_of(named: dict[str, Any], rows: list[int], total: int, whole: bool = False) -> dict[str, Any] | None:
+    """The multimodal fields of trl's forward for the rows ``rows`` of a micro-batch of ``total`` rows (the
+    images of those rows again), or None for a layout that cannot be split by row (tiles, spatial shapes)."""
+    if not whole and any(named.get(k) is not None for k in ("spatial_shapes", "num_tiles", "image_position_ids")):
+        return None
+    out: dict[str, Any] = {}
+    num_images = named.get("num_images")
+    pixel_values, grid = named.get("pixel_values"), named.get("image_grid_thw")
+    for key in ("token_type_ids", "mm_token_type_ids", "pixel_attention_mask"):
+        value = named.get(key)
+        if isinstance(value, torch.Tensor) and value.size(0) == total:
+            out[key] = value[rows]
+    if whole:  # every row once more: each field repeated as it is
+        for key, value in named.items():
+            if key not in out and key != "batch_size" and (isinstance(value, list) or
+                                                             (isinstance(value, torch.Tensor) and value.dim() > 0)):
+                out[key] = value if isinstance(value, list) else value
+        return out
+    if pixel_values is None:
+        return out
+    if num_images is None:
+        return None
+    first = [sum(num_images[:i]) for i in range(total + 1)]  # image index where each row starts
+    images = [k for r in rows for k in range(first[r], first[r + 1])]
+    out["num_images"] = [num_images[r] for r in rows]
+    if grid is not None:
+        per_image = grid.prod(dim=-1).tolist()
+        start = [sum(per_image[:k]) for k in range(len(per_image) + 1)]
+        patches = [j for k in images for j in range(start[k], start[k + 1])]
+        out["pixel_values"] = pixel_values[patches]
+        out["image_grid_thw"] = grid[images]
+    elif pixel_values.size(0) == sum(num_images):
+        out["pixel_values"] = pixel_values[images]
+    else:
+        return None
+    if named.get("image_sizes") is not None:
+        out["image_sizes"] = named["image_sizes"][images]
+    return out
 
 
 def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
