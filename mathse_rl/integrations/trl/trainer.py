@@ -43,9 +43,10 @@ The dataset is trl's conversational format with a reference answer (per row the 
 ``answer``, ``gold``, ``ground_truth``, ``solution``, or ``gold_column``) and optional
 ``images``/``question``/``choices``/``data_source`` columns.
 
-Several processes: refinement requests are padded so every process joins each generate call with
-the same row count (trl's vLLM server and tensor-parallel colocate modes hand results back by
-``process_index * len(prompts)``); ``max_refinements_per_group`` counts over global groups, which
+Several processes: each reflection round gathers every process's refinement requests and shares them out
+evenly, so every process joins each generate call with the same row count (trl's vLLM server and
+tensor-parallel colocate modes hand results back by ``process_index * len(prompts)``) and a round costs
+``ceil(total / processes)`` rows per process, not the largest request count everywhere; ``max_refinements_per_group`` counts over global groups, which
 may span processes; the step's counters (``mathse/refine_rate``, ``refine_verified``, ``judge_errors``,
 ``reflect_too_long``, ``truncated``, ``generate_errors``, ``accepted_frac``, per data source from a
 ``data_source`` column, seconds per part) are summed over all processes before trl logs them. A
@@ -446,42 +447,71 @@ class MathSETrainer(GRPOTrainer):
                 pass
 
     def _generation_round(self, prompts: list, filler: list, active: bool) -> list | None:
-        """One generate call that every process joins with the same number of rows.
+        """One generate call that every process joins, the round's rows shared out evenly.
 
         trl's vLLM server gathers every process's prompts, generates them in one call and hands process p the
         rows ``p * len(prompts) .. (p + 1) * len(prompts) - 1``; colocate with tensor parallelism does the same
-        inside a TP group. So each round, every process pads its requests to the largest count with ``filler``
-        (a prompt of its own batch) and drops the padded rows afterwards. A process whose step made no (more)
-        request joins with none (``active=False``) until no process is active: the step may call generate a
-        different number of times on each process. Returns None when no process was active; an exception of
-        the engine comes back as each row's result (the step counts it), never raised.
+        inside a TP group; sharded models generate in lockstep. So every process must join each round with the
+        same number of rows. The round's requests of all processes are gathered and split into equal
+        contiguous shares (``ceil(total / processes)`` rows each; the last share is topped up with copies of the
+        first request, fewer than one row per process in all), each process generates its share, and every
+        process takes back the rows it asked for. A round costs ``ceil(total / processes)`` rows per process
+        instead of the largest request count on every process. A process whose step made no (more) request
+        joins with none (``active=False``) until no process is active. Returns None when no process was
+        active; an exception of the engine comes back as each row's result (the step counts it), never raised.
         """
         n = len(prompts)
-        most, anyone = n, active
-        if self.accelerator.num_processes > 1:
-            mine = torch.tensor([[n, int(active)]], device=self.accelerator.device)
-            everyone = self.accelerator.gather(mine).view(-1, 2)
-            most, anyone = int(everyone[:, 0].max().item()), bool(everyone[:, 1].any().item())
-        if not anyone:
+        processes = self.accelerator.num_processes
+        if processes == 1:
+            if not active:
+                return None
+            return self._generate_rows(list(prompts), n) if n else []
+        from accelerate.utils import gather_object
+
+        everyone = gather_object([(list(prompts), bool(active))])
+        if not any(a for _, a in everyone):
             return None
-        if most == 0:
+        counts = [len(p) for p, _ in everyone]
+        total = sum(counts)
+        if total == 0:
             return []
+        flat = [m for p, _ in everyone for m in p]
+        share = -(-total // processes)
+        start = self.accelerator.process_index * share
+        mine = flat[start:start + share]
+        mine += [flat[0]] * (share - len(mine))
+        done = self._generate_rows(mine, len(mine), raw=True)
+        results = gather_object([done])
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        offset = sum(counts[: self.accelerator.process_index])
+        if failed is not None:
+            return [failed] * n
+        rows = [ids for part in results for ids in part][offset: offset + n]
+        return self._as_generations(rows)
+
+    def _generate_rows(self, prompts: list, n: int, raw: bool = False):
+        """trl's single-turn generation of ``prompts``: token ids per row (``raw``) or :class:`Generation`s;
+        an engine exception is returned (as each row's result), never raised."""
         try:
-            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(list(prompts) + [filler] * (most - n))
+            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(list(prompts))
             r_ids, _ = self._generate_single_turn(r_prompt_ids, r_images, r_fields, 1)
         except Exception as exc:  # a failed reflection call must not stop training: the step counts it
             logger.warning("reflection generation failed for %d rows (%s: %s)", n, type(exc).__name__, exc)
-            return [exc] * n
-        r_ids = [list(ids) for ids in r_ids[:n]]
-        texts = self.processing_class.batch_decode(r_ids, skip_special_tokens=True)
+            return exc if raw else [exc] * n
+        ids = [list(x) for x in r_ids[:n]]
+        return ids if raw else self._as_generations(ids)
+
+    def _as_generations(self, rows: list[list[int]]) -> list[Generation]:
+        texts = self.processing_class.batch_decode(rows, skip_special_tokens=True)
         return [Generation(t, "stop" if self._finished(ids) else "length", len(ids), ids)
-                for t, ids in zip(texts, r_ids)]
+                for t, ids in zip(texts, rows)]
 
     def _reflect_budget(self) -> TokenBudget:
         """What the engine grants a refinement: ``reflect.max_tokens`` (default ``max_completion_length``) new
         tokens; with vLLM, prompts are checked against ``vllm_max_model_length`` (vLLM refuses longer ones)."""
         max_tokens = self.step.reflect.max_tokens or self.max_completion_length
-        limit = getattr(self.args, "vllm_max_model_length", None) if self.use_vllm else None
+        limit = (getattr(self.args, "vllm_max_model_length", None) or self._vllm_context_limit()) if self.use_vllm \
+            else None
         if not limit:
             return TokenBudget(max_tokens=max_tokens, engine="vllm" if self.use_vllm else "hf")
 
@@ -489,6 +519,35 @@ class MathSETrainer(GRPOTrainer):
             return len(self._tokenize_prompts([messages])[0][0])
 
         return TokenBudget(max_tokens=max_tokens, context_limit=limit, count_tokens=count_tokens, engine="vllm")
+
+    def _vllm_context_limit(self) -> int | None:
+        """The engine's ``max_model_len`` when ``vllm_max_model_length`` is not set: what the vLLM server reports
+        (``/server_info``, asked by the main process and shared) or the colocated engine's own; the model's
+        ``max_position_embeddings`` (vLLM's default) when neither can be read. Read once."""
+        if hasattr(self, "_mathse_context_limit"):
+            return self._mathse_context_limit
+        limit, gen = None, getattr(self, "vllm_generation", None)
+        server = getattr(self.args, "vllm_mode", "server") == "server"
+        if gen is not None and (self.accelerator.is_main_process or not server):
+            try:
+                if server:
+                    limit = int(gen.vllm_client.get_server_info()["model_config"]["max_model_len"])
+                else:
+                    limit = int(gen.llm.llm_engine.model_config.max_model_len)
+            except Exception as exc:  # an older server without /server_info, or another engine layout
+                logger.warning("could not read vLLM's max_model_len (%s: %s)", type(exc).__name__, exc)
+        if server and self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            limit = broadcast_object_list([limit], from_process=0)[0]
+        if limit is None:
+            config = getattr(getattr(self.model, "config", None), "text_config", None) or getattr(self.model, "config",
+                                                                                              None)
+            limit = getattr(config, "max_position_embeddings", None)
+            logger.warning("reflection prompts are checked against the model's max_position_embeddings (%s); set "
+                           "vllm_max_model_length to the engine's --max-model-len", limit)
+        self._mathse_context_limit = limit
+        return limit
 
     @contextmanager
     def _reflection_sampling(self, max_tokens: int):

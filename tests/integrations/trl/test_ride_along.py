@@ -47,3 +47,25 @@ def test_only_refined_rows_ride_along_and_the_loss_is_unchanged(taught_vlm, tmp_
     doubled = trainer._compute_loss(trainer.model, out)
     assert forwards[-1] == 12
     assert loss.item() == pytest.approx(doubled.item(), rel=1e-5, abs=1e-6)
+
+
+def test_reflection_prompts_are_checked_against_the_vllm_servers_length_without_setting_it(taught_vlm, tmp_path):
+    """vLLM server mode with ``vllm_max_model_length`` unset: the limit is the one the server reports
+    (``/server_info``, as trl itself reads the server's config), so a reflection prompt longer than the
+    server takes is counted as too long instead of failing the server's whole generate call."""
+    from types import SimpleNamespace
+
+    trainer = make_trainer(taught_vlm, tmp_path, "grpo")
+    asked = []
+
+    class Client:  # trl's VLLMClient.get_server_info: the server's VllmConfig as JSON
+        def get_server_info(self):
+            asked.append(1)
+            return {"model_config": {"max_model_len": 96}}
+
+    trainer.use_vllm, trainer.args.vllm_mode = True, "server"
+    trainer.vllm_generation = SimpleNamespace(vllm_client=Client())
+    budget = trainer._reflect_budget()
+    assert budget.context_limit == 96 and budget.count_tokens is not None
+    trainer._reflect_budget()
+    assert asked == [1]  # read once
