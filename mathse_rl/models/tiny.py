@@ -312,14 +312,14 @@ def load_processor(path: str | os.PathLike):
 
 def _auto_processor(path: str | os.PathLike, config: Any):
     """``AutoProcessor.from_pretrained(path)``, or the same processor class without its video processor when
-    that one needs torchvision (missing here; the images never touch it)."""
+    that one needs torchvision (missing here) or was never saved (an images-only save); images never touch it."""
     from transformers import AutoProcessor
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     try:
         return AutoProcessor.from_pretrained(path)
-    except ImportError as exc:
-        if "torchvision" not in str(exc).lower():
+    except (ImportError, OSError) as exc:  # torchvision missing, or a checkpoint saved without a video processor
+        if "torchvision" not in str(exc).lower() and "video" not in str(exc).lower():
             raise
     cls = PROCESSOR_MAPPING[type(config)]
 
@@ -327,6 +327,12 @@ def _auto_processor(path: str | os.PathLike, config: Any):
         @classmethod
         def get_attributes(klass):
             return [a for a in super().get_attributes() if a != "video_processor"]
+
+        def save_pretrained(self, save_directory, **kwargs):
+            out = super().save_pretrained(save_directory, **kwargs)
+            # preprocessor_config.json too, as hub checkpoints have it (vLLM and older readers look for it)
+            self.image_processor.save_pretrained(save_directory)
+            return out
 
     ImagesOnly.__name__ = ImagesOnly.__qualname__ = cls.__name__
     return ImagesOnly.from_pretrained(path)
