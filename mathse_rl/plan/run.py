@@ -253,8 +253,7 @@ def plan_evolve(cfg: Any, a: Assumptions, recipe: str = "") -> RunPlan:
         return plan
     cap = int(a.gpu_gb * GB)
     g = cfg.generate
-    orm_local = [k for k, conf in (("critic", cfg.critic), ("judge_options", cfg.judge_options))
-                 if _uses_local_orm(conf) or (k == "critic" and cfg.judge.startswith("orm") and _uses_local_orm(conf))]
+    orm_local = [k for k, conf in (("critic", cfg.critic), ("judge_options", cfg.judge_options)) if _uses_local_orm(conf)]
     judge = judge_lines(_judge_shape(cfg.critic if "critic" in orm_local else cfg.judge_options, shape, plan.notes),
                         tokens=a.judge_tokens) if orm_local else []
     seq, images = _seq_len(a, shape, g.max_new_tokens)
@@ -292,12 +291,9 @@ def plan_evolve(cfg: Any, a: Assumptions, recipe: str = "") -> RunPlan:
                      state_dict_type=shard["state_dict_type"], save_total_limit=t.save_total_limit)
     where = (f"SFT stage ({spec.sharding}, {spec.processes} process(es) on {la.num_machines} node(s)), each GPU"
              if la.launcher != "none" else "SFT stage (in the loop's process), GPU 0")
-    train = training_lines(shape, spec)
-    if la.launcher == "none" and judge:
-        plan.notes.append("the local ORM is released before each SFT stage and reloaded for the next judging")
-    _check_table(plan, GpuTable(where, train, cap))
+    _check_table(plan, GpuTable(where, training_lines(shape, spec), cap))
     if judge:
-        plan.notes.append("a local ORM is released before each SFT stage (the stage's GPU 0 does not carry it)")
+        plan.notes.append("the local ORM is released before each SFT stage and loaded again for the next judging")
     stages = (1 if cfg.distill_train else 0) + cfg.rounds + (1 if cfg.reflect.enabled and cfg.reflect.when == "after"
                                                               else 0)
     _train_disk(plan, shape, spec, stages, "SFT")
@@ -419,6 +415,8 @@ def _script_args_error(recipe: str) -> str | None:
         from trl import TrlParser
 
         path = Path(__file__).resolve().parents[2] / ONLINE_SCRIPT
+        if not path.exists():  # an installed package without the repository's recipes: nothing to parse with
+            return None
         spec = importlib.util.spec_from_file_location("_mathse_grpo_recipe", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -443,11 +441,12 @@ def plan_orm_train(values: Mapping[str, Any], a: Assumptions, recipe: str = "") 
         return plan
     kw = dict(values.get("sft_kwargs") or {})
     fsdp = "full_shard" in str(kw.get("fsdp", ""))
-    bf16 = bool(values.get("bf16"))
+    bf16 = bool(values.get("bf16"))  # mathse_rl.orm.train loads the judge in bf16 when set
+    mixed = bf16 or bool(kw.get("bf16"))  # sft_kwargs.bf16 alone: fp32 weights, bf16 autocast
     processes = int(values.get("processes", 8))
     plan.notes.append(f"launched by torchrun over {processes} GPUs of one node (the recipe's own command line)")
     spec = TrainSpec(processes=processes, sharding="fsdp" if fsdp else "ddp", weights_dtype="bfloat16" if bf16 else
-                     "float32", mixed_precision=bf16, micro_batch=int(values.get("per_device_train_batch_size", 4)),
+                     "float32", mixed_precision=mixed, micro_batch=int(values.get("per_device_train_batch_size", 4)),
                      seq_len=_seq_len(a, shape, a.judge_tokens - a.prompt_tokens)[0],
                      logit_tokens=_seq_len(a, shape, a.judge_tokens - a.prompt_tokens)[0],
                      images_per_row=a.images_per_prompt if shape.vision_depth else 0, image_tokens=a.image_tokens,
