@@ -311,17 +311,21 @@ def load_processor(path: str | os.PathLike):
 
 
 def _auto_processor(path: str | os.PathLike, config: Any):
-    """``AutoProcessor.from_pretrained(path)``, or the same processor class without its video processor when
-    that one needs torchvision (missing here) or was never saved (an images-only save); images never touch it."""
+    """The processor ``AutoProcessor.from_pretrained(path)`` builds: the class transformers maps the config to,
+    through its ``from_pretrained`` (called directly, so a wrapper installed on ``AutoProcessor`` cannot loop
+    back here); without its video processor when that one needs torchvision (missing here) or was never saved
+    (an images-only save). Images never touch the video processor."""
     from transformers import AutoProcessor
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-    try:
+    if type(config) not in PROCESSOR_MAPPING:
         return AutoProcessor.from_pretrained(path)
-    except (ImportError, OSError) as exc:  # torchvision missing, or a checkpoint saved without a video processor
+    cls = PROCESSOR_MAPPING[type(config)]
+    try:
+        return cls.from_pretrained(path)
+    except (ImportError, OSError) as exc:
         if "torchvision" not in str(exc).lower() and "video" not in str(exc).lower():
             raise
-    cls = PROCESSOR_MAPPING[type(config)]
 
     class ImagesOnly(cls):  # type: ignore[misc, valid-type]
         @classmethod
