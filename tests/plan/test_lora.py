@@ -43,6 +43,15 @@ def test_an_sft_stage_with_lora_trains_adapters_and_saves_a_merged_model(tiny_vl
     load_policy(path)  # loads back with its processor
 
 
+def test_lora_under_a_sharded_launch_is_refused(tiny_vlm_path, tmp_path, monkeypatch):
+    from mathse_rl.integrations.trl.backends import SFTBackend
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    cfg = load_config(model=tiny_vlm_path, output_dir=str(tmp_path / "run"), train={"use_cpu": True, "lora": {"r": 4}})
+    with pytest.raises(ValueError, match="train.lora runs unsharded"):
+        SFTBackend(cfg).train([], tiny_vlm_path, str(tmp_path / "m1"))
+
+
 @pytest.mark.slow
 def test_the_online_trainer_takes_a_lora_option(tiny_vlm_path, tmp_path):
     from datasets import Dataset

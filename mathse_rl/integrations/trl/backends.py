@@ -437,6 +437,9 @@ class SFTBackend:
         # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
         # (A sharded FSDP checkpoint or a LoRA one holds no loadable model: the trainer restores those itself.)
         lora = dict(getattr(t, "lora", None) or {})
+        if lora and _sharded_launch():
+            raise ValueError("train.lora runs unsharded (its merged save needs the whole model in one process): "
+                             "launch the stage without an FSDP/DeepSpeed config (launch.config_file=null)")
         loadable = last is not None and (last / "config.json").exists()
         model = load_model(str(last) if loadable else init_model, dtype=policy_dtype(t.bf16 and not use_cpu, bool(lora)))
         trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing,
@@ -460,6 +463,13 @@ class SFTBackend:
             "losses": [h["loss"] for h in self.last_log_history if "loss" in h]})
         del trainer, model
         return path
+
+
+def _sharded_launch() -> bool:
+    """Whether this process runs under accelerate's FSDP or DeepSpeed (the variables its launcher sets)."""
+    import os
+
+    return any(os.environ.get(v, "").lower() == "true" for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
 def _optimizer_state_on_cpu(trainer: Any) -> None:
