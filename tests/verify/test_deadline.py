@@ -43,7 +43,6 @@ def test_hanging_calls_in_a_row_each_return_within_timeout(warm_pool):
 
 
 def test_hanging_calls_from_many_threads_return_within_timeout(warm_pool):
-    warm_pool.start(wait=60.0)
     with ThreadPoolExecutor(max_workers=8) as ex:
         results = list(ex.map(lambda _: _timed(verify, *HANG, timeout=TIMEOUT), range(8)))
     assert all(v.reason == "timeout" and not v.correct for v, _ in results), results
@@ -52,7 +51,6 @@ def test_hanging_calls_from_many_threads_return_within_timeout(warm_pool):
 
 
 def test_many_concurrent_averify_calls_return_within_timeout(warm_pool):
-    warm_pool.start(wait=60.0)
 
     async def one():
         t0 = time.monotonic()
@@ -69,7 +67,6 @@ def test_many_concurrent_averify_calls_return_within_timeout(warm_pool):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_verify_batch_with_many_hanging_items_returns_within_timeout(workers, warm_pool):
-    warm_pool.start(wait=60.0)
     responses = [HANG[0]] * 5 + ["\\boxed{7}", "The answer is 3."]
     golds = [HANG[1]] * 5 + ["7", "3"]
     out, dt = _timed(verify_batch, responses, golds, timeout=TIMEOUT, workers=workers)
@@ -81,7 +78,7 @@ def test_a_saturated_pool_answers_at_once_and_the_queue_is_bounded():
     pool = WorkerPool(size=1, preload=False, max_waiting=2)
     pool.start(wait=30.0)
     try:
-        threads = [threading.Thread(target=pool.call, args=("sleep", 1.0, 5.0)) for _ in range(3)]
+        threads = [threading.Thread(target=pool.call, args=("sleep", 0.3, 5.0)) for _ in range(3)]
         for t in threads:  # one runs, two wait: the queue is full
             t.start()
             time.sleep(0.05)
@@ -96,11 +93,11 @@ def test_a_saturated_pool_answers_at_once_and_the_queue_is_bounded():
 
 
 def test_verify_on_a_saturated_pool_is_undecidable_at_once(monkeypatch):
-    small = WorkerPool(size=1, max_waiting=0)
-    small.start(wait=60.0)
+    small = WorkerPool(size=1, preload=False, max_waiting=0)
+    small.start(wait=30.0)
     monkeypatch.setattr(verify_pool, "_DEFAULT", small)
     try:
-        busy = threading.Thread(target=verify, args=HANG, kwargs={"timeout": 2.0})
+        busy = threading.Thread(target=verify, args=HANG, kwargs={"timeout": 1.0})
         busy.start()
         time.sleep(0.3)
         v, dt = _timed(verify, "\\boxed{\\int_0^1 x\\,dx}", "1/2", timeout=TIMEOUT)
@@ -115,9 +112,9 @@ def test_a_worker_killed_mid_item_has_the_item_retried_once():
     pool.start(wait=30.0)
     try:
         victim = pool.pids[0]
-        threading.Timer(0.3, os.kill, args=(victim, signal.SIGKILL)).start()
-        out = pool.call("sleep", 1.0, timeout=10.0)
-        assert out == ("ok", 1.0), out  # judged on a fresh worker, not reported as an error
+        threading.Timer(0.2, os.kill, args=(victim, signal.SIGKILL)).start()
+        out = pool.call("sleep", 0.5, timeout=10.0)
+        assert out == ("ok", 0.5), out  # judged on a fresh worker, not reported as an error
         assert victim not in pool.pids
         stats = pool.stats()
         assert stats["died"] == 1 and stats["retried"] == 1
