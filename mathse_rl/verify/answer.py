@@ -396,13 +396,15 @@ def _letter(s: str) -> Letter | None:
     if not m:
         return None
     rest_text = (m.group(2) or m.group(3) or "").strip()
-    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)|^\(?[A-J]\)?$", rest_text):
-        return None  # "A or B", "A, B": not one option
+    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)|^\(?[A-J]\)?$", rest_text) and rest_text.strip("()") != m.group(1):
+        return None  # "A or B", "A, B": not one option ("(C) C" is option C whose text is "C")
     if m.group(3) is not None and re.match(r"^[-+=<>*/^_\\]|^(?:or|and)\b", rest_text) and not (
             re.match(r"^\\[a-zA-Z]", rest_text) and _PAREN_LETTER.match(s)):
         return None  # "D = (0, 1)" and "A + B" are expressions, not option D / A; "(D) \frac{4}{5}" is option D
     rest = None
     if rest_text and balanced(rest_text.replace("\\{", "").replace("\\}", "")):
+        if rest_text[0] == "(" and rest_text[-1] == ")" and _one_group(rest_text) and "," not in rest_text:
+            rest_text = rest_text[1:-1].strip()  # "A (6cm)", "B (No)": the option's text in parentheses
         rest = _parse(rest_text, allow_letter=False)
     return Letter("letter", s, letter=m.group(1), rest=rest)
 

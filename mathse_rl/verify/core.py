@@ -13,7 +13,7 @@ import re
 from typing import Sequence
 
 from mathse_rl.types import Verdict
-from mathse_rl.verify.answer import Answer, AnswerError, Latex, Letter, Relation, Text, parse_answer
+from mathse_rl.verify.answer import Answer, AnswerError, Latex, Letter, Relation, Scalar, Text, parse_answer
 from mathse_rl.verify.cache import bounded_cache
 from mathse_rl.verify.compare import equal, relation_value
 from mathse_rl.verify.extract import UNDECIDED, extract, has_box, is_prose, sentence_answer
@@ -30,7 +30,9 @@ _REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i 
                        r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|i mean|"
                        r"no,\s+(?:it|that|the answer)\b|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
 # After the stated answer: the output runs on into another prompt ("Question: ...", "Choices:").
-_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q)\s*\d*\s*[:：]", re.I | re.M)
+_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
+# A restated answer line in a run-on ("Question: ...\n\nAnswer: 1.").
+_ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(?=\S)", re.I | re.M)
 # After the stated answer: another final answer ("... So the answer is 15."). Intermediate results in an
 # explanation written after the answer ("Therefore, x = 13") are not answers and do not count.
 _LATER = re.compile(r"\b(?:final answer|(?:the|my|correct|right)\s+answer|(?:correct|right)\s+(?:option|choice))\s*"
@@ -40,7 +42,7 @@ _VALUE = r"(?:(?<![A-Za-z])\(?[A-J]\)?(?![A-Za-z'])|-?[0-9][0-9.,/]*|\$[^$\n]{1,
 _ALTERNATIVE = re.compile(
     r"(?P<v1>" + _VALUE + r")\s*(?:(?:is|would|could|may|might|can|will)\s+)?(?:be\s+)?(?:also|too|as well|equally)\b|"
     r"(?P<v2>" + _VALUE + r")\s+(?:works|work|is correct|is right|is valid|is possible|is acceptable)\s+(?:too|as well)\b|"
-    r"\b(?:could|might|may|can)\s+(?:also\s+)?be\s+(?P<v3>" + _VALUE + r")|"
+    r"\b(?:could|might|may|can)\s+also\s+be\s+(?P<v3>" + _VALUE + r")|"
     r"\b(?:alternatively|otherwise|or possibly|or perhaps|or maybe|unless it is|unless it's|also accept(?:able)?)\b[,:]?\s*"
     r"(?:(?:the answer is|it is|it's)\s+)?(?P<v4>" + _VALUE + r")|"
     r"^\W{0,3}\s*(?:or|and/or)\s+(?:option\s+|choice\s+)?(?P<v5>" + _VALUE + r")", re.I)
@@ -139,7 +141,8 @@ def _contradicts(pred: Letter, parsed: tuple[Answer | None, ...]) -> bool:
         return True
     if is_prose(pred.rest.raw):
         return False  # "D. Therefore, the perimeter is 16": a sentence after the letter, not the option's text
-    return ok is False and not isinstance(pred.rest, Text) and not isinstance(target, Text)
+    constant = all(isinstance(x, Scalar) and not x.vars and x.value is not None for x in (pred.rest, target))
+    return ok is False and constant  # "(D) 140°" against 20°; never a form the parser reads two ways ("5√3 m")
 
 
 def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None) -> tuple[bool | None, str] | None:
@@ -220,10 +223,16 @@ def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> boo
     after = after.strip()
     if not after:
         return False
-    if _REVISION.search(after) or _RUNAWAY.search(after) or UNDECIDED.search(after[:_AFTER_WINDOW]):
+    if _REVISION.search(after) or UNDECIDED.search(after[:_AFTER_WINDOW]):
         return True
-    for m in _LATER.finditer(after[:_AFTER_WINDOW]):
-        later = sentence_answer(after[m.end():])
+    runaway = _RUNAWAY.search(after) is not None
+    # A run-on into another prompt is read whole: it stands only when it restates this answer and no other.
+    window = after if runaway else after[:_AFTER_WINDOW]
+    stated = sorted([*_LATER.finditer(window), *(_ANSWER_LINE.finditer(window) if runaway else ())],
+                    key=lambda m: m.start())
+    restated = 0
+    for m in stated:
+        later = sentence_answer(window[m.end():])
         if not later:
             continue
         try:
@@ -239,7 +248,8 @@ def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> boo
         outcome = _choice_outcome(p, gold, choices_t) or equal(p, gold)
         if outcome[0] is False:
             return True
-    return False
+        restated += outcome[0] is True
+    return runaway and not restated
 
 
 _AFTER_WINDOW = 2000  # characters after the answer searched for a revision, a refusal or a later answer

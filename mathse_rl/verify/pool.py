@@ -12,9 +12,13 @@ lazily and are killed at interpreter exit.
 Every failure frees the worker: a task whose input does not pickle is refused with a
 ValueError before a worker is taken; an interrupt (Ctrl-C) or any other exception
 while a task runs kills that worker (its late answer must not reach the next caller);
-a worker that overruns, crashes or is killed is replaced. A task's ``timeout`` counts
-from the moment a worker starts it; the wait for a free worker is bounded separately
-(``queue_timeout``) and reported on each result and in :meth:`WorkerPool.stats`.
+a worker that overruns, crashes or is killed is replaced, in the background (no caller
+waits for a process to start or be reaped). A task's ``timeout`` counts from the moment a
+worker starts it; a call's ``deadline`` bounds the whole call, the wait for a free worker
+included (``verify`` always sets one); without a deadline the wait is bounded by
+``queue_timeout``. At most ``max_waiting`` callers wait at once: one more is answered
+"busy" at once. A task whose worker dies under it is sent again, once. Waits, rejections
+and retries are reported on each result and in :meth:`WorkerPool.stats`.
 
 No worker outlives its parent by more than about a second, whatever it computes
 (a big-integer power holds the GIL for minutes, so a watcher thread inside the

@@ -211,6 +211,31 @@ def test_lookalike_digits_and_separators(response, gold, expected, warm_pool):
     ("The answer to the question is 2, as there are two stores where items sold less than 5 units.", "2", None, 1),
     ("So the answer is 1982 with an actual total income of $931,441.", "1982", None, 1),
     ("The answer is 2 or 3 bars.", "2", None, 0), ("The answer is 2 more than 4.", "2", None, 0),
+    # the option letter named by its own line, or by the last word of the answer
+    ("C) 5√3 m", "5√{3}m", ["10m", "5m", "5√{3}m", "10√{3}m"], 1), ("C. Fish", "Fish", ["Plant", "Phyto-plankton", "Fish", "Lizard"], 1),
+    ("C. Fish", "Plant", ["Plant", "Phyto-plankton", "Fish", "Lizard"], 0),
+    ("Therefore, the organism whose population would decrease is C) lizard.", "lizard", ["plant", "human", "lizard", "snake"], 1),
+    ("- d and e are corresponding angles, so E is false.\n\nTherefore, the exception is E.", "d + e = f + j",
+     ["a + b = j + l", "g = h", "c + f = f + b", "g + e + f + h = 360", "d + e = f + j"], 1),
+    ("The correct option is (C) C.", "C", ["A", "B", "C"], 1), ("The correct option is (C) C.", "B", ["A", "B", "C"], 0),
+    ("The correct option letter is A (Yes).", "Yes", ["Yes", "No"], 1), ("The correct option letter is: B (No)", "No", ["Yes", "No"], 1),
+    ("The correct option letter is A (Yes).", "No", ["Yes", "No"], 0),
+    ("Therefore, the length of AC is 6cm.\n\nThus, the answer is A (6cm).", "6cm", ["6cm", "7cm", "4cm", "5cm"], 1),
+    ("所以，ABCD的周长为5+5+7+7=24，因此选项为(D) 24。", "24", ["12", "14", "35", "24"], 1),
+    ("所以，ABCD的周长为5+5+7+7=24，因此选项为(C) 35。", "24", ["12", "14", "35", "24"], 0),
+    # a stated value, a label number and a new turn after the answer
+    ("The question requires an integer answer and the final value is 2. In 2008, 2011, and 2014, imports were greater.", "2", None, 1),
+    ("```output\n16.0\n```\n16 people think that horse #12 will win the big race.", "16", None, 1),
+    ("```output\n16.0\n```\n16 people think that horse #12 will win the big race.", "12", None, 0),
+    ("Final Answer: The maximum number of points that could be in the domain of $f(x)$ is 19. <|im_start|>user", "19", None, 1),
+    # a run-on that only restates the same answer stands; one that states another, or none, does not
+    ("Answer: The amplitude is 1.\n\nQuestion: What is the amplitude of this function?\n\nAnswer: The amplitude is 1.\n\n"
+     "Question: What is the amplitude of this function?\n\nAnswer: The amplitude is 1.", "1", None, 1),
+    ("Answer: 2.\n\nQuestion: How many objects are preferred by more than 7 people?\n\nAnswer: 3.", "2", None, 0),
+    # a sentence that only says what is not in the picture is no refusal; a ratio is not its last term
+    ("The image does not contain any bars with numeric values. Since there are no bars with values below 6, the "
+     "number of bars with values smaller than 6 is 0.", "0", None, 1),
+    ("The ratio of the number of procedures in 2004 to that in 2007 is 3:1.", "1", None, 0),
 ])
 def test_forms_from_real_outputs(response, gold, choices, expected, warm_pool):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
