@@ -204,7 +204,7 @@ def _is_hedge(pred_text: str) -> bool:
     return len(set(_NAMED_OPTION.findall(pred_text))) >= 2
 
 
-_NAMED_OPTION = re.compile(r"(?<![A-Za-z])\(([A-J])\)")
+_NAMED_OPTION = re.compile(r"(?<![A-Za-z(])\(?([A-J])(?:\)|\.(?=\s))")  # "(B)", "B)", "B. 16"; never "f(B)"
 
 
 def _offers_alternative(pred_text: str, after: str) -> bool:

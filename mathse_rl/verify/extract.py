@@ -102,6 +102,7 @@ _LISTED_OPTION = re.compile(r"^[ \t]*\(?[A-J]\)[ \t]+\S", re.M)  # a line of an 
 _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 # Lenient, with options: a short response that is one option with its text ("C) Superior lobes", "C. Fish"),
 # or a last sentence that ends on an option letter ("Therefore, the exception is E.", "... is C) lizard.").
+_LONE_LETTER = re.compile(r"(?<![A-Za-z'’])\(?([A-J])\)?(?![A-Za-z'’])")
 _OPTION_LINE = re.compile(r"^\(?[A-J][.)]\s+\S.{0,150}$")
 _FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:option\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
                            r"\s*[.!]?\s*$")
@@ -186,6 +187,10 @@ _LEAD_COUNT = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s+(?!(?:or|and|to|times|p
                          r"smaller|larger|over|out|of|divided|multiplied|by|from|through|thru|x|percent|per|and/or)\b)"
                          r"[A-Za-z]")
 _SECOND_NUMBER = re.compile(r"\b(?:or|and|either|to)\s+(?:\$\s*)?-?[0-9]")
+# After a leading count, another number may only state a condition: "larger than 4", "of $931,441".
+_OTHER_NUMBER = re.compile(r"(?<![0-9.,])(?<!\$)(?<!\$ )-?[0-9]")
+_CONDITION_WORDS = re.compile(r"\b(?:than|of|in|from|over|under|at|per|by|with|within|above|below|after|before)\s+(?:\$\s*)?$",
+                              re.I)
 
 
 def sentence_answer(text: str, strict: bool = False) -> str:
@@ -219,7 +224,7 @@ def sentence_answer(text: str, strict: bool = False) -> str:
     piece = piece.strip().rstrip(".*_").strip()
     if is_prose(piece):
         lead = _LEAD_COUNT.match(piece)
-        if lead and not _SECOND_NUMBER.search(piece):
+        if lead and not _SECOND_NUMBER.search(piece) and _only_conditions_after(piece, lead.end(1)):
             return lead.group(1)  # "2 bars have values larger than 4" -> "2"
         if not strict and not _SECOND_NUMBER.search(piece) and not _LEAD_NUMBER.match(piece):
             nums = _NUMBER.findall(piece)
@@ -229,6 +234,14 @@ def sentence_answer(text: str, strict: bool = False) -> str:
 
 
 _LEAD_NUMBER = re.compile(r"^\s*-?[0-9]")
+
+
+def _only_conditions_after(piece: str, start: int) -> bool:
+    """Whether every number after ``start`` states a condition ("than 4"), none another answer ("; 4 if ...")."""
+    for m in _OTHER_NUMBER.finditer(piece, start):
+        if not _CONDITION_WORDS.search(piece, max(start, m.start() - 30), m.start()):
+            return False
+    return True
 
 
 _JOINER = re.compile(r"^[\s\\\"'“”]*(?:,|;|and|or|\\quad)?[\s\\\"'“”]*$", re.I)
@@ -394,6 +407,10 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
         final = _FINAL_LETTER.search(tail_line)
         if lead is not None or final is not None:  # "C) 5√3 m", "C. Fish", "... the exception is E."
             ans = (lead.group(0) if lead is not None else final.group(1) or final.group(2)).strip().rstrip(".")
+            last_sentence = re.split(r"(?<=[.!?])\s+", tail_line)[-1]
+            letters = set(_LONE_LETTER.findall(last_sentence))
+            if len(letters) >= 2:  # "It might be C, or it is D.": two options in the sentence that names one
+                ans = " ".join(sorted(letters))
             return Extraction(ans, "option", (ans,), at=_sentence_start(text, len(text) - len(tail_line)))
         last = None
         listing = len(_LISTED_OPTION.findall(text)) >= 2

@@ -199,7 +199,8 @@ def strip_wrappers(s: str) -> str:
                     s = inner.strip()
         s = s.strip()
         if "**" in s or s[:1] in ("*", "_") or s[-1:] in ("*", "_"):
-            s = _EMPHASIS.sub("", s).strip()
+            # Two or more "**" are emphasis (a reader sees "**2**3" as 23, never 2**3 = 8); one may be a power.
+            s = s.replace("**", "").strip() if s.count("**") >= 2 else _EMPHASIS.sub("", s).strip()
         s = s.rstrip(".。").strip()
         if s == before:
             break

@@ -267,6 +267,13 @@ NON_COMMITTAL = [
     ("Using sin(C) = 0.8 and AB = 6, the length of AC is 10.", "12", ["10", "11", "12", "13"]),
     ("I cannot determine the answer from the image. It may be 4.", "4", None),
     ("The answer is 5. However, I am not sure, since the figure is unclear.", "5", None),
+    # the lenient readings added for public model outputs must not open a door to two options or two numbers
+    ("C) 14 or D) 16", "C", C4), ("C) 14 or D) 16", "D", C4), ("C. 14 or D. 16", "C", C4), ("C) or D)", "C", C4),
+    ("It might be C, or it is D.", "D", C4), ("It is C or D.", "C", C4), ("Therefore, the exception is C and D.", "C", C4),
+    ("The answer is 3 apples; 4 if we count pears.", "3", None), ("The answer is 3 apples; 4 if we count pears.", "4", None),
+    ("The answer is 2 bars, maybe 3.", "2", None), ("The final value is 2 or 3.", "2", None),
+    ("The answer is 12.\n\nQuestion: Is it 12 or 13?\nAnswer: 13", "12", None),
+    ("The correct option letter is A (No).", "A", ["Yes", "No"]), ("The correct option is (C) 10.", "C", C4),
 ]
 
 LOOKALIKES = _superscripts() + _subscripts() + _enclosed() + _invisible() + _relations()
