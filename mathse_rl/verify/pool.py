@@ -396,28 +396,31 @@ class WorkerPool:
                 self._workers.remove(w)  # died while idle (killed from outside)
                 w.conn.close()
 
+    def _take_free(self) -> _Worker | None:
+        """A warm idle worker, marked busy (caller holds ``_cond``), or None."""
+        if self._closed:
+            raise RuntimeError("worker pool is closed")
+        self._collect_ready()
+        for w in self._workers:
+            if w.ready and not w.busy:
+                w.busy = True
+                return w
+        return None
+
     def _acquire(self, deadline: float) -> _Worker | None | str:
         """A free, warm worker; None when ``deadline`` passes first; "busy" when the queue is full."""
         with self._cond:
-            if self._closed:
-                raise RuntimeError("worker pool is closed")
-            self._collect_ready()
-            for w in self._workers:
-                if w.ready and not w.busy:
-                    w.busy = True
-                    return w
+            free = self._take_free()
+            if free is not None:
+                return free
             if self._waiting >= self.max_waiting:
                 return "busy"
             self._waiting += 1
             try:
                 while True:
-                    if self._closed:
-                        raise RuntimeError("worker pool is closed")
-                    self._collect_ready()
-                    for w in self._workers:
-                        if w.ready and not w.busy:
-                            w.busy = True
-                            return w
+                    free = self._take_free()
+                    if free is not None:
+                        return free
                     # One new worker per waiting caller beyond those already starting, started in the background.
                     starting = sum(not w.ready for w in self._workers) + self._spawning
                     if len(self._workers) + self._spawning < self.size and starting < self._waiting \

@@ -107,31 +107,20 @@ def test_verify_on_a_saturated_pool_is_undecidable_at_once(monkeypatch):
         small.close()
 
 
-def test_a_worker_killed_mid_item_has_the_item_retried_once():
-    pool = WorkerPool(size=1, preload=False)
-    pool.start(wait=30.0)
-    try:
-        victim = pool.pids[0]
-        threading.Timer(0.2, os.kill, args=(victim, signal.SIGKILL)).start()
-        out = pool.call("sleep", 0.5, timeout=10.0)
-        assert out == ("ok", 0.5), out  # judged on a fresh worker, not reported as an error
-        assert victim not in pool.pids
-        stats = pool.stats()
-        assert stats["died"] == 1 and stats["retried"] == 1
-        status, message = pool.call("crash", 3, timeout=10.0)  # an item that kills every worker: one retry, then an error
-        assert status == "error" and "died" in message
-        assert pool.stats()["retried"] == 2 and pool.stats()["died"] == 3
-    finally:
-        pool.close()
+def test_a_worker_killed_mid_item_has_the_item_retried_once(pool):
+    victim = pool.pids[0]
+    threading.Timer(0.2, os.kill, args=(victim, signal.SIGKILL)).start()
+    out = pool.call("sleep", 0.5, timeout=10.0)
+    assert out == ("ok", 0.5), out  # judged on a fresh worker, not reported as an error
+    assert victim not in pool.pids
+    stats = pool.stats()
+    assert stats["died"] == 1 and stats["retried"] == 1
+    status, message = pool.call("crash", 3, timeout=10.0)  # an item that kills every worker: one retry, then an error
+    assert status == "error" and "died" in message
+    assert pool.stats()["retried"] == 2 and pool.stats()["died"] == 3
 
 
-def test_a_retry_never_runs_past_the_deadline():
-    pool = WorkerPool(size=1, preload=False)
-    pool.start(wait=30.0)
-    try:
-        victim = pool.pids[0]
-        threading.Timer(0.6, os.kill, args=(victim, signal.SIGKILL)).start()
-        out, dt = _timed(pool.call, "sleep", 30.0, 1.0, deadline=time.monotonic() + 1.0)
-        assert out.status == "timeout" and dt <= 1.0 + SLACK, (out, dt)
-    finally:
-        pool.close()
+def test_a_retry_never_runs_past_the_deadline(pool):
+    threading.Timer(0.6, os.kill, args=(pool.pids[0], signal.SIGKILL)).start()
+    out, dt = _timed(pool.call, "sleep", 30.0, 1.0, deadline=time.monotonic() + 1.0)
+    assert out.status == "timeout" and dt <= 1.0 + SLACK, (out, dt)

@@ -39,14 +39,6 @@ def _wait_gone(pid: int, limit: float) -> float | None:
     return None
 
 
-@pytest.fixture
-def pool():
-    p = WorkerPool(size=1, preload=False)
-    p.start(wait=30.0)
-    yield p
-    p.close()
-
-
 def _interrupt_main_after(delay: float) -> threading.Timer:
     main = threading.main_thread().ident
     t = threading.Timer(delay, signal.pthread_kill, args=(main, signal.SIGINT))
