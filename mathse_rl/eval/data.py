@@ -90,7 +90,7 @@ def _json_rows(data: Any, path: Path) -> list[Any]:
 
 
 def _dir_rows(path: Path, split: str) -> Iterable[Mapping[str, Any]]:
-    if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+    if any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
         from datasets import load_from_disk
 
         ds = load_from_disk(str(path))

@@ -27,13 +27,15 @@ category, task, context, grade, skills; a problem counts in each of its skills).
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any, Mapping
 
 from mathse_rl.eval.base import CATEGORIES, Benchmark, RowError, Scored, first, register_benchmark, require
 from mathse_rl.eval.scoring import chosen_option, nearest_option, plain_number
 from mathse_rl.prompts import solve_template
 from mathse_rl.types import Problem
-from mathse_rl.verify import verify
+from mathse_rl.types import Verdict
+from mathse_rl.verify import extract_answer, verify
 
 AXES = ("question_type", "answer_type", "language", "source", "category", "task", "context", "grade", "skills")
 
@@ -156,8 +158,10 @@ class MathVista(Benchmark):
             prediction = choices[idx] if idx is not None else None
             correct = None if problem.gold is None else prediction == problem.gold
             return Scored(correct, prediction, v.pred, reason)
-        gold = problem.gold if problem.gold is not None else "0"  # hidden answers: extraction only
-        v = verify(response, gold)
+        if problem.gold is None:  # hidden answers: the extraction only
+            v = Verdict(False, extract_answer(response), "hidden_answer")
+        else:
+            v = verify(response, problem.gold)
         atype, number = m["answer_type"], plain_number(v.pred)
         if atype == "integer" and number is not None:
             prediction = str(int(number))
@@ -171,6 +175,8 @@ class MathVista(Benchmark):
             return Scored(True, problem.gold, v.pred, v.reason)
         if atype in ("integer", "float") and prediction == problem.gold:
             return Scored(True, prediction, v.pred, "precision")
+        if atype == "list" and v.pred is not None and _as_list(v.pred) == _as_list(problem.gold):
+            return Scored(True, _as_list(v.pred), v.pred, "list")
         return Scored(False, prediction, v.pred, v.reason)
 
 
@@ -234,6 +240,16 @@ def ours(problem: Problem) -> str:
     unit = problem.meta.get("unit")
     question = problem.question + (f" (Unit: {unit})" if unit else "")
     return solve_template(problem).format(question=question, options=format_options(problem.choices))
+
+
+def _as_list(text: str) -> str | None:
+    """A list answer in the release's written form (``str`` of a Python list): ``2014,2016`` and
+    ``[2014, 2016]`` both read ``[2014, 2016]``; None when an item is not a plain number."""
+    items = [t.strip() for t in str(text).strip().strip("[]()").split(",")]
+    numbers = [plain_number(t) if re.fullmatch(r"[-+]?\d+(?:\.\d+)?", t) else None for t in items]
+    if len(items) < 2 or any(n is None for n in numbers):
+        return None
+    return "[" + ", ".join(str(int(n)) if n == int(n) and "." not in t else t for n, t in zip(numbers, items)) + "]"
 
 
 def _jsonable(v: Any) -> bool:

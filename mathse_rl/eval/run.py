@@ -146,7 +146,8 @@ def generate(bench: Benchmark, problems: Sequence[Problem], s: EvalSettings, out
     done = _read_done(path)
     batches = [list(problems[i:i + s.batch_size]) for i in range(0, len(problems), s.batch_size)]
     todo = [b for b in batches if any(p.id not in done for p in b)]
-    if todo and generator is None:
+    owned = bool(todo) and generator is None  # a generator we build we also release; a caller's is theirs
+    if owned:
         generator = make_generator(s)
     bar = tqdm(total=len(problems), initial=len(problems) - sum(len(b) for b in todo), desc=f"generate {bench.name}",
                disable=not s.progress, unit="problem")
@@ -163,9 +164,8 @@ def generate(bench: Benchmark, problems: Sequence[Problem], s: EvalSettings, out
             done.update({p.id: o[0] for p, o in zip(batch, outs) if p.id not in done})
             bar.update(len(batch))
     bar.close()
-    release = getattr(generator, "release", None)
-    if callable(release):
-        release()
+    if owned and callable(getattr(generator, "release", None)):
+        generator.release()  # the engines' accelerator memory back before scoring
     return done
 
 

@@ -3,8 +3,8 @@ the few rules benchmarks add on top (which option a response chose, a number at 
 
     >>> chosen_option("so the answer is (B).", ["97", "102"])
     (1, Verdict(correct=True, pred='(B)', reason='choice'))
-    >>> plain_number("1,234.5 cm"), plain_number("x = 3")
-    (1234.5, None)
+    >>> plain_number("1,234.5 cm"), plain_number("x = 3"), plain_number("about 14.3"), plain_number("2 or 3")
+    (1234.5, 3.0, 14.3, None)
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from mathse_rl.verify import verify
 # A response longer than this is scored on its tail (the verifier reads at most its last 16k characters).
 VERIFY_TIMEOUT = 5.0
 
+_ANY_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.])")
+_FEW_WORDS = 4
 _NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
@@ -38,7 +40,8 @@ def chosen_option(response: str, choices: Sequence[str], timeout: float = VERIFY
     first = verdicts[0] if verdicts else Verdict(False, None, "no_answer")
     if first.reason in _UNREAD:  # the verifier found an answer it could not tie to an option: read it as a benchmark does
         named = option_named(first.pred, choices)
-        if named is not None:
+        # ... unless, asked about that very option, the verifier refused it (a hedge, a revision, runaway text)
+        if named is not None and verdicts[named].reason in _UNREAD:
             return named, Verdict(True, first.pred, "option_named")
     return None, first
 
@@ -77,13 +80,20 @@ def option_named(extraction: str | None, choices: Sequence[str]) -> int | None:
 
 
 def nearest_option(text: str, choices: Sequence[str]) -> int:
-    """The option with the smallest edit distance to ``text`` (the first on a tie): MathVista's
-    rule for an extraction that is neither an option letter nor an option's text.
+    """MathVista's normalisation of an extraction to an option (``normalize_extracted_answer``): the
+    first letter in parentheses replaces the text; a letter of an option is that option; anything
+    else gets the option with the smallest edit distance to it (the first on a tie).
 
-        >>> nearest_option("about 60 degrees", ["30°", "60°", "60 degrees"])
-        2
+        >>> nearest_option("about 60 degrees", ["30°", "60°", "60 degrees"]), nearest_option("(C) yes", ["Yes", "No"])
+        (2, 1)
     """
-    dists = [edit_distance(str(text), str(c)) for c in choices]
+    text = str(text).strip()
+    letters = _PAREN_LETTER.findall(text)
+    if letters:
+        text = letters[0].upper()
+    if len(text) == 1 and "A" <= text < chr(ord("A") + len(choices)):
+        return ord(text) - ord("A")
+    dists = [edit_distance(text, str(c)) for c in choices]
     return dists.index(min(dists))
 
 
@@ -106,23 +116,31 @@ def _plain(s: str) -> str:
 
 def plain_number(text: str | None) -> float | None:
     """The number a short answer starts with (thousands commas, a leading ``$``/``\\$`` and trailing
-    units allowed), as benchmarks that apply ``float()`` to an extracted answer read it; None otherwise."""
+    units allowed; an equation's right side), as benchmarks that apply ``float()`` to an extracted
+    answer read it; None otherwise."""
     if text is None:
         return None
-    s = str(text).strip().strip("$").replace("\\$", "").replace("\\!", "").replace("{,}", ",").strip()
-    s = s.replace("\\left", "").replace("\\right", "")
+    # An equation or approximation answers with its right side ("a = 1.24 m/s^2", "x \\approx 3.1").
+    s = re.split(r"=|\\approx|≈", str(text))[-1].strip().strip("$")
+    for mark, plain in (("\\$", ""), ("\\!", ""), ("{,}", ","), ("\\left", ""), ("\\right", "")):
+        s = s.replace(mark, plain)
+    s = s.strip()
     m = _NUMBER.match(s)
     if not m or not re.search(r"\d", m.group(0)):
-        return None
+        # A few words around one number ("about 14.3", "roughly 12 cm"): that number.
+        found = list(_ANY_NUMBER.finditer(s))
+        if len(found) != 1 or len(s.split()) > _FEW_WORDS:
+            return None
+        s = s[found[0].start():]
+        m = _NUMBER.match(s)
     rest = s[m.end():].strip()
-    # A number followed by more math (an operator, a fraction bar, a power) is not this number.
-    if rest and re.match(r"^[\d(/^*+\-=×÷.]|^\\(?:frac|sqrt|times|cdot|pi)", rest):
+    # A number followed by more math (an operator, a fraction bar, a power) is not this number, nor is
+    # one followed by another number ("2 or 3"; a unit's power, "m^2", is no number).
+    if rest and (re.match(r"^[\d(/^*+\-=×÷.]|^\\(?:frac|sqrt|times|cdot|pi)", rest)
+                 or re.search(r"(?<![\^\w.{])\d", rest)):
         return None
     try:
         return float(m.group(0).replace(",", ""))
     except ValueError:
         return None
 
-
-def verdict(correct: bool, pred: str | None, reason: str) -> Verdict:
-    return Verdict(bool(correct), pred, reason)
