@@ -147,8 +147,8 @@ def kendall(rows: list[dict]) -> tuple[float, list[tuple[str, str, float]]]:
 
 def table(title: str, rows: list[dict], commit: str | None) -> str:
     lines = [f"### {title} (commit {commit})", "",
-             "| model | published | ours | difference | disagreeing rows (ours only / release only) | our reason on those rows |"
-             " seconds per 1,000 |", "|---|---|---|---|---|---|---|"]
+             "| model | published | ours | difference | disagreeing rows (ours only / release only) "
+             "| our reason on those rows | seconds per 1,000 |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("missing"):
             lines.append(f"| {r['model']} | {r['published']:.2f} | - | - | output file not in the checkout | | |")

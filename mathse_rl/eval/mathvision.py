@@ -46,7 +46,8 @@ class MathVision(Benchmark):
     default_split = "test"
     axes = AXES
     prompt_styles = ("official", "direct", "ours")
-    source = "github.com/mathllm/MATH-V data/test.jsonl, data/testmini.jsonl (+ images.zip), or huggingface.co/datasets/MathLLMs/MathVision"
+    source = ("github.com/mathllm/MATH-V data/test.jsonl, data/testmini.jsonl (+ images.zip), "
+              "or huggingface.co/datasets/MathLLMs/MathVision")
     license = "MIT (the repository's LICENSE)"
 
     def problem(self, row: Mapping[str, Any], index: int, split: str) -> Problem:
