@@ -111,3 +111,30 @@ def test_wandb_table_holds_images_responses_and_verdicts(releases, tmp_path, mon
     first = dict(zip(data["columns"], data["data"][0]))
     assert first["image"]["_type"] == "image-file" and first["correct"] is True and first["prediction"] == "1.2"
     assert len(data["data"]) == 5
+
+
+def test_vllm_backend_is_the_loops_engine_split_with_tensor_and_data_parallel(releases, tmp_path, monkeypatch):
+    """``--backend vllm`` builds the offline loop's VLLMGenerator: 2 engines x tensor parallel 2 on
+    four visible GPUs, the prompts split between the engines and the answers back in problem order,
+    images passed as vLLM's multi_modal_data. vLLM itself is not installed here: a stand-in with
+    ``vllm.LLM``'s offline interface (``tests/evolve/fake_vllm.py``) answers."""
+    from pathlib import Path
+
+    from mathse_rl.integrations.trl.backends import VLLMGenerator
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "evolve"))
+    monkeypatch.setattr(VLLMGenerator, "engine", "fake_vllm:FakeLLM")
+    monkeypatch.setattr(VLLMGenerator, "sampling", "fake_vllm:FakeParams")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = tmp_path / "out"
+    run_eval(EvalSettings(benchmark="mathvista", data=str(releases["mathvista"]), model=str(model), out=str(out),
+                          backend="vllm", tensor_parallel_size=2, data_parallel_size=2, batch_size=5,
+                          engine_options={"gpu_memory_utilization": 0.85}, progress=False), printer=lambda _: None)
+    responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in responses] == ["1", "2", "3", "4", "5"]
+    assert [r["response"].split()[0] for r in responses] == ["gpus=4,5"] * 3 + ["gpus=6,7"] * 2
+    assert all(" tp=2 " in r["response"] and " images=1 " in r["response"] for r in responses)
+    assert responses[1]["response"].endswith("(D) 122")  # the official prompt reached the engine
