@@ -31,7 +31,9 @@ class BenchmarkReward(Reward):
     """The benchmark's rules for benchmark rows (1.0 / 0.0), the ``fallback`` reward for the others."""
 
     name = "benchmark"
-    extras_keys = ("benchmark", "prediction", "reason")
+    # "pred" as the verifier reward names it (verl's validation votes over it for maj@N); strings are
+    # skipped by verl's metric reduction.
+    extras_keys = ("pred", "reason", "benchmark")
 
     def __init__(self, fallback: Any = "verifier", **fallback_options: Any):
         self.fallback = get_reward(fallback, **fallback_options)
@@ -51,8 +53,9 @@ class BenchmarkReward(Reward):
                               meta=meta)
             sc = get_benchmark(name).score(problem, s.response)
             score = None if sc.correct is None else float(sc.correct)
-            out[i] = RewardOutput(score, {"benchmark": name, "prediction": sc.prediction, "reason": sc.reason})
+            out[i] = RewardOutput(score, {"pred": sc.prediction, "reason": sc.reason, "benchmark": name})
         if rest:
             for i, o in zip(rest, self.fallback([samples[i] for i in rest])):
-                out[i] = RewardOutput(o.score, {"benchmark": None, "prediction": None, "reason": None})
+                out[i] = RewardOutput(o.score, {"pred": o.extras.get("pred"), "reason": o.extras.get("reason"),
+                                                "benchmark": None})
         return out  # type: ignore[return-value]

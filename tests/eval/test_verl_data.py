@@ -72,3 +72,12 @@ def test_verl_reads_the_validation_file(releases, tmp_path, tiny_vlm_path):
     parts = row["raw_prompt"][0]["content"]
     assert [p["type"] for p in parts] == ["image", "text"] and parts[1]["text"].startswith("Hint:")
     assert row["extra_info"]["benchmark"] == "mathvista" and row["agent_name"] == "single_turn_agent"
+
+
+def test_the_benchmark_reward_reports_the_prediction_like_the_verifier_does(releases, tmp_path):
+    main(["--benchmark", "mathvista", "--data", str(releases["mathvista"]), "--out", str(tmp_path)])
+    mc = pq.read_table(tmp_path / "testmini.parquet").to_pylist()[1]
+    got = compute_score(mc["data_source"], "So x = 102.", "102", mc["extra_info"], reward="benchmark")
+    assert (got["pred"], got["benchmark"], got["acc"]) == ("102", "mathvista", 1.0)
+    plain = compute_score("mine", "The answer is 5.", "5", {"benchmark": None}, reward="benchmark")
+    assert (plain["pred"], plain["benchmark"]) == ("5", None)
