@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class DataConfig:
     train: Optional[str] = None  # jsonl path or "hf:<name>[:split]" of training problems
-    eval: Optional[str] = None  # held-out problems, same forms; None splits eval_fraction off train
+    eval: Optional[str] = None  # held-out problems, same forms, or <benchmark>:<split>:<path>; None: eval_fraction
     seed: Optional[str] = None  # jsonl of teacher (distilled) solutions: {"problem_id", "response"}
     eval_fraction: float = 0.0  # share of train held out when `eval` is None
     limit: Optional[int] = None  # use only the first N training problems (smoke runs)
@@ -339,6 +339,13 @@ def check_paths(cfg: EvolveConfig, *, model: bool = True, data: bool = True) -> 
     if data:
         for key in ("train", "eval", "seed"):
             ref = getattr(cfg.data, key)
+            if key == "eval":  # <benchmark>:<split>:<path> reads <path> (mathse_rl.eval)
+                from mathse_rl.eval.data import ref_path
+
+                try:
+                    ref = ref_path(ref)
+                except KeyError as exc:
+                    raise ConfigError(f"data.eval: {exc.args[0]}") from None
             if ref and not str(ref).startswith("hf:") and not Path(ref).exists():
                 raise ConfigError(f"data.{key} not found: {ref}")
     if cfg.data.image_root and not Path(cfg.data.image_root).is_dir():
