@@ -74,7 +74,7 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from mathse_rl.data.loaders import GOLD_COLUMNS, gold_of
-from mathse_rl.integrations.trl.rewards import completion_text, prompt_text
+from mathse_rl.integrations.trl.rewards import JudgeRewardFunc, bind_judge_rewards, completion_text, prompt_text
 from mathse_rl.step import (Critic, Generation, Judge, ReflectItem, ReflectRequest, StepConfig, StepCounters,
                             TokenBudget, critique, reflect_and_rejudge, step_config)
 from mathse_rl.types import Problem
@@ -150,11 +150,18 @@ class MathSETrainer(GRPOTrainer):
         if not trl.__version__.startswith(SUPPORTED_TRL):
             raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
                                f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, MathSEConfig):
+        # One verdict per path: the GRPO reward is derived from the step's judge; a reward that would
+        # decide differently is refused here, before the model loads (mathse_rl.integrations.trl.rewards).
+        bound = inspect.signature(GRPOTrainer.__init__).bind(None, *args, **kwargs)
+        if not isinstance(bound.arguments.get("args"), MathSEConfig):
             raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
-        self.step = self.args.step_config()
-        self.judge = judge or Judge(self.step)
+        step = bound.arguments["args"].step_config()
+        judge = judge or Judge(step)
+        funcs = bound.arguments.get("reward_funcs")
+        bound.arguments["reward_funcs"] = JudgeRewardFunc(judge) if funcs is None else bind_judge_rewards(funcs, judge)
+        super().__init__(*bound.args[1:], **bound.kwargs)
+        self.step = step
+        self.judge = judge
         self.critic = critic or Critic(self.step.critic)
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
@@ -217,8 +224,10 @@ class MathSETrainer(GRPOTrainer):
         critique_texts = [""] * n
         refinements: list[list[int] | None] = [None] * n  # add mode: row i's verified refinement
         # Evaluation measures the policy as it is: no refinement outside training.
+        final = list(verdicts)  # the verdict on each row's completion as trained (a replacement's own)
         if self.step.reflect.enabled and mode == "train":
-            failed = self._capped([v.correct is False for v in verdicts], mode)  # undecidable: never reflected on
+            # judged wrong (or undecidable with undecidable_as_wrong, where the gold is usable)
+            failed = self._capped([self.judge.reflects_on(v) for v in verdicts], mode)
             critiques = critique(self.critic, [problems[i] for i in failed], [texts[i] for i in failed],
                                  verdicts=[verdicts[i] for i in failed], counters=counters)
             items = [ReflectItem(problems[i], texts[i], c, system=tuple(m for m in prompts[i] if m.get("role") ==
@@ -250,6 +259,7 @@ class MathSETrainer(GRPOTrainer):
                     tool_mask[i] = [1] * len(ids)
                 accepted[i] = True
                 originals[i] = texts[i]
+                final[i] = o.verdict
         if self.args.loss == "rft":
             self._pending_extra_logs["mathse_weight"].extend(float(a) for a in accepted)
         self._pending_extra_logs["mathse_refined"].extend(refined)
@@ -257,6 +267,9 @@ class MathSETrainer(GRPOTrainer):
         self._pending_extra_logs["mathse_wrong_path"].extend(originals)
         self._pending_extra_logs["mathse_critique"].extend(critique_texts)
         self._log_counters(mode, counters)
+        for f in self.reward_funcs:  # the GRPO reward of each row is derived from these verdicts
+            if isinstance(f, JudgeRewardFunc) and f.judge is self.judge:
+                f.remember([completion_text(c) for c in completions], final)
         self._mathse_rows = {"accepted": accepted, "refined": refined, "refinement": refinements}
         result[1], result[2], result[3], result[4] = completion_ids, tool_mask, completions, logprobs
         return tuple(result)
