@@ -7,8 +7,12 @@ nothing itself. Refinements are written by trl's own engine (transformers or vLL
 reflection prompt. The step's options are flat fields here, one for each step name: ``judge``,
 ``judge_options``, ``judge_threshold`` (``threshold``), ``critic``, ``reflect`` (``reflect.enabled``),
 ``reflect_template`` / ``reflect_attempts`` / ``reflect_temperature`` / ``reflect_max_tokens``
-(``reflect.*``), ``require_final_answer``. Undecidable completions (no gold, timeout, judge failure)
-are never accepted nor reflected on.
+(``reflect.*``), ``require_final_answer``, ``undecidable_as_wrong``. Undecidable completions (no gold,
+timeout, judge failure) are never accepted; they are left out (reward None) unless ``undecidable_as_wrong``.
+
+One verdict per path: the GRPO reward of a completion is derived from the step judge's verdict on it
+(:class:`mathse_rl.integrations.trl.rewards.JudgeRewardFunc`; ``reward_funcs=None`` uses it alone);
+a reward function that would decide differently is refused at start (:func:`bind_judge_rewards`).
 
 What is trained (one line per mode; the default is the first of each):
 
@@ -110,6 +114,9 @@ class MathSEConfig(GRPOConfig):
         "help": "step reflect.max_tokens: new tokens per refinement (None: max_completion_length)"})
     require_final_answer: bool = field(default=True, metadata={
         "help": "step require_final_answer: the verifier judge accepts only a stated final answer"})
+    undecidable_as_wrong: bool = field(default=False, metadata={
+        "help": "step undecidable_as_wrong: an undecidable completion (no gold, timeout, judge failure) is rewarded "
+                "0.0 and reflected on like a wrong one (default: reward None, left out of the group)"})
     reflect_mode: str = field(default="add", metadata={
         "help": "grpo only. add: keep the failure in its group, train the verified refinement by an SFT term; "
                 "replace: the refinement takes the failure's place as an on-policy sample"})
@@ -129,7 +136,8 @@ class MathSEConfig(GRPOConfig):
                    "temperature": self.reflect_temperature, "max_tokens": self.reflect_max_tokens}
         return step_config({"judge": self.judge, "judge_options": self.judge_options or {},
                             "critic": self.critic or {"backend": "verifier"}, "reflect": reflect,
-                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold})
+                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold,
+                            "undecidable_as_wrong": self.undecidable_as_wrong})
 
     def __post_init__(self):
         super().__post_init__()
