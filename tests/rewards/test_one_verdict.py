@@ -1,55 +1,30 @@
 """One verdict per path: the reward a trainer trains on, the step's acceptance and the critic's
 starting point come from the same judgment of the same text with the same options.
 
-The corpus holds what a policy writes to talk its way into a reward (a number that is never
-stated as the answer, a trailing number), plain right and wrong answers, multiple choice with its
-options, no gold, an unreadable gold and a verifier timeout. For every completion
+The corpus (``verdict_corpus.py``) holds what a policy writes to talk its way into a reward, plain
+right and wrong answers, multiple choice with its options, no gold, an unreadable gold and a
+verifier timeout. For every completion
 reward(c) == 1.0 exactly when the judge accepts c, and reward(c) is None exactly when the judge
 cannot decide (0.0 with ``undecidable_as_wrong``).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from mathse_rl.step import Critic, Judge, StepConfig, StepCounters, critique
 from mathse_rl.types import Problem, Verdict
 
-CHOICES = ("3", "4", "5")
-# (completion, gold, choices, the strict judge's verdict)
-CORPUS = [
-    ("Step 1: 2 + 3 = 5.\nThe answer to this problem is 5.", "5", None, True),
-    ("Counting the bars one by one, so there are 5 bars.", "5", None, False),  # never states its answer
-    ("Looking at the grid there are 4 red cells and 2.", "2", None, False),  # rewarded on its last number
-    ("The answer to this problem is 6.", "5", None, False),
-    (r"So the total is $\boxed{12}$.", "12", None, True),
-    ("The answer to this problem is B.", "B", CHOICES, True),
-    ("The answer to this problem is 4.", "B", CHOICES, True),  # the option's text
-    ("The answer to this problem is 5.", "B", CHOICES, False),
-    ("The answer to this problem is 5.", None, None, None),  # no gold
-    ("The answer to this problem is 5.", "", None, None),  # empty gold
-    ("The answer to this problem is 5.", r"\frac{", None, None),  # unreadable gold
-    ("The answer to this problem is 7. [slow]", "7", None, None),  # the comparison times out
-]
-SLOW = "[slow]"
+sys.path.insert(0, str(Path(__file__).parent))
+from verdict_corpus import CORPUS, patch_timeouts  # noqa: E402
 
 
 @pytest.fixture
 def timeouts(monkeypatch):
-    """The verifier times out on completions marked [slow] (through its public entry points)."""
-    import mathse_rl.verify as verify
-
-    real_one, real_batch = verify.verify, verify.verify_batch
-
-    def one(response, gold, **kw):
-        return Verdict(False, "7", "timeout") if SLOW in (response or "") else real_one(response, gold, **kw)
-
-    def batch(responses, golds, **kw):
-        out = real_batch(responses, golds, **kw)
-        return [Verdict(False, "7", "timeout") if SLOW in (r or "") else v for r, v in zip(responses, out)]
-
-    monkeypatch.setattr(verify, "verify", one)
-    monkeypatch.setattr(verify, "verify_batch", batch)
+    patch_timeouts(monkeypatch)
 
 
 def problems():
@@ -190,10 +165,7 @@ def test_undecidable_as_wrong_makes_a_decidable_gold_path_a_wrong_one_to_reflect
 @pytest.mark.parametrize("undecidable_as_wrong", [False, True])
 def test_the_offline_loop_reflects_on_undecidable_paths_only_when_asked(tmp_path, undecidable_as_wrong):
     # The ORM judge is down with no fallback: every path is undecidable (judge_error), gold usable.
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "evolve"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "evolve"))  # the offline loop's scripted parts
     from scripted_parts import RecordingTrainer, ScriptedGenerator, make_problems, scripted_config, seed_for
 
     from mathse_rl.evolve import run_evolve
@@ -215,3 +187,69 @@ def test_the_offline_loop_reflects_on_undecidable_paths_only_when_asked(tmp_path
     assert judged["accepted"] == 0 and judged["undecidable"] == judged["paths"] > 0
     assert judged["wrong"] == (judged["paths"] if undecidable_as_wrong else 0)
     assert (result.stages["r1.reflect"]["refined"] > 0) is undecidable_as_wrong
+
+
+# ----------------------------------------------------------------------------- trl: the trainer's own reward path
+@pytest.mark.parametrize("undecidable_as_wrong", [False, True])
+def test_the_trainers_grpo_reward_is_the_steps_acceptance(tiny_vlm_path, tmp_path, monkeypatch, timeouts,
+                                                          undecidable_as_wrong):
+    """MathSETrainer(reward_funcs=[verifier, format], ...) as a recipe builds it; trl's own reward
+    computation on the completions the step has just judged. A comparison that times out on its
+    first try only ([flaky]) shows the reward is that judgment, not a second one."""
+    import trl
+    from datasets import Dataset
+
+    import mathse_rl.verify as verify
+    from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
+    from mathse_rl.integrations.trl.backends import load_policy
+    from mathse_rl.integrations.trl.rewards import format_reward
+
+    corpus = CORPUS + [("The answer to this problem is 9. [flaky]", "9", None, None)]
+    slow_once = verify.verify_batch
+    tried: set[str] = set()
+
+    def flaky(responses, golds, **kw):
+        out = slow_once(responses, golds, **kw)
+        for k, r in enumerate(responses):
+            if "[flaky]" in r and r not in tried:
+                tried.add(r)
+                out[k] = Verdict(False, "9", "timeout")
+        return out
+
+    monkeypatch.setattr(verify, "verify_batch", flaky)
+    rows = [{"prompt": [{"role": "user", "content": f"How many? ({i})"}], "solution": g,
+             "choices": list(c) if c else None} for i, (_, g, c, _) in enumerate(corpus)]
+    model, processor = load_policy(tiny_vlm_path)
+    args = MathSEConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_steps=1,
+                        per_device_train_batch_size=len(corpus), num_generations=len(corpus),
+                        max_completion_length=8, reflect=False, disable_tqdm=True,
+                        **({"undecidable_as_wrong": True} if undecidable_as_wrong else {}))
+    trainer = MathSETrainer(model=model, reward_funcs=[make_reward_func("verifier"), format_reward], args=args,
+                            train_dataset=Dataset.from_list(rows), processing_class=processor)
+    tokenizer = processor.tokenizer
+
+    def sampled(self, prompts):  # trl's generation, standing in: the corpus is what the policy wrote
+        ids = [tokenizer.encode(c, add_special_tokens=False) + [tokenizer.eos_token_id] for c, *_ in corpus]
+        return ([[1, 2]] * len(prompts), ids, None, [[{"role": "assistant", "content": c}] for c, *_ in corpus],
+                None, {}, None, None)
+
+    monkeypatch.setattr(trl.GRPOTrainer, "_generate", sampled)
+    seen = []
+    judge = trainer.judge.judge
+    monkeypatch.setattr(trainer.judge, "judge", lambda *a, **kw: seen.append(judge(*a, **kw)) or seen[-1])
+    trainer.model.train()
+    inputs, prompts = [dict(r) for r in rows], [r["prompt"] for r in rows]
+    trainer._mathse_inputs = inputs
+    out = trainer._generate(prompts)
+    accepted = list(trainer._mathse_rows["accepted"])
+    rewards = trainer._calculate_rewards(inputs, prompts, out[3], out[1])[:, 0].tolist()
+
+    (verdicts,) = seen  # the step judged once; the reward judged nothing again
+    assert [v.correct for v in verdicts] == [want for *_, want in corpus]
+    for (completion, *_), r, ok, v in zip(corpus, rewards, accepted, verdicts):
+        assert (r == 1.0) == ok, completion
+        if v.correct is None:
+            assert (r == 0.0) if undecidable_as_wrong else r != r, completion  # NaN: trl leaves it out
+    with pytest.raises(ValueError, match=r"reward_funcs\[0\] 'verifier' sets strict=False"):
+        MathSETrainer(model=model, reward_funcs=[make_reward_func("verifier", strict=False)], args=args,
+                      train_dataset=Dataset.from_list(rows), processing_class=processor)
