@@ -28,7 +28,6 @@ import verl  # noqa: F401  (loads the mathse_rl plugin)
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from mathse_rl.integrations.verl.scoring import VERDICT_FIELD
 from mathse_rl.prompts import Problem, build_solve_messages
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "rewards"))
