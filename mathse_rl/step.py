@@ -1106,6 +1106,8 @@ __all__ = [
     "AGenerateFn", "COUNTS", "Critic", "DECIDING_REWARDS", "ENGINES", "GenerateFn", "Generation", "Judge",
     "PathVerdict", "ReflectItem", "ReflectOptions", "ReflectOutcome", "ReflectRequest", "SECONDS", "StepConfig",
     "StepCounters",
-    "TokenBudget", "UNDECIDABLE_REASONS", "acritique", "areflect_and_rejudge", "critique", "granted_tokens",
-    "judge_reward_options", "reflect_and_rejudge", "uses_orm", "reflection_messages", "reward_input", "step_config",
+    "TokenBudget", "UNDECIDABLE_REASONS", "acritique", "areflect_and_rejudge", "critique", "deciding_parts",
+    "deciding_settings", "granted_tokens", "judge_reward_options", "judge_settings", "normal_spec",
+    "reflect_and_rejudge", "reflection_messages", "reward_input", "rule_critique", "step_config", "uses_orm",
+    "verdict_mismatches", "verdict_reward",
 ]

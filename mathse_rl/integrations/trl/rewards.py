@@ -166,7 +166,7 @@ class JudgeRewardFunc(RewardFunc):
 
         >>> from mathse_rl.step import Judge
         >>> f = JudgeRewardFunc(Judge())
-        >>> f(prompts=["?"], completions=["So there are 5 bars.", "The answer to this problem is 5."],
+        >>> f(prompts=["?", "?"], completions=["So there are 5 bars.", "The answer to this problem is 5."],
         ...   solution=["5", "5"])
         [0.0, 1.0]
     """
