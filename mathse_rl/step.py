@@ -815,10 +815,11 @@ def rule_critique(problem: Problem, response: str, verdict: PathVerdict) -> Judg
 
 
 def _ask_critic(critic: Any, problems: list[Problem], responses: list[str],
-                verdicts: Optional[list[PathVerdict]]) -> tuple[Any, tuple, dict]:
-    """(method owner, args, kwargs) of a critic call: our :class:`Critic` is handed the verdicts."""
+                verdicts: Optional[list[PathVerdict]]) -> tuple[tuple, dict]:
+    """(args, kwargs) of a critic call: our :class:`Critic` is handed the verdicts; another critic
+    object (``critique(problems, responses)``) is asked as it was."""
     kwargs = {"verdicts": verdicts} if isinstance(critic, Critic) and verdicts is not None else {}
-    return critic, (problems, responses), kwargs
+    return (problems, responses), kwargs
 
 
 def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
@@ -832,7 +833,7 @@ def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str],
     out, todo = _own_critiques(verdicts, len(problems))
     got: Any = None
     if todo:
-        _, args, kwargs = _ask_critic(critic, [problems[i] for i in todo], [responses[i] for i in todo],
+        args, kwargs = _ask_critic(critic, [problems[i] for i in todo], [responses[i] for i in todo],
                                       [verdicts[i] for i in todo] if verdicts is not None else None)
         try:
             with _Timer(counters, "critique"):
@@ -849,7 +850,7 @@ async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequenc
     out, todo = _own_critiques(verdicts, len(problems))
     got: Any = None
     if todo:
-        _, args, kwargs = _ask_critic(critic, [problems[i] for i in todo], [responses[i] for i in todo],
+        args, kwargs = _ask_critic(critic, [problems[i] for i in todo], [responses[i] for i in todo],
                                       [verdicts[i] for i in todo] if verdicts is not None else None)
         try:
             with _Timer(counters, "critique"):
