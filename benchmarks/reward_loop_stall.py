@@ -48,20 +48,23 @@ def main() -> None:
 
     httpx.AsyncClient = Timed  # type: ignore[misc]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    responses = [f"Step 1: {k} + {k} = {2 * k}. Step 2: {2 * k} - 1 = {2 * k - 1}.\n"
-                 f"The answer to this problem is {2 * k - 1}." for k in range(args.batch)]
-
     def sample(k: int) -> DataProto:
-        r = torch.tensor([tokenizer(responses[k], add_special_tokens=False)["input_ids"]])
+        # Every sample is new (the verifier caches): half numbers, half expressions that its fast path
+        # hands to the symbolic worker (what a fallback costs on real answers).
+        if k % 2:
+            response, gold = f"Step 1: expand.\nThe answer to this problem is (x-{k})(x+{k}).", f"x^2-{k * k}"
+        else:
+            response, gold = f"Step 1: {k} + {k} = {2 * k}.\nThe answer to this problem is {2 * k}.", str(2 * k)
+        r = torch.tensor([tokenizer(response, add_special_tokens=False)["input_ids"]])
         p = torch.tensor([[1, 2, 3]])
         nt = {"data_source": np.array(["bench"], dtype=object),
-              "reward_model": np.array([{"ground_truth": str(2 * k - 1)}], dtype=object),
+              "reward_model": np.array([{"ground_truth": gold}], dtype=object),
               "extra_info": np.array([{"index": k}], dtype=object)}
         return DataProto.from_dict(tensors={"prompts": p, "responses": r, "input_ids": torch.cat([p, r], 1),
                                             "attention_mask": torch.ones(1, 3 + r.shape[1], dtype=torch.long)},
                                    non_tensors=nt)
 
-    samples = [sample(k) for k in range(args.batch)]
+    fresh = iter(range(10 ** 9))
     print(f"{'phase':<10} {'clients built':>13} {'client build ms':>16} {'stall ms, 1st chunk':>20} "
           f"{'stall ms, later':>16} {'wall s':>7}")
     with FaultServer() as server:
@@ -73,6 +76,7 @@ def main() -> None:
                     "reward": "orm", "reward_options": {"backend": "openai", "endpoint": server.endpoint(mode),
                                                         "model": "m", "max_retries": 0, "concurrency": 16}}}})
                 manager = MathSERewardManager(cfg, tokenizer, None)
+                chunks = [[sample(next(fresh)) for _ in range(args.batch)] for _ in range(args.batches)]
 
                 async def run():
                     gaps: list[list[float]] = [[0.0] for _ in range(args.batches)]
@@ -90,7 +94,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     for b in range(args.batches):
                         chunk[0] = b
-                        await asyncio.gather(*(manager.run_single(s) for s in samples))
+                        await asyncio.gather(*(manager.run_single(s) for s in chunks[b]))
                     wall = time.perf_counter() - t0
                     stop.set()
                     await tick
