@@ -103,6 +103,8 @@ _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 # Lenient, with options: a short response that is one option with its text ("C) Superior lobes", "C. Fish"),
 # or a last sentence that ends on an option letter ("Therefore, the exception is E.", "... is C) lizard.").
 _LONE_LETTER = re.compile(r"(?<![A-Za-z'’])\(?([A-J])\)?(?![A-Za-z'’])")
+# A capital used as a word, not an option: "I pick C", "A good choice is C" (a lowercase word follows).
+_WORD_LETTER = re.compile(r"\s+[a-z]")
 _OPTION_LINE = re.compile(r"^\(?[A-J][.)]\s+\S.{0,150}$")
 _FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:option\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
                            r"\s*[.!]?\s*$")
@@ -408,7 +410,9 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
         if lead is not None or final is not None:  # "C) 5√3 m", "C. Fish", "... the exception is E."
             ans = (lead.group(0) if lead is not None else final.group(1) or final.group(2)).strip().rstrip(".")
             last_sentence = re.split(r"(?<=[.!?])\s+", tail_line)[-1]
-            letters = set(_LONE_LETTER.findall(last_sentence))
+            letters = {m.group(1) for m in _LONE_LETTER.finditer(last_sentence)
+                       if ord(m.group(1)) - 65 < len(choices)
+                       and (m.group(0).endswith(")") or not _WORD_LETTER.match(last_sentence, m.end()))}
             if len(letters) >= 2:  # "It might be C, or it is D.": two options in the sentence that names one
                 ans = " ".join(sorted(letters))
             return Extraction(ans, "option", (ans,), at=_sentence_start(text, len(text) - len(tail_line)))
