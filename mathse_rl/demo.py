@@ -140,6 +140,7 @@ def _evolve_config(cfg: DemoConfig, out: Path, model: str, arm: dict[str, Any] |
         "generate": {"backend": "hf", "n": cfg.samples, "temperature": cfg.temperature,
                      "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.gen_batch_size, "chunk_size": 512},
         "pool": {"max_per_question": max(2, cfg.samples)},
+        "reflect": {"enabled": False},  # only the MathSE arm reflects
         "train": {"backend": "sft", "max_steps_m0": cfg.m0_steps, "max_steps_round": cfg.round_steps,
                   "max_steps_final": cfg.round_steps, "learning_rate": cfg.lr,
                   "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": 1,
