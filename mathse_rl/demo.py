@@ -431,12 +431,17 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
             for arm in ONLINE:
                 if arm in cfg.arms:
                     online[arm] = _online_arm(cfg, arm, out / "online" / arm, m0, data, teacher_url, threads=1)
-            torch.set_num_threads(1)  # the cores are shared with the online arms now
+
+        def threads_now() -> int:
+            """One thread while the online arms' processes share the cores, all of them once they are done."""
+            n = 1 if any(proc.poll() is None for _, proc in online.values()) else cfg.threads
+            torch.set_num_threads(n)
+            return n
 
         def loop_arm(arm: str, fields: dict[str, Any]) -> None:
             t0 = time.perf_counter()
             ecfg = _evolve_config(cfg, out / "arms" / arm, m0, fields)
-            ecfg.threads = torch.get_num_threads()
+            ecfg.threads = threads_now()
             res = run_evolve(ecfg, seed_set + pool_set, heldout, seed_attempts=[teacher.teacher_attempt(p)
                                                                                   for p in seed_set],
                              tracker=_ArmTracker(tracker, arm))
@@ -450,6 +455,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
 
         # 5. the ORM: paths with exact step labels -> SFT with trl -> Table-5 evaluation
         t0 = time.perf_counter()
+        threads_now()
         orm_info = _train_orm(cfg, out, m0, judge_base, orm_set, m0_cfg) if "mathse" in cfg.arms else {}
         done("ORM", t0)
 
@@ -468,6 +474,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, printer: Callable[[str], None
             ref = next((a for a in ("mathse", "rs") if a in results), None)
             per_round = [results[ref][i].get("train_rows") if ref else len(seed_set) + i * len(pool_set) // cfg.rounds
                          for i in range(1, cfg.rounds + 1)]
+            threads_now()
             results["distill"] = _distill_arm(cfg, out / "arms" / "distill", m0, seed_set + pool_set, heldout, by_id,
                                               m0_row, per_round)
             done("arm distill", t0)
