@@ -631,8 +631,11 @@ def format_report(cfg: DemoConfig, results: dict[str, list[dict[str, Any]]], sum
                          f"{_pct(r['heldout_accuracy'])} / {_pct(r['heldout_strict_accuracy'])} | {ver} | "
                          f"{_pct(r.get('accepted_share'), '%')} | {guard} |")
     if verl:
-        lines += ["", f"verl `mathse` through main_ppo on CPU: exit status {verl['exit_status']}, "
-                  f"{len(verl['steps'])} steps logged in {verl['seconds']:.0f}s (see demo_results.json)."]
+        steps = "; ".join(f"step {m.get('step')}: {m.get('mathse/accepted', 0):.0f} of {m.get('mathse/paths', 0):.0f} "
+                          f"paths accepted, {m.get('mathse/refine_verified', 0):.0f} of "
+                          f"{m.get('mathse/reflected', 0):.0f} refinements verified" for m in verl["steps"])
+        lines += ["", f"verl `mathse` (MathSE-RFT, reflect agent loop, the policy refining) through main_ppo on CPU "
+                  f"from M0: exit status {verl['exit_status']}, {verl['seconds']:.0f}s; {steps or 'no step logged'}."]
     notes = ["One seed: at these horizons seed-to-seed spread is ±10-20 points; compare arms over seeds "
              "(`mathse-rl demo --seeds 0,1,2`) before trusting a gap."]
     if "mathse_minus_rs" in summary:
