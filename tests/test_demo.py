@@ -137,7 +137,8 @@ def test_demo_refuses_a_bad_override_before_any_work(tmp_path):
 def test_plot_legend_covers_no_point_and_the_x_axis_has_a_title():
     import matplotlib.pyplot as plt
 
-    from mathse_rl.demo import ARM_TITLES, DemoConfig, _figure
+    from mathse_rl.demo import DemoConfig
+    from mathse_rl.demo_report import ARM_TITLES, _figure
 
     cfg = DemoConfig(rounds=2)
     # Points in every corner of the axes, where a legend inside them would land.
@@ -161,7 +162,7 @@ def _payload(seed: int, finals: dict[str, float]) -> dict:
 
 
 def test_seed_table_claims_mathse_over_rs_only_where_the_spread_allows():
-    from mathse_rl.demo import seed_table
+    from mathse_rl.demo_report import seed_table
 
     clear = [_payload(s, {"rs": 0.40 + 0.01 * s, "mathse": 0.50 + 0.01 * s}) for s in range(3)]
     text, data = seed_table(clear)
