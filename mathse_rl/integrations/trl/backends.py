@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from mathse_rl.integrations.trl.policy import lora_config, policy_dtype, save_full_model, stage_reporting
 from mathse_rl.models.tiny import encode_batch
+from mathse_rl.pipes import requests
 
 logger = logging.getLogger(__name__)
 
@@ -360,13 +361,7 @@ def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str,
         return
     conn.send("ready")
     try:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                return
-            if msg is None:
-                return
+        for msg in requests(conn):
             try:
                 conn.send(_vllm_generate(llm, sampling_cls, *msg))
             except Exception as exc:
