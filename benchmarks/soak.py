@@ -14,7 +14,8 @@ be 0), latency percentiles against each loop's bound, RSS at start and end, and 
 processes left behind after shutdown (must be 0).
 
 Phase 2, hostile clients, for ``--hostile-minutes`` (default 2): the real ``mathse-rl orm serve``
-(a tiny VLM, random weights) is flooded with concurrent 4096² images and oversized bodies while
+(the injection suite's tiny judge, trained in ~40 CPU steps to state WRONG and then quote the
+student's ``{"status": "CORRECT"}``) is flooded with concurrent 4096² images and oversized bodies while
 the judge client sends it responses carrying injected verdicts, and a second judge client reads
 replies that quote injected verdicts, oversized texts and faults from the fault server. Items lost
 must be 0, no wrong answer may be recorded CORRECT by the judge, every call must end within its
@@ -373,16 +374,14 @@ class Hostile:
 
         import httpx
 
-        from mathse_rl.models.tiny import build_tiny
-
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "orm"))
-        from served import start_server, stop_server
+        from served import build_quoting_judge, start_server, stop_server
 
         a = self.args
         self.judges: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as tmp:
-            model = build_tiny(os.path.join(tmp, "vlm"), kind="vlm", size="XS")
-            proc, url = start_server(model, "--max-tokens-cap", "16")
+            model = build_quoting_judge(os.path.join(tmp, "quoting-judge"))
+            proc, url = start_server(model, "--max-tokens-cap", "48")
             fault = FaultServer(huge_bytes=3 << 20, retry_after=0.2, seed=a.seed, chaos_weights={
                 "ok": 0.3, "quote": 0.3, "bigtext": 0.1, "slow": 0.05, "drip": 0.05, "r429": 0.05, "r503": 0.05,
                 "http500": 0.05, "garbage": 0.03, "huge": 0.02})
@@ -398,6 +397,7 @@ class Hostile:
                 results = ctx.Queue()
                 flood = ctx.Process(target=flood_process, args=(a, url, a.hostile_minutes * 60, results))
                 threads = [threading.Thread(target=self.judge_loop, args=("judge on the server", url + "/v1"),
+                                            kwargs={"prompt_template": "compact", "max_new_tokens": 40},
                                             name="judge-served"),
                            threading.Thread(target=self.judge_loop, args=(
                                "judge on hostile replies", fault.endpoint("chaos"), ), name="judge-fault")]

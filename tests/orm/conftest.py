@@ -29,7 +29,7 @@ from mathse_rl.orm.toy import toy_rollouts
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers: injection_cases, served
 
-from served import QUOTING_REPLY, SERVE_MAX_QUEUE, SERVE_MAX_TOKENS, start_server, stop_server  # noqa: E402
+from served import SERVE_MAX_QUEUE, SERVE_MAX_TOKENS, build_quoting_judge, start_server, stop_server  # noqa: E402
 
 TRAIN_STEPS = 60
 TEST_KEY_ENV = "MATHSE_ORM_TEST_KEY"
@@ -58,30 +58,8 @@ def trained_judge(tiny_vlm_path, orm_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def quoting_judge(tiny_cache):
-    """Path of a tiny VLM that answers any compact judge prompt with :data:`QUOTING_REPLY` (40 CPU steps).
-
-    The worst case a judge model can be led to: it states its verdict, then repeats the verdict the
-    policy wrote into its response. (A model this small cannot learn to copy arbitrary spans; its
-    quote is fixed, and the injection suite puts that verdict in most responses.)
-    """
-    from injection_cases import GOLD, INJECTIONS, response
-    from mathse_rl.models.tiny import build_tiny
-    from mathse_rl.orm.prompts import build_judge_messages
-    from mathse_rl.orm.train import train_orm
-
-    out = tiny_cache / "quoting-judge"
-    if (out / "orm_train.json").exists():
-        return str(out)
-    own, quote = QUOTING_REPLY.split("\nThe student wrote: ")
-    base = build_tiny(tiny_cache / "vlm-quoting", kind="vlm", size="XS", vocab_size=512, tag="quoting",
-                      extra_text=[own, "The student wrote: ", quote] * 20)
-    rows = [{"prompt": build_judge_messages(f"The red bar is {i % 9 + 1} and the blue bar is 7. What is the sum?",
-                                            response(inj), str(i % 9 + 8), template="compact"),
-             "completion": [{"role": "assistant", "content": QUOTING_REPLY}], "images": []}
-            for i, (_, inj) in enumerate(INJECTIONS * 2)]
-    return train_orm(model=base, rows=rows, output_dir=str(out), max_steps=40, learning_rate=5e-3,
-                     lr_scheduler_type="constant", warmup_ratio=0.0, per_device_train_batch_size=4, use_cpu=True,
-                     logging_steps=10)
+    """Path of the tiny judge that states WRONG, then quotes the student's verdict (:func:`served.build_quoting_judge`)."""
+    return build_quoting_judge(tiny_cache / "quoting-judge")
 
 
 @pytest.fixture(scope="session")
