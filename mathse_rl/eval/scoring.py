@@ -79,6 +79,24 @@ def option_named(extraction: str | None, choices: Sequence[str]) -> int | None:
     return hits[0] if len({_plain(str(choices[i])) for i in hits}) == 1 else None
 
 
+# An option letter leading a reading, with the option's text or a sentence after it: "D. Indigo has ...", "D, Dark Seafoam".
+_LETTER_FIRST = re.compile(r"^[*_\s]*([A-Z])(?:[.,:)][*_]*\s+\S|[.,:)]?[*_]*\s*$)")
+
+
+def release_form(extraction: str | None) -> str:
+    """An extraction as MathVista's extractor writes it for its normalisation: "" when nothing was read
+    (what its pipeline gives an empty response), an option letter alone when the reading leads with one
+    (its prompt's example reduces "(B) 8/11" to "B"); anything else as read.
+
+        >>> release_form(None), release_form("D. Indigo has the lowest value"), release_form("A or B")
+        ('', 'D', 'A or B')
+    """
+    if not extraction:
+        return ""
+    m = _LETTER_FIRST.match(extraction)
+    return m.group(1) if m else str(extraction)
+
+
 def nearest_option(text: str, choices: Sequence[str]) -> int:
     """MathVista's normalisation of an extraction to an option (``normalize_extracted_answer``): the
     first letter in parentheses replaces the text; a letter of an option is that option; anything

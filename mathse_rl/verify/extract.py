@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from mathse_rl.verify.prose import leading_option, option_ending_sentence
 from mathse_rl.verify.text import UNREADABLE, has_kept_numeral, unify
 
 
@@ -73,7 +74,7 @@ DEFAULT_CUES = ("the answer to this problem is", "the answer to the problem is",
 _BROKEN_AFTER_CUE = re.compile(r"^\s*(?:is|are|was|were|be|been|equals?|the answer)\b", re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 # "(C)" names an option; "sin(C)" and "f(B)" do not.
-_OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|(?<![A-Za-z])\(([A-J])\)")
+_OPTION = re.compile(r"\b(?:[Oo]ption|[Cc]hoice)\s*\(?([A-J])\)?(?![a-zA-Z])|(?<![A-Za-z])\(([A-J])\)")
 # A number in running text, with its exponent or base ("2^{5}", "101_{2}"); never the exponent or index alone.
 _NUMBER = re.compile(r"(?<![A-Za-z_0-9.^#])(?<!\^\{)(?<!\^\{-)(?<!_\{)-?(?:[0-9]+(?:[.,][0-9]+)*|\.[0-9]+)(?:/[0-9]+)?"
                      r"(?:\^\{-?[0-9A-Za-z.]+\}|\^-?[0-9]+|_\{[0-9A-Za-z]+\}|_[0-9])?")
@@ -104,8 +105,9 @@ _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 # or a last sentence that ends on an option letter ("Therefore, the exception is E.", "... is C) lizard.").
 _LONE_LETTER = re.compile(r"(?<![A-Za-z'’])\(?([A-J])\)?(?![A-Za-z'’])")
 _OPTION_LINE = re.compile(r"^\(?[A-J][.)]\s+\S.{0,150}$")
-_FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:option\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
+_FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:[Oo]ption\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
                            r"\s*[.!]?\s*$")
+_PRONOUN_I = re.compile(r"\s+[a-z]|['’]")  # "I pick (C)", "I'm": the pronoun, never option I
 _LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
 
 
@@ -187,8 +189,9 @@ _LEAD_COUNT = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s+(?!(?:or|and|to|times|p
                          r"smaller|larger|over|out|of|divided|multiplied|by|from|through|thru|x|percent|per|and/or)\b)"
                          r"[A-Za-z]")
 _SECOND_NUMBER = re.compile(r"\b(?:or|and|either|to)\s+(?:\$\s*)?-?[0-9]")
-# After a leading count, another number may only state a condition: "larger than 4", "of $931,441".
-_OTHER_NUMBER = re.compile(r"(?<![0-9.,])(?<!\$)(?<!\$ )-?[0-9]")
+# After a leading count, another number may only state a condition: "larger than 4", "of $931,441" (a label
+# such as "A-847" is no number).
+_OTHER_NUMBER = re.compile(r"(?<![0-9.,A-Za-z_])(?<![A-Za-z]-)(?<!\$)(?<!\$ )-?[0-9]")
 _CONDITION_WORDS = re.compile(r"\b(?:than|of|in|from|over|under|at|per|by|with|within|above|below|after|before)\s+(?:\$\s*)?$",
                               re.I)
 
@@ -202,6 +205,9 @@ def sentence_answer(text: str, strict: bool = False) -> str:
     line = text[:_MAX_SENTENCE].split("\n", 1)[0]
     if strict and _BROKEN_AFTER_CUE.match(line):
         return ""
+    quoted = _QUOTED.match(line)
+    if quoted:  # 'The correct answer is "soup." Soup typically ...'
+        return quoted.group(1).strip().rstrip(".,;:!").strip()
     joined = _joined_math(re.split(r"(?<!\d)\.(?:\s|$)|。", line, 1)[0])
     if joined is not None:
         return joined
@@ -234,6 +240,7 @@ def sentence_answer(text: str, strict: bool = False) -> str:
 
 
 _LEAD_NUMBER = re.compile(r"^\s*-?[0-9]")
+_QUOTED = re.compile(r"^[\"“]([^\"“”\n$\\]{1,120})[\"”]")  # words in quotes; math in quotes is read as math
 
 
 def _only_conditions_after(piece: str, start: int) -> bool:
@@ -408,7 +415,8 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
         if lead is not None or final is not None:  # "C) 5√3 m", "C. Fish", "... the exception is E."
             ans = (lead.group(0) if lead is not None else final.group(1) or final.group(2)).strip().rstrip(".")
             last_sentence = re.split(r"(?<=[.!?])\s+", tail_line)[-1]
-            letters = set(_LONE_LETTER.findall(last_sentence))
+            letters = {m.group(1) for m in _LONE_LETTER.finditer(last_sentence)
+                       if not (m.group(0) == "I" and _PRONOUN_I.match(last_sentence, m.end()))}
             if len(letters) >= 2:  # "It might be C, or it is D.": two options in the sentence that names one
                 ans = " ".join(sorted(letters))
             return Extraction(ans, "option", (ans,), at=_sentence_start(text, len(text) - len(tail_line)))
@@ -430,9 +438,18 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
                 both = f"{pair.group(1)} {pair.group(2)}"  # "(B) 13 and (C) 26": two options, a hedge
                 return Extraction(both, "option", (both,), at=at)
             return Extraction(letter, "option", (letter,), at=at)
+        worded = leading_option(text, choices)  # "No, Orange Red is not the high median."
+        if worded is not None:
+            return Extraction(worded[0], "option", (worded[0],), after=text[worded[1]:worded[1] + _MAX_AFTER])
+        named = option_ending_sentence(text, choices)  # "... is Solution B.", "... will decrease. This is because"
+        if named is not None:
+            return Extraction(named[0], "option", (named[0],), at=_sentence_start(text, named[1]))
     bare_answer = _bare_answer(text)
     if bare_answer is not None:
         return Extraction(bare_answer, "whole", (bare_answer,))
+    count = _leading_count(text)
+    if count is not None:  # "There are 3 bars below 40. They are ... 58, 59, and 63."
+        return Extraction(count, "number", (count,))
     window = text[-2000:]
     last = _last_answer_number(window)
     if last is not None:
@@ -484,6 +501,31 @@ _BOUND_BEFORE = re.compile(r"(?:[<>≤≥≦≧≨≩≪≫⩽⩾≲≳≺≻≠
                            r"prec|succ|lesssim|gtrsim|nless|ngtr|nleq|ngeq)(?![a-zA-Z]))\s*\$?\s*$")
 _RATIO_BEFORE = re.compile(r"(?<![A-Za-z_0-9.])[0-9]+(?:\.[0-9]+)?\s*:\s*$")
 _NUMBER_RUN = re.compile(r"(?<![A-Za-z_0-9.^{])(?:-?[0-9][0-9.,]*[ \t]+)+$")
+
+
+# "There are 3 bars ...", "In the table, there are two models that ...": a count opening the reply.
+_THERE_ARE = re.compile(r"^(?:(?:in|on|from|based on|according to|looking at)\b[^,.\n]{0,80},\s*)?there\s+(?:are|is|were|was)\s+"
+                        r"(?:only\s+|exactly\s+|just\s+|a total of\s+)?(-?[0-9]+|zero|one|two|three|four|five|six|seven|eight|"
+                        r"nine|ten|eleven|twelve)\s+(?=[a-z])", re.I)
+# After the counting sentence, a result worked out later is the answer, not the count.
+_CONCLUSION = re.compile(r"=|\b(?:so|therefore|thus|hence|total|altogether|in all|answer|sum|result)\b", re.I)
+
+
+def _leading_count(text: str) -> str | None:
+    """The count a reply opens with ("There are 3 bars below 40 in the image."), when every other number of
+    that sentence only states a condition ("below 40") and nothing after it concludes anything else."""
+    body = text.strip()
+    m = _THERE_ARE.match(body)
+    if m is None:
+        return None
+    end = _SENTENCE_END.search(body, m.end())
+    sentence = body[:end.start()] if end else body
+    if _SECOND_NUMBER.search(sentence, m.start(1)) or not _only_conditions_after(sentence, m.end(1)):
+        return None  # "3 large objects and 2 small ones"
+    if _CONCLUSION.search(body, len(sentence)) or UNDECIDED.search(body):
+        return None
+    value = m.group(1)
+    return _WORD_VALUES.get(value.lower(), value)
 
 
 def _last_answer_number(window: str) -> re.Match | None:

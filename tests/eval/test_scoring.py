@@ -163,3 +163,22 @@ def test_an_option_named_in_text_the_verifier_refused_is_not_taken(vista):
     response = "The answer is (C) 107°.\nQuestion: What is the next angle?\nChoices:\n(A) 10\n(B) 20"
     s = bench.score(p["2"], response)
     assert s.reason == "nearest_option"
+
+
+def test_mathvista_an_option_letter_leading_the_reading_is_what_the_release_rule_gets(vista):
+    # The release's extractor reduces "(B) 8/11" to "B" (its prompt's example). A letter that names no
+    # option ("D" of two) then goes through its edit-distance rule: "D" is nearer to "No" than to "Yes".
+    bench, p = vista
+    for response in ("The correct option letter is D. Indigo has the lowest value in this case.",
+                     "The correct option letter is D, Dark Seafoam."):
+        s = bench.score(p["5"], response)
+        assert (s.correct, s.prediction, s.reason) == (True, "No", "nearest_option"), response
+    assert bench.score(p["2"], "The correct option letter is E. It is the largest angle.").prediction == "97"
+
+
+def test_mathvista_a_response_with_no_answer_is_an_empty_extraction_for_the_release_rule(vista):
+    # What the release's rule gets when nothing is read is the empty extraction (as for an empty response):
+    # the shortest option, never the option whose text is most like the refusal's words.
+    bench, p = vista
+    refusal = "The image does not provide enough information to tell which bar is taller."
+    assert bench.score(p["5"], refusal).prediction == bench.score(p["5"], "").prediction == "No"

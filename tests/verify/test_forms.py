@@ -241,3 +241,54 @@ def test_forms_from_real_outputs(response, gold, choices, expected, warm_pool):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
     if expected and ("\\boxed" in response or "answer is" in response):  # each is a stated answer: strict agrees
         assert verify(response, gold, choices=choices, timeout=10.0, strict=True).correct
+
+
+# ---------------------------------------------------------------- forms of MathVista's released outputs that its labels read
+YES_NO = ["yes", "no"]
+SOLUTIONS = ["neither; their concentrations are the same", "Solution B", "Solution A"]
+POPULATION = ["remains the same", "decrease", "increase", "NA"]
+RIVER = ["30m", "30√{3}m", "(30√{3}+30)m", "(30√{3}-30)m"]
+FOODS = ["soup", "water", "sandwich", "buns"]
+BARS = ("There are 3 bars below 40 in the image. They are the bars for the years 2014, 2015, and 2016. The values "
+        "for these bars are 58, 59, and 63, respectively.\n\nDo you want to try other questions about the image?")
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # a two-way option answered by the first word of the response
+    ("No, Orange Red is not the high median. The high median is Forest Green.", "no", YES_NO, 1),
+    ("No, Orange Red is not the high median. The high median is Forest Green.", "yes", YES_NO, 0),
+    ("Yes, the function is continuous at each point.", "Yes", ["Yes", "No"], 1),
+    ("Yes, the function is continuous at each point.", "No", ["Yes", "No"], 0),
+    ("False. Intensity mapping function $T: z=1-r$ does not achieve the goal.", "False", ["True", "False"], 1),
+    ("False. Intensity mapping function $T: z=1-r$ does not achieve the goal.", "True", ["True", "False"], 0),
+    ("No, wait: yes, Orange Red is the high median.", "no", YES_NO, 0),  # taken back
+    ("Yes and no: it depends on the scale.", "yes", YES_NO, 0),         # both
+    # an option named by its own text at the end of the answer sentence
+    ("The solution with a higher concentration of pink particles is Solution B.", "Solution B", SOLUTIONS, 1),
+    ("The solution with a higher concentration of pink particles is Solution B.", "Solution A", SOLUTIONS, 0),
+    ("If all the algae dies, the water flea population will decrease. This is because water fleas rely on algae "
+     "as a food source.", "decrease", POPULATION, 1),
+    ("If all the algae dies, the water flea population will decrease. This is because water fleas rely on algae "
+     "as a food source.", "increase", POPULATION, 0),
+    ("The width of the river AB is 30√{3}m.", "30√{3}m", RIVER, 1), ("The width of the river AB is 30m.", "30√{3}m", RIVER, 0),
+    ("The population will either decrease or increase.", "decrease", POPULATION, 0),  # two options: none chosen
+    ("The population will not decrease.", "decrease", POPULATION, 0),                 # negated
+    # an option letter in a sentence that starts with "Option"
+    ("Solution B is higher than Solution A. Option B is the correct answer.", "Solution B", SOLUTIONS, 1),
+    ("Solution B is higher than Solution A. Option B is the correct answer.", "Solution A", SOLUTIONS, 0),
+    # a quoted answer followed by its explanation
+    ('The correct answer is "soup." Soup typically contains very few carbs, if any, compared to other foods like '
+     'sandwiches, buns, or water.', "soup", FOODS, 1),
+    ('The correct answer is "soup." Soup typically contains very few carbs, if any, compared to other foods like '
+     'sandwiches, buns, or water.', "water", FOODS, 0),
+    # a count stated first, with the numbers it was counted from after it
+    (BARS, "3", None, 1), (BARS, "63", None, 0),
+    ("There are two bars with values larger than 4.", "2", None, 1), ("There are two bars with values larger than 4.", "4", None, 0),
+    ("In the table, there are 3 methods that achieve an A-847 score higher than 20.0.", "3", None, 1),
+    ("In the table, there are 3 methods that achieve an A-847 score higher than 20.0.", "20", None, 0),
+    ("There are 4 rows of 5 chairs. So there are 4 x 5 = 20 chairs.", "4", None, 0),  # a later result is the answer
+])
+def test_forms_from_mathvista_outputs(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+    if "answer is" not in response:  # nothing here is stated after a final-answer cue: strict refuses it
+        assert not verify(response, gold, choices=choices, timeout=10.0, strict=True).correct

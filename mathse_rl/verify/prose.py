@@ -1,0 +1,119 @@
+"""Options answered in prose, without a cue or a letter (lenient extraction only).
+
+Short replies of vision-language models answer a multiple-choice question in words: "No, Orange Red is
+not the high median.", "The solution with a higher concentration is Solution B.", "If all the algae
+dies, the water flea population will decrease. This is because ...". These read the option such a
+reply names, and nothing when it names two, negates the one it names, or names none.
+
+    >>> leading_option("No, Orange Red is not the high median.", ["yes", "no"])
+    ('No', 2)
+    >>> option_ending_sentence("The population will decrease. It eats algae.", ["decrease", "increase"])
+    ('decrease', 0)
+    >>> option_ending_sentence("It will not decrease.", ["decrease", "increase"]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+_MAX_OPTION_WORDS = 3  # a leading option is a short one: "No", "False", "Tokyo"
+_MAX_SENTENCE = 400  # longer "sentences" are not answer sentences
+_MARKUP = re.compile(r"[*_`$]")
+# Where a sentence ends: its mark (with closing quotes or brackets after it), or a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+|\n+")
+# Where a sentence's main clause ends: a clause that gives the reason or goes on with something else.
+_CLAUSE_END = re.compile(r",\s+(?:as|because|since|which|so|and|while|but|with|leading|meaning|indicating)\b|"
+                         r"\s+(?:because|since|as|which|while)\s+", re.I)
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|can't|won't|isn't|aren't|wasn't|weren't|doesn't|"
+                       r"don't|didn't)\W*$|n't\W*$", re.I)
+_TAIL = r"[\s.,;:!\"'”’)*_]*$"
+_PLEASANTRY = re.compile(r"^(?:i hope|let me know|do you|is there|feel free|if you have)\b", re.I)
+# A line of an echoed option list ("(B) no") or prompt ("Choices:") names no choice.
+_ECHO = re.compile(r"^(?:\(?[A-J]\)|[A-J][.:])\s|^(?:choices|options|question|hint)\s*[:：]", re.I)
+
+
+def _words(option: str) -> list[str]:
+    return _MARKUP.sub("", str(option)).split()
+
+
+def _option_pattern(option: str) -> re.Pattern | None:
+    words = _words(option)
+    if not words:
+        return None
+    body = r"\s+".join(re.escape(w) for w in words)
+    # Never the end of a longer token: "15m" does not end with the option "5m", "grasshoppers" not with "hoppers".
+    return re.compile(r"(?<![\w√{}^.\-+/])" + body + _TAIL, re.I)
+
+
+def leading_option(text: str, choices: Sequence[str]) -> tuple[str, int] | None:
+    """The one short word option the reply opens with, followed by punctuation ("No, ...", "False. ..."),
+    as written, and where the rest of the reply starts; None when a later sentence opens with another."""
+    body = text.lstrip(" \t\n*_\"“'")
+    offset = len(text) - len(body)
+    found = None
+    for c in choices:
+        words = _words(c)
+        if not words or len(words) > _MAX_OPTION_WORDS or not re.search(r"[A-Za-z]{2}", c):
+            continue  # letters and numbers are read elsewhere
+        m = re.match(r"\s+".join(re.escape(w) for w in words) + r"(?=\**\s*[,.;:!])", body, re.I)
+        if m and (found is None or m.end() > found[1]):
+            found = (c, m.end())
+    if found is None:
+        return None
+    others = [c for c in choices if _words(c) and _words(c) != _words(found[0])]
+    for start in (m.end() for m in _SENTENCE_END.finditer(body)):
+        if any(re.match(r"\s+".join(re.escape(w) for w in _words(c)) + r"\**\s*[,.;:!]", body[start:], re.I)
+               for c in others):
+            return None  # "No. ... Yes, it is.": both
+    return body[:found[1]], offset + found[1]
+
+
+def _sentences(text: str) -> list[tuple[int, str]]:
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        out.append((start, text[start:m.start()]))
+        start = m.end()
+    out.append((start, text[start:]))
+    return [(i, s.strip()) for i, s in out if s.strip()]
+
+
+def _named_in(sentence: str, patterns: list[tuple[str, re.Pattern]]) -> set[str]:
+    """The options whose own text ends the main clause of ``sentence`` (the longest such text; none negated)."""
+    if len(sentence) > _MAX_SENTENCE or sentence.rstrip().endswith("?"):
+        return set()
+    cut = _CLAUSE_END.search(sentence)
+    clause = _MARKUP.sub("", sentence[:cut.start()] if cut else sentence).strip()
+    hits = []
+    for option, rx in patterns:
+        m = rx.search(clause)
+        if m and not _NEGATION.search(clause[:m.start()]):
+            hits.append((m.start(), option))
+    if not hits:
+        return set()
+    first = min(at for at, _ in hits)  # "quarter past" over "past": the longest text that ends the clause
+    return {option for at, option in hits if at == first}
+
+
+def option_ending_sentence(text: str, choices: Sequence[str]) -> tuple[str, int] | None:
+    """The one option whose own text ends the main clause of the reply's first sentence (an answer
+    first) or its last sentence (an answer last), and where that sentence starts; None when these
+    name different options or a sentence names two."""
+    patterns = [(str(c), rx) for c in choices if (rx := _option_pattern(str(c))) is not None]
+    sentences = [s for s in _sentences(text) if not _PLEASANTRY.match(s[1]) and not _ECHO.match(s[1])]
+    if not patterns or not sentences:
+        return None
+    named: set[str] = set()
+    at = None
+    for start, sentence in {sentences[0], sentences[-1]}:
+        hits = _named_in(sentence, patterns)
+        if len({" ".join(_words(h)).lower() for h in hits}) > 1:
+            return None
+        if hits:
+            named |= hits
+            at = start if at is None else min(at, start)
+    keys = {" ".join(_words(h)).lower() for h in named}
+    if len(keys) != 1 or at is None:
+        return None
+    return sorted(named)[0], at
