@@ -132,6 +132,27 @@ def _plain(s: str) -> str:
     return re.sub(r"\s+", " ", _MARKUP.sub("", s)).strip(" .,;:!").lower()
 
 
+def number_value(text: str | None) -> float | None:
+    """The real number a short answer denotes, LaTeX evaluated ("\\frac{1}{300}", "\\sqrt{2018^2+2}",
+    "120^\\circ"), as a benchmark that evaluates its answers compares it; None for anything with a
+    variable, a unit or a percent sign, and for words.
+
+        >>> number_value("$1/4$"), number_value("2x"), number_value("5 cm")
+        (0.25, None, None)
+    """
+    from mathse_rl.verify.answer import AnswerError, Scalar, parse_answer
+
+    if text is None or not str(text).strip() or len(str(text)) > 200:
+        return None
+    try:
+        a = parse_answer(str(text).strip().strip("$").strip())
+    except AnswerError:
+        return None
+    if not isinstance(a, Scalar) or a.vars or a.value is None or a.value.imag or a.unit or a.unit_word or a.percent:
+        return None
+    return float(a.value.real)
+
+
 def plain_number(text: str | None) -> float | None:
     """The number a short answer starts with (thousands commas, a leading ``$``/``\\$`` and trailing
     units allowed; an equation's right side), as benchmarks that apply ``float()`` to an extracted

@@ -89,7 +89,9 @@ _OPTION_PAIR = re.compile(r"(?<![A-Za-z])\(([A-J])\)[^.\n()]{0,40}?(?:\band\b|\b
 UNDECIDED = re.compile(
     r"\b(?:cannot|can ?not|can't|could not|couldn't|unable to|impossible to|not possible to|no way to)\s+"
     r"(?:be\s+)?(?:definitively\s+|accurately\s+|exactly\s+|precisely\s+)?(?:determined?|tell|say|know|answer|"
-    r"provide|find|calculate|compute|give|identify|infer|judge|conclude|decide|be sure|be certain)\b|"
+    r"provide|find|calculate|compute|give|identify|infer|judge|conclude|decide|solve|be sure|be certain)\b|"
+    r"\bno unique (?:solution|answer)\b|\b(?:we|i)\s+(?:would\s+)?(?:need|require)\s+(?:some\s+)?(?:additional|more|further)\s+"
+    r"(?:information|data|details|context)\b|"
     r"\b(?:does not|doesn't|do not|don't|did not)\s+(?:provide|give|contain|include|have|show)\s+(?:enough|sufficient|"
     r"the necessary|the required|specific|any|the specific)\s+(?:\w+\s+){0,2}(?:information|data|details|measurements|"
     r"values|context|function|equation|formula)\b|\b(?:not enough|insufficient)\s+(?:information|data|"
@@ -171,6 +173,14 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         gap = text[box[1]:group[0][0]]
+        if len(gap) <= _BOX_JOIN_GAP and "\n" not in gap and _RESTATED.search(gap):
+            letter = _BOX_LETTER.fullmatch(group[0][2])
+            if letter and len(group) == 1 and box[2]:  # "\boxed{58 cm^2}, which is answer choice \boxed{(B)}"
+                return group[-1][1], [f"({letter.group(1)}) {box[2]}"]  # the letter with its value: checked against B
+            if re.sub(r"\s+", "", box[2]) == re.sub(r"\s+", "", group[0][2]):
+                continue  # "\boxed{280} cubic feet = \boxed{280} blocks": the same answer twice
+            if re.search(r"\banswer\b", gap, re.I):
+                break  # "\boxed{2.5cm}. Answer: \boxed{2.5}": the answer stated last
         words = _PLAIN_WORD.findall(gap)
         joined = re.search(r"[,;]|\b(?:and|or)\b", gap) is not None
         if len(gap) > _BOX_JOIN_GAP or "\n" in gap or (len(words) > 2 and not joined):
@@ -178,6 +188,11 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
         group.insert(0, box)
     parts = [b[2] for b in group if b[2]]
     return (group[-1][1], parts) if parts else None
+
+
+# Between two boxes: the later one restates the earlier ("=", "which is answer choice", "Answer:").
+_RESTATED = re.compile(r"=|\b(?:which is|that is|i\.\s?e\.|answer|option|choice)\b", re.I)
+_BOX_LETTER = re.compile(r"(?:\\text(?:bf)?\{|\\mathrm\{)?\s*\(?([A-J])\)?\s*\}?")
 
 
 # Words between a cue and its answer that change nothing: "the answer is therefore B (No)".

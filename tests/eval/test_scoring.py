@@ -182,3 +182,18 @@ def test_mathvista_a_response_with_no_answer_is_an_empty_extraction_for_the_rele
     bench, p = vista
     refusal = "The image does not provide enough information to tell which bar is taller."
     assert bench.score(p["5"], refusal).prediction == bench.score(p["5"], "").prediction == "No"
+
+
+def test_mathvision_two_decimals_apply_to_latex_values_and_option_values():
+    # The release evaluates both sides (LaTeX included) and compares them rounded to two decimals, for the
+    # answer and for the answer option's value: 1/300 and 1/900 both round to 0.00, 1/55 and 1/60 to 0.02.
+    bench = get_benchmark("mathvision")
+    choice = bench.problem({"id": "1048", "question": "q", "answer": "D", "options": [
+        "$\\frac{1}{100}$", "$\\frac{1}{300}$", "$\\frac{1}{600}$", "$\\frac{1}{900}$", "$\\frac{1}{1000}$"]}, 0, "test")
+    s = bench.score(choice, "So its area is $\\boxed{\\frac{1}{300}}$.")
+    assert (s.correct, s.reason) == (True, "precision")
+    assert bench.score(choice, "So its area is $\\boxed{\\frac{1}{90}}$.").correct is False  # 0.01
+    free = bench.problem({"id": "2827", "question": "q", "answer": "$\\frac{1}{60}$", "options": []}, 0, "test")
+    assert bench.score(free, "the fraction is $\\boxed{\\frac{1}{55}}$").correct is True
+    assert bench.score(free, "the fraction is $\\boxed{\\frac{1}{40}}$").correct is False  # 0.03
+    assert bench.score(free, "the fraction is $\\boxed{x}$").correct is False

@@ -292,3 +292,31 @@ def test_forms_from_mathvista_outputs(response, gold, choices, expected):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
     if "answer is" not in response:  # nothing here is stated after a final-answer cue: strict refuses it
         assert not verify(response, gold, choices=choices, timeout=10.0, strict=True).correct
+
+
+AREAS = ["54 cm^2", "58 cm^2", "60 cm^2", "62 cm^2"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # a boxed value restated by a boxed option letter, or boxed twice: one answer
+    ("Thus the total is $\\boxed{58 \\text{ cm}^2}$, which is answer choice $\\boxed{\\text{(B)}}$.", "B", AREAS, 1),
+    ("Thus the total is $\\boxed{58 \\text{ cm}^2}$, which is answer choice $\\boxed{\\text{(B)}}$.", "A", AREAS, 0),
+    ("Thus the total is $\\boxed{58 \\text{ cm}^2}$, which is answer choice $\\boxed{\\text{(C)}}$.", "C", AREAS, 0),
+    ("600 - 320 = \\boxed{280} cubic feet = \\boxed{280} blocks.", "280", None, 1),
+    ("600 - 320 = \\boxed{280} cubic feet = \\boxed{281} blocks.", "280", None, 0),
+    ("so the overlap is 60cm / 24 = \\boxed{2.5cm}. Answer: \\boxed{2.5}.", "2.5", None, 1),
+    ("so the overlap is 60cm / 24 = \\boxed{2.5cm}. Answer: \\boxed{2.5}.", "2", None, 0),
+])
+def test_boxed_answer_restated(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    # replies that say they cannot solve the problem: no letter or number in them is their answer
+    ("In the problem, you did not provide any diagram or more specific information available for the paths that "
+     "will provide the answers (a, b, c, d, e). Therefore, it is not possible to solve your question.", "E", list("ABCDE")),
+    ("Now we have 10 equations with 25 unknowns, meaning there is no unique solution. We need additional "
+     "information. Once the value of x is found, we put it in the \\boxed{}.", "10", None),
+])
+def test_replies_that_cannot_solve_answer_nothing(response, gold, choices):
+    assert not ok(response, gold, choices)
