@@ -4,9 +4,13 @@ Each row where the two verdicts differ falls in one class, tested in this order:
 
 - ``rule``: our verdict is not what the release's own rule gives for our reading (a difference of rule);
 - ``empty``: the response is empty (MathVista): the release's label rests on no text at all;
+- ``listing``: the response only continues the list of options ("(C) Yes\\n(D) No"): it chooses none, the
+  release's extractor picked one;
 - ``program``: a program-of-thought row whose recorded extraction is not what the program printed;
 - ``no_answer``: neither side read an answer: we pass the release's rule the empty extraction, its
   extractor wrote a no-answer text ("N/A", a copied refusal) which the rule maps to some option;
+- ``runaway``: the response runs on into questions it made up and answers them; the release's extraction
+  occurs only in that run-on, i.e. it is the answer to another question;
 - ``not_in_response``: the release's extraction does not occur in the response (an answer the
   response does not contain, or a misreading of the one it states: MATH-Vision's own rule glues an
   option letter to its markup, "\\textbf{(A)}" read as "bfa");
@@ -27,9 +31,12 @@ from typing import Sequence
 
 from mathse_rl.eval.scoring import nearest_option, plain_number, release_form
 
-CLASSES = ("rule", "empty", "program", "no_answer", "not_in_response", "compare", "reading")
+CLASSES = ("rule", "empty", "listing", "program", "no_answer", "runaway", "not_in_response", "compare", "reading")
 # The classes whose published label does not come from a right reading of the response.
-RELEASE_SIDE = ("empty", "program", "no_answer", "not_in_response", "compare")
+RELEASE_SIDE = ("empty", "listing", "program", "no_answer", "runaway", "not_in_response", "compare")
+_LIST_LINE = re.compile(r"^\s*\(?[A-Z]{1,2}\)\s*\S")
+# Where a response runs on into a prompt it wrote itself ("Question: How many edges does a cube have?").
+RUN_ON = re.compile(r"^\s*(?:question|problem|human|user|q)\s*\d*\s*[:：]", re.I | re.M)
 # The texts MathVista's extractor writes when the response states no answer.
 NO_ANSWER = re.compile(
     r"^\W*(?:n/?a|none|null|nil|no answer|no extracted|not (?:provided|given|determinable|applicable|available|"
@@ -107,11 +114,19 @@ def classify(release_extraction: str | None, release_correct: bool, ours_correct
         return "rule"
     if not (response or "").strip():
         return "empty"
+    lines = [line for line in response.splitlines() if line.strip()]
+    if len(lines) >= 2 and all(_LIST_LINE.match(line) for line in lines):
+        return "listing"
     if program_output is not None and release_rule is not None:
         if release_rule(release_extraction) != release_rule(program_output):
             return "program"
     if not our_extraction and NO_ANSWER.match(str(release_extraction or "")) is not None:
         return "no_answer"
-    if not mentions(str(release_extraction or ""), response, choices):
+    extraction = str(release_extraction or "")
+    run_on = RUN_ON.search(response)
+    if run_on is not None and run_on.start() > 0 and not mentions(extraction, response[:run_on.start()], choices) \
+            and mentions(extraction, response[run_on.start():], choices):
+        return "runaway"
+    if not mentions(extraction, response, choices):
         return "not_in_response"
     return "reading"

@@ -110,7 +110,10 @@ _OPTION_LINE = re.compile(r"^\(?[A-J][.)]\s+\S.{0,150}$")
 _FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:[Oo]ption\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
                            r"\s*[.!]?\s*$")
 _PRONOUN_I = re.compile(r"\s+[a-z]|['’]")  # "I pick (C)", "I'm": the pronoun, never option I
-_LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
+# "A is the correct answer.": a letter opening a sentence that calls it the correct one.
+_LETTER_IS_CORRECT = re.compile(r"(?:^|(?<=[.!?]\s))\(?([A-J])\)?\s+is\s+the\s+(?:correct|right|best)\s+(?:answer|option|choice)\b",
+                                re.M)
+_LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:),]|\s|$)")
 
 
 # End-of-sequence and chat-template tokens a model leaves in its output ("3.</s>", "<|im_end|>").
@@ -223,6 +226,9 @@ def sentence_answer(text: str, strict: bool = False) -> str:
     quoted = _QUOTED.match(line)
     if quoted:  # 'The correct answer is "soup." Soup typically ...'
         return quoted.group(1).strip().rstrip(".,;:!").strip()
+    word = _YES_NO_FIRST.match(line)
+    if word:  # "the answer is no, there are not fewer ...": the word, not the sentence after it
+        return word.group(1)
     joined = _joined_math(re.split(r"(?<!\d)\.(?:\s|$)|。", line, 1)[0])
     if joined is not None:
         return joined
@@ -255,6 +261,7 @@ def sentence_answer(text: str, strict: bool = False) -> str:
 
 
 _LEAD_NUMBER = re.compile(r"^\s*-?[0-9]")
+_YES_NO_FIRST = re.compile(r"^(yes|no|true|false)\b(?=\s*[,;:]|\s*$|\.(?:\s|$))", re.I)
 _QUOTED = re.compile(r"^[\"“]([^\"“”\n$\\]{1,120})[\"”]")  # words in quotes; math in quotes is read as math
 
 
@@ -393,6 +400,8 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         return found
     if strict:
         return Extraction(None, "none")  # nothing stated: no guessing from the rest of the text
+    if _only_options_listed(text):
+        return Extraction(None, "none")  # "(C) Yes\n(D) No": the list of options, continued, chooses none
     found = _guess(text, choices)
     if found.answer is not None and UNDECIDED.search(text, found.at):
         return Extraction(None, "none")  # "not enough information to determine f(0)": no number to guess
@@ -400,6 +409,14 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
 
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_LIST_LINE = re.compile(r"^\s*\(([A-Z]{1,2})\)\s*\S")
+
+
+def _only_options_listed(text: str) -> bool:
+    """Whether every line is a line of an option list ("(E) 12cm"), with two or more different letters."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    letters = [m.group(1) if (m := _LIST_LINE.match(line)) else None for line in lines]
+    return len(lines) >= 2 and None not in letters and len(set(letters)) >= 2
 
 
 def _last_paragraph_start(text: str) -> int:
@@ -417,6 +434,15 @@ def _sentence_start(text: str, at: int) -> int:
     return m.end() if m is not None else max(0, at - 2000)
 
 
+def _is_own_text(option_line: str, choices: Sequence[str]) -> bool:
+    """Whether "(B) Sample A" writes option B's own text after its letter."""
+    m = re.match(r"^\(?([A-J])[.)]\s+(.+)$", option_line.strip())
+    if m is None or ord(m.group(1)) - ord("A") >= len(choices):
+        return False
+    plain = lambda t: re.sub(r"\s+", " ", re.sub(r"[*_`$]", "", t)).strip(" .").lower()  # noqa: E731
+    return plain(m.group(2)) == plain(str(choices[ord(m.group(1)) - ord("A")]))
+
+
 def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
     """Lenient mode only: an answer the response does not state (a bare letter, an option named in
     the last paragraphs, the whole response, the last number); ``at`` is where its paragraph starts."""
@@ -425,6 +451,11 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
     if bare:
         return Extraction(bare.group(1), "option", (bare.group(1),), at=len(text) - len(tail_line))
     if choices:
+        named = None
+        for named in _LETTER_IS_CORRECT.finditer(text):
+            pass
+        if named is not None:  # "A is the correct answer. The region R1 is larger than R2."
+            return Extraction(named.group(1), "option", (named.group(1),), at=_sentence_start(text, named.start()))
         lead = _OPTION_LINE.match(text.strip()) if "\n" not in text.strip() else None
         final = _FINAL_LETTER.search(tail_line)
         if lead is not None or final is not None:  # "C) 5√3 m", "C. Fish", "... the exception is E."
@@ -432,7 +463,8 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
             last_sentence = re.split(r"(?<=[.!?])\s+", tail_line)[-1]
             letters = {m.group(1) for m in _LONE_LETTER.finditer(last_sentence)
                        if not (m.group(0) == "I" and _PRONOUN_I.match(last_sentence, m.end()))}
-            if len(letters) >= 2:  # "It might be C, or it is D.": two options in the sentence that names one
+            if len(letters) >= 2 and not (lead is not None and _is_own_text(ans, choices)):
+                # "It might be C, or it is D.": two options in the sentence that names one ("(B) Sample A" is one)
                 ans = " ".join(sorted(letters))
             return Extraction(ans, "option", (ans,), at=_sentence_start(text, len(text) - len(tail_line)))
         last = None
@@ -465,6 +497,10 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
     count = _leading_count(text)
     if count is not None:  # "There are 3 bars below 40. They are ... 58, 59, and 63."
         return Extraction(count, "number", (count,))
+    bold = {m.group(1).strip() for m in _BOLD_VALUE.finditer(text)}
+    if len(bold) == 1:  # "The market share of KLA is highest in **2019**, with 25.8%.": the one value set in bold
+        value = bold.pop()
+        return Extraction(value, "number", (value,))
     window = text[-2000:]
     last = _last_answer_number(window)
     if last is not None:
@@ -477,6 +513,8 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
             inner = next(g for g in seg.groups() if g is not None).strip()
             return Extraction(inner, "math", (inner,), at=at)
         num = last.group(0)
+        if _RANGE_BEFORE.search(window, max(0, last.start() - 40), last.start()):
+            return Extraction(None, "none")  # "about 40 to 50 miles": a range, no one value
         bound = _BOUND_BEFORE.search(window, max(0, last.start() - 40), last.start())
         if bound is not None:  # "so we get ≤ 3": a bound, not a value
             num = window[bound.start():last.end()]
@@ -514,6 +552,9 @@ _WORD_VALUES = {w: str(i) for i, w in enumerate(
 
 _BOUND_BEFORE = re.compile(r"(?:[<>≤≥≦≧≨≩≪≫⩽⩾≲≳≺≻≠≮≯≰≱＜＞﹤﹥]=?|\\(?:le|ge|leq|geq|lt|gt|ne|neq|ll|gg|leqslant|geqslant|"
                            r"prec|succ|lesssim|gtrsim|nless|ngtr|nleq|ngeq)(?![a-zA-Z]))\s*\$?\s*$")
+_RANGE_BEFORE = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?\s*(?:%|percent)?\s+(?:to|or)\s+\$?\s*$", re.I)
+# A number set in bold ("**2019**", "**week 3**"): short, one number in it.
+_BOLD_VALUE = re.compile(r"\*\*([^*\n0-9]{0,12}-?[0-9][0-9.,]*[^*\n0-9]{0,12})\*\*")
 _RATIO_BEFORE = re.compile(r"(?<![A-Za-z_0-9.])[0-9]+(?:\.[0-9]+)?\s*:\s*$")
 _NUMBER_RUN = re.compile(r"(?<![A-Za-z_0-9.^{])(?:-?[0-9][0-9.,]*[ \t]+)+$")
 

@@ -29,6 +29,7 @@ _CLAUSE_END = re.compile(r",\s+(?:as|because|since|which|so|and|while|but|with|l
 _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|can't|won't|isn't|aren't|wasn't|weren't|doesn't|"
                        r"don't|didn't)\W*$|n't\W*$", re.I)
 _TAIL = r"[\s.,;:!\"'”’)*_]*$"
+_ANSWER_LABEL = re.compile(r"A\s*[:：]\s*(?=\S)")
 _PLEASANTRY = re.compile(r"^(?:i hope|let me know|do you|is there|feel free|if you have)\b", re.I)
 # A line of an echoed option list ("(B) no") or prompt ("Choices:") names no choice.
 _ECHO = re.compile(r"^(?:\(?[A-J]\)|[A-J][.:])\s|^(?:choices|options|question|hint)\s*[:：]", re.I)
@@ -51,13 +52,16 @@ def leading_option(text: str, choices: Sequence[str]) -> tuple[str, int] | None:
     """The one short word option the reply opens with, followed by punctuation ("No, ...", "False. ..."),
     as written, and where the rest of the reply starts; None when a later sentence opens with another."""
     body = text.lstrip(" \t\n*_\"“'")
+    label = _ANSWER_LABEL.match(body)
+    if label is not None:  # "A: no" in a question-and-answer format labels the answer
+        body = body[label.end():]
     offset = len(text) - len(body)
     found = None
     for c in choices:
         words = _words(c)
         if not words or len(words) > _MAX_OPTION_WORDS or not re.search(r"[A-Za-z]{2}", c):
             continue  # letters and numbers are read elsewhere
-        m = re.match(r"\s+".join(re.escape(w) for w in words) + r"(?=\**\s*[,.;:!])", body, re.I)
+        m = re.match(r"\s+".join(re.escape(w) for w in words) + r"(?=\**\s*(?:[,.;:!]|$))", body, re.I)
         if m and (found is None or m.end() > found[1]):
             found = (c, m.end())
     if found is None:

@@ -320,3 +320,46 @@ def test_boxed_answer_restated(response, gold, choices, expected):
 ])
 def test_replies_that_cannot_solve_answer_nothing(response, gold, choices):
     assert not ok(response, gold, choices)
+
+
+SAMPLES = ["neither; the samples have the same temperature", "sample A", "sample B"]
+FUNCTIONS = ["a polynomial", "a trigonometric function", "an exponential function", "a logarithmic function"]
+REGIONS = ["R1", "R2", "R5", "R3", "R4"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # "the answer is no, ..." after a cue
+    ("So the answer is no, there are not fewer metallic fighters than rubber objects.", "No", ["Yes", "No"], 1),
+    ("So the answer is no, there are not fewer metallic fighters than rubber objects.", "Yes", ["Yes", "No"], 0),
+    # an option letter and a comma after a cue
+    ('The correct answer is B, "no." Medium Orchid and Forest Green are not overlapping colors.', "no", YES_NO, 1),
+    ('The correct answer is B, "no." Medium Orchid and Forest Green are not overlapping colors.', "yes", YES_NO, 0),
+    # "A:" labels the answer (question-and-answer format) when another option's text follows it
+    ("A: no", "no", YES_NO, 1), ("A: no", "yes", YES_NO, 0),
+    ("A: Yes, Orange Red is the roughest.", "yes", YES_NO, 1), ("A: Yes, Orange Red is the roughest.", "no", YES_NO, 0),
+    # a letter that opens the reply as the correct one
+    ("A is the correct answer. The region R1 is larger than the region R2.", "R1", REGIONS, 1),
+    ("A is the correct answer. The region R1 is larger than the region R2.", "R2", REGIONS, 0),
+    # an option line whose text holds a capital letter or an article is one option, not two
+    ("(B) Sample A", "sample A", SAMPLES, 1), ("(B) Sample A", "sample B", SAMPLES, 0),
+    ("B) A trigonometric function.", "a trigonometric function", FUNCTIONS, 1),
+    ("B) A trigonometric function.", "a polynomial", FUNCTIONS, 0),
+    # the answer in bold in the reply's first sentence
+    ("The market share of KLA is highest in **2019**, with 25.8%.\n\nIn 2018, KLA's market share was 23.1%. In 2020, "
+     "it decreased to 15.4%.\n\nI hope this answers your question.", "2019", None, 1),
+    ("The market share of KLA is highest in **2019**, with 25.8%.\n\nIn 2018, KLA's market share was 23.1%. In 2020, "
+     "it decreased to 15.4%.\n\nI hope this answers your question.", "15.4", None, 0),
+    ("So the median is **5** and the mean is **6**.", "5", None, 0),  # two bold values: neither
+])
+def test_forms_from_mathvista_outputs_2(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    ("(C) Yes\n(D) No", "Yes", ["Yes", "No"]),                        # the option list, continued: no answer
+    ("(E) 12cm\n(F) 16cm\n(A) 14cm\n(B) 28cm\n(C) 10cm\n(D) 20cm", "20cm", ["14cm", "28cm", "10cm", "20cm"]),
+    ("The average motorcycle gets about 40 to 50 miles per gallon on the highway.", "50", None),  # a range
+    ("The average motorcycle gets about 40 to 50 miles per gallon on the highway.", "40", None),
+])
+def test_lists_and_ranges_answer_nothing(response, gold, choices):
+    assert not ok(response, gold, choices)
