@@ -84,9 +84,24 @@ def _numbers(text: str) -> list[float]:
     return found
 
 
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def _option_in(option: str, response: str) -> bool:
+    """Whether an option's text is in the response: as written (braces, spaces and case aside), or most of its
+    words ("the adult spider population would decrease" names "Adults spider population would decrease")."""
+    squash = lambda t: re.sub(r"[\s{}$*_]", "", t).lower()  # noqa: E731
+    if squash(option) and squash(option) in squash(response):
+        return True
+    words = {_stem(w) for w in re.findall(r"[a-z]{3,}", option.lower())}
+    said = {_stem(w) for w in re.findall(r"[a-z]{3,}", response.lower())}
+    return bool(words) and len(words & said) >= 0.6 * len(words)
+
+
 def mentions(extraction: str, response: str, choices: Sequence[str] | None) -> bool:
     """Whether ``extraction`` occurs in ``response``: an option letter as an option mark (or the option's
-    own text), a number among its numbers, anything else as a run of its words."""
+    own text, or most of its words), a number among its numbers, anything else as a run of its words."""
     e = str(extraction).strip()
     if not e:
         return False
@@ -94,10 +109,14 @@ def mentions(extraction: str, response: str, choices: Sequence[str] | None) -> b
     if choices and letter:
         x = letter.group(1)
         if re.search(rf"(?<![A-Za-z])\({x}\)|(?<![A-Za-z(]){x}\)|\b(?:option|choice|letter|answer is|answer:)\s*\(?{x}\b|"
-                     rf"^\W*{x}(?:[.:,]|\s*$)|\bis\s+{x}\b", response, re.I | re.M if x != "A" else re.M):
+                     rf"^\W*{x}(?:[.:,]|\s*$)|\b(?:is|be)\s+\(?{x}\b", response, re.I | re.M if x != "A" else re.M):
             return True
         i = ord(x) - ord("A")
-        return 0 <= i < len(choices) and _key(choices[i]) in _key(response)
+        return 0 <= i < len(choices) and _option_in(choices[i], response)
+    if choices:
+        named = [c for c in choices if _key(c) == _key(e)]
+        if named:
+            return _option_in(named[0], response)
     if not choices:
         wanted = [plain_number(t) for t in re.split(r"[,\[\]]", e) if t.strip()]
         if wanted and all(w is not None for w in wanted):
@@ -127,6 +146,7 @@ def classify(release_extraction: str | None, release_correct: bool, ours_correct
     if run_on is not None and run_on.start() > 0 and not mentions(extraction, response[:run_on.start()], choices) \
             and mentions(extraction, response[run_on.start():], choices):
         return "runaway"
-    if not mentions(extraction, response, choices):
-        return "not_in_response"
+    yes_no = bool(choices) and sorted(str(c).strip().lower() for c in choices) == ["no", "yes"]
+    if not yes_no and not mentions(extraction, response, choices):
+        return "not_in_response"  # (a yes/no reply may answer without either word: "X is not Y" says no)
     return "reading"

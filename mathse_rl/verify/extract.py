@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from mathse_rl.verify.prose import leading_option, option_ending_sentence
+from mathse_rl.verify.prose import leading_option, option_ending_sentence, option_opening_sentence
 from mathse_rl.verify.text import UNREADABLE, has_kept_numeral, unify
 
 
@@ -491,6 +491,9 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
         named = option_ending_sentence(text, choices)  # "... is Solution B.", "... will decrease. This is because"
         if named is not None:
             return Extraction(named[0], "option", (named[0],), at=_sentence_start(text, named[1]))
+        subject = option_opening_sentence(text, choices)  # "Solution A has a higher concentration ..."
+        if subject is not None:
+            return Extraction(subject, "option", (subject,))
     bare_answer = _bare_answer(text)
     if bare_answer is not None:
         return Extraction(bare_answer, "whole", (bare_answer,))

@@ -11,6 +11,8 @@ reply names, and nothing when it names two, negates the one it names, or names n
     ('decrease', 0)
     >>> option_ending_sentence("It will not decrease.", ["decrease", "increase"]) is None
     True
+    >>> option_opening_sentence("If plants die, grasshoppers would be most affected.", ["Grasshopper", "Hawk"])
+    'Grasshopper'
 """
 
 from __future__ import annotations
@@ -121,3 +123,37 @@ def option_ending_sentence(text: str, choices: Sequence[str]) -> tuple[str, int]
     if len(keys) != 1 or at is None:
         return None
     return sorted(named)[0], at
+
+
+# A clause before the subject of the first sentence: "If there was a shortage of plants, grasshoppers would ..."
+_LEAD_CLAUSE = re.compile(r"^(?:if|when|since|because|based on|according to|in|from|looking at|after)\b[^,.]{0,150},\s*", re.I)
+_VERB = (r"(?:is|are|was|were|has|have|had|would|will|can|could|may|might|should|does|do|did|seems?|appears?|"
+         r"shows?|gets?|holds?|contains?|needs?)\b")
+
+
+def option_opening_sentence(text: str, choices: Sequence[str]) -> str | None:
+    """The one option whose own text (a plural allowed) is the subject that opens the reply's first sentence
+    ("Solution A has a higher concentration ...", "If plants die, grasshoppers would be most affected.");
+    None when the sentence names another option too or negates its verb."""
+    sentences = _sentences(text)
+    if not sentences:
+        return None
+    first = _MARKUP.sub("", sentences[0][1])
+    if len(first) > _MAX_SENTENCE or first.endswith("?"):
+        return None
+    body = _LEAD_CLAUSE.sub("", first, 1)
+    body = re.sub(r"^(?:the|a|an)\s+", "", body, flags=re.I)
+    found = []
+    for c in choices:
+        words = _words(c)
+        if not words or len(words) > 4 or not re.search(r"[A-Za-z]{2}", c):
+            continue
+        m = re.match(r"\s+".join(re.escape(w) for w in words) + r"(?:e?s)?\s+" + _VERB + r"(?!\s+not\b|n't)", body, re.I)
+        if m:
+            found.append(str(c))
+    if len(found) != 1:
+        return None
+    others = [o for c in choices if str(c) != found[0] and (o := _option_pattern(str(c)).pattern.replace(_TAIL, ""))]
+    if any(re.search(o + r"(?:e?s)?\b", body, re.I) for o in others):
+        return None  # "Solution A has more than Solution B": two options named
+    return found[0]

@@ -197,3 +197,29 @@ def test_mathvision_two_decimals_apply_to_latex_values_and_option_values():
     assert bench.score(free, "the fraction is $\\boxed{\\frac{1}{55}}$").correct is True
     assert bench.score(free, "the fraction is $\\boxed{\\frac{1}{40}}$").correct is False  # 0.03
     assert bench.score(free, "the fraction is $\\boxed{x}$").correct is False
+
+
+@pytest.mark.parametrize("question, response, expected", [
+    # a yes/no question answered by restating it: as a statement (yes) or negated (no)
+    ("Are there fewer metallic fighters than rubber objects?", "There are fewer metallic fighters than rubber objects.", "Yes"),
+    ("Is the number of shiny buss less than the number of matte things?",
+     "The number of shiny buss is less than the number of matte things.", "Yes"),
+    ("Is Periwinkle the maximum?", "Based on the image, Periwinkle is not the maximum. The maximum is the color blue.", "No"),
+    ("Does Firebrick have the maximum area under the curve?", "Firebrick does not have the maximum area under the curve.", "No"),
+    # ... never a statement of something else, a question, or a non-answer
+    ("Is the number of shiny buss less than the number of matte things?",
+     "The number of shiny buss is greater than the number of matte things.", None),
+    ("Is Periwinkle the maximum?", "Is Periwinkle the maximum?", None),
+    ("Is Periwinkle the maximum?", "It is unclear whether Periwinkle is the maximum.", None),
+    ("Is Periwinkle the maximum?", "Periwinkle may be the maximum.", None),
+    ("Is Periwinkle the maximum?", "Periwinkle is the maximum. Periwinkle is not the maximum.", None),
+])
+def test_mathvista_yes_no_question_answered_by_restating_it(question, response, expected):
+    bench = get_benchmark("mathvista")
+    p = bench.problem({"pid": "9", "question": question, "question_type": "multi_choice", "answer_type": "text",
+                       "choices": ["Yes", "No"], "answer": "No"}, 0, "testmini")
+    s = bench.score(p, response)
+    if expected is None:
+        assert s.reason == "nearest_option" and s.extraction is None, s
+    else:
+        assert (s.prediction, s.reason) == (expected, "restated"), s

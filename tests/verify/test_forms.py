@@ -363,3 +363,19 @@ def test_forms_from_mathvista_outputs_2(response, gold, choices, expected):
 ])
 def test_lists_and_ranges_answer_nothing(response, gold, choices):
     assert not ok(response, gold, choices)
+
+
+FOOD_CHAIN = ["Grasshopper", "Snake", "Mouse", "Hawk"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # an option that opens the reply as its subject
+    ("Solution A has a higher concentration of pink particles.", "Solution A", SOLUTIONS, 1),
+    ("Solution A has a higher concentration of pink particles.", "Solution B", SOLUTIONS, 0),
+    ("If there was a shortage of plants, grasshoppers would be most affected.", "Grasshopper", FOOD_CHAIN, 1),
+    ("If there was a shortage of plants, grasshoppers would be most affected.", "Hawk", FOOD_CHAIN, 0),
+    ("Snakes would not be affected by a shortage of plants.", "Snake", FOOD_CHAIN, 0),     # negated
+    ("Solution A has more pink particles than Solution B.", "Solution A", SOLUTIONS, 0),  # two options named
+])
+def test_option_opening_the_reply(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
