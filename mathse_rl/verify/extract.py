@@ -567,7 +567,8 @@ _THERE_ARE = re.compile(r"^(?:(?:in|on|from|based on|according to|looking at)\b[
                         r"(?:only\s+|exactly\s+|just\s+|a total of\s+)?(-?[0-9]+|zero|one|two|three|four|five|six|seven|eight|"
                         r"nine|ten|eleven|twelve)\s+(?=[a-z])", re.I)
 # After the counting sentence, a result worked out later is the answer, not the count.
-_CONCLUSION = re.compile(r"=|\b(?:so|therefore|thus|hence|total|altogether|in all|answer|sum|result)\b", re.I)
+_CONCLUSION = re.compile(r"=|\b(?:so|therefore|thus|hence|total|altogether|in all|answer|sum|result|final|remaining)\b",
+                         re.I)
 
 
 def _leading_count(text: str) -> str | None:

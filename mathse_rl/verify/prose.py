@@ -31,6 +31,7 @@ _CLAUSE_END = re.compile(r",\s+(?:as|because|since|which|so|and|while|but|with|l
 _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|can't|won't|isn't|aren't|wasn't|weren't|doesn't|"
                        r"don't|didn't)\W*$|n't\W*$", re.I)
 _TAIL = r"[\s.,;:!\"'”’)*_]*$"
+_LETTER_MARK = re.compile(r"^\(?[A-J]\)?\s*[-–—:.)]\s")
 _ANSWER_LABEL = re.compile(r"A\s*[:：]\s*(?=\S)")
 _PLEASANTRY = re.compile(r"^(?:i hope|let me know|do you|is there|feel free|if you have)\b", re.I)
 # A line of an echoed option list ("(B) no") or prompt ("Choices:") names no choice.
@@ -99,7 +100,14 @@ def _named_in(sentence: str, patterns: list[tuple[str, re.Pattern]]) -> set[str]
     if not hits:
         return set()
     first = min(at for at, _ in hits)  # "quarter past" over "past": the longest text that ends the clause
-    return {option for at, option in hits if at == first}
+    named = {option for at, option in hits if at == first}
+    key = {" ".join(_words(o)).lower() for o in named}
+    for option, _rx in patterns:  # "... two solutions, Solution A and Solution B.": two options named
+        words = _words(option)
+        if " ".join(words).lower() not in key and re.search(r"(?<![\w√{}^.\-+/])" + r"\s+".join(map(re.escape, words))
+                                                            + r"(?![\w√{}])", clause[:first], re.I):
+            return {option} | named
+    return named
 
 
 def option_ending_sentence(text: str, choices: Sequence[str]) -> tuple[str, int] | None:
@@ -107,6 +115,8 @@ def option_ending_sentence(text: str, choices: Sequence[str]) -> tuple[str, int]
     first) or its last sentence (an answer last), and where that sentence starts; None when these
     name different options or a sentence names two."""
     patterns = [(str(c), rx) for c in choices if (rx := _option_pattern(str(c))) is not None]
+    if _LETTER_MARK.match(text.strip()):
+        return None  # "C - All of above": the letter decides, not the text after it
     sentences = [s for s in _sentences(text) if not _PLEASANTRY.match(s[1]) and not _ECHO.match(s[1])]
     if not patterns or not sentences:
         return None

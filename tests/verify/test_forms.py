@@ -379,3 +379,17 @@ FOOD_CHAIN = ["Grasshopper", "Snake", "Mouse", "Hawk"]
 ])
 def test_option_opening_the_reply(response, gold, choices, expected):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    # misreadings found in all public responses: each refused
+    ("There are 3 big blue shiny cubes initially.\nThere are 2 blue shiny spheres initially.\n\nAfter subtracting:\n"
+     "- 3 big blue shiny cubes\n- 2 blue shiny spheres\n\nThere are 5 objects remaining.\n\nThe final number of objects "
+     "left is 5.", "3", None),  # a later final count, not the first one
+    ("The diagram shows two solutions, Solution A and Solution B. Solution A has a higher concentration of pink "
+     "particles, as there are more pink balls in Solution A than in Solution B.", "Solution B", SOLUTIONS),
+    ("C - All of above.", "All of above", ["Cricket will increase", "Mouse will increase", "Rabbit will increase",
+                                           "All of above"]),  # letter C, text of D
+])
+def test_prose_readings_refuse_what_the_reply_does_not_choose(response, gold, choices):
+    assert not ok(response, gold, choices)
