@@ -102,10 +102,11 @@ def _named_in(sentence: str, patterns: list[tuple[str, re.Pattern]]) -> set[str]
     first = min(at for at, _ in hits)  # "quarter past" over "past": the longest text that ends the clause
     named = {option for at, option in hits if at == first}
     key = {" ".join(_words(o)).lower() for o in named}
+    main = _LEAD_CLAUSE.sub("", clause[:first], 1)  # "If pelicans increase, ... may decrease": a condition before it
     for option, _rx in patterns:  # "... two solutions, Solution A and Solution B.": two options named
         words = _words(option)
         if " ".join(words).lower() not in key and re.search(r"(?<![\w√{}^.\-+/])" + r"\s+".join(map(re.escape, words))
-                                                            + r"(?![\w√{}])", clause[:first], re.I):
+                                                            + r"(?![\w√{}])", main, re.I):
             return {option} | named
     return named
 

@@ -393,3 +393,9 @@ def test_option_opening_the_reply(response, gold, choices, expected):
 ])
 def test_prose_readings_refuse_what_the_reply_does_not_choose(response, gold, choices):
     assert not ok(response, gold, choices)
+
+
+def test_a_condition_before_the_answer_names_no_option():
+    response = "If pelicans increase, secondary consumer fish and lizard populations may decrease."
+    choices = ["decrease", "nothing", "increase", "none of the above"]
+    assert ok(response, "decrease", choices) and not ok(response, "increase", choices)
