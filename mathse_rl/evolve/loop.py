@@ -580,7 +580,7 @@ class _Loop:
             a = Attempt(p.id, resp, "sampled", round=i, correct=res.correct, meta={"judge_score": res.score})
             if res.correct:
                 accepted.append(a)
-            elif res.correct is False:  # undecidable paths are neither pooled nor reflected on (counted)
+            elif self.judge.reflects_on(res):  # wrong; undecidable only with undecidable_as_wrong (else counted)
                 wrong.append(a)
                 wrong_verdicts.append(res)
         critiques = self._critique(wrong, wrong_verdicts, counters)

@@ -106,10 +106,11 @@ _BARE_LETTER = re.compile(r"^\**\(?([A-J])\)?[.:)]?\**$")
 # Lenient, with options: a short response that is one option with its text ("C) Superior lobes", "C. Fish"),
 # or a last sentence that ends on an option letter ("Therefore, the exception is E.", "... is C) lizard.").
 _LONE_LETTER = re.compile(r"(?<![A-Za-z'’])\(?([A-J])\)?(?![A-Za-z'’])")
+# A capital used as a word, not an option: "I pick C", "A good choice is C" (a lowercase word follows).
+_WORD_LETTER = re.compile(r"\s+[a-z]")
 _OPTION_LINE = re.compile(r"^\(?[A-J][.)]\s+\S.{0,150}$")
 _FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:[Oo]ption\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
                            r"\s*[.!]?\s*$")
-_PRONOUN_I = re.compile(r"\s+[a-z]|['’]")  # "I pick (C)", "I'm": the pronoun, never option I
 # "A is the correct answer.": a letter opening a sentence that calls it the correct one.
 _LETTER_IS_CORRECT = re.compile(r"(?:^|(?<=[.!?]\s))\(?([A-J])\)?\s+is\s+the\s+(?:correct|right|best)\s+(?:answer|option|choice)\b",
                                 re.M)
@@ -462,7 +463,8 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
             ans = (lead.group(0) if lead is not None else final.group(1) or final.group(2)).strip().rstrip(".")
             last_sentence = re.split(r"(?<=[.!?])\s+", tail_line)[-1]
             letters = {m.group(1) for m in _LONE_LETTER.finditer(last_sentence)
-                       if not (m.group(0) == "I" and _PRONOUN_I.match(last_sentence, m.end()))}
+                       if ord(m.group(1)) - 65 < len(choices)
+                       and (m.group(0).endswith(")") or not _WORD_LETTER.match(last_sentence, m.end()))}
             if len(letters) >= 2 and not (lead is not None and _is_own_text(ans, choices)):
                 # "It might be C, or it is D.": two options in the sentence that names one ("(B) Sample A" is one)
                 ans = " ".join(sorted(letters))

@@ -274,6 +274,8 @@ NON_COMMITTAL = [
     ("The answer is 2 bars, maybe 3.", "2", None), ("The final value is 2 or 3.", "2", None),
     ("The answer is 12.\n\nQuestion: Is it 12 or 13?\nAnswer: 13", "12", None),
     ("The correct option letter is A (No).", "A", ["Yes", "No"]), ("The correct option is (C) 10.", "C", C4),
+    # a capital used as a word ("I", "A") is not an option, but a second option beside it still is a hedge
+    ("I pick (C) or (B).", "C", C4), ("I pick (C) or (B).", "B", C4), ("A fair pick is (A) or (C).", "A", C4),
 ]
 
 LOOKALIKES = _superscripts() + _subscripts() + _enclosed() + _invisible() + _relations()

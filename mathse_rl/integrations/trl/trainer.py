@@ -7,8 +7,12 @@ nothing itself. Refinements are written by trl's own engine (transformers or vLL
 reflection prompt. The step's options are flat fields here, one for each step name: ``judge``,
 ``judge_options``, ``judge_threshold`` (``threshold``), ``critic``, ``reflect`` (``reflect.enabled``),
 ``reflect_template`` / ``reflect_attempts`` / ``reflect_temperature`` / ``reflect_max_tokens``
-(``reflect.*``), ``require_final_answer``. Undecidable completions (no gold, timeout, judge failure)
-are never accepted nor reflected on.
+(``reflect.*``), ``require_final_answer``, ``undecidable_as_wrong``. Undecidable completions (no gold,
+timeout, judge failure) are never accepted; they are left out (reward None) unless ``undecidable_as_wrong``.
+
+One verdict per path: the GRPO reward of a completion is derived from the step judge's verdict on it
+(:class:`mathse_rl.integrations.trl.rewards.JudgeRewardFunc`; ``reward_funcs=None`` uses it alone);
+a reward function that would decide differently is refused at start (:func:`bind_judge_rewards`).
 
 What is trained (one line per mode; the default is the first of each):
 
@@ -75,7 +79,7 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from mathse_rl.data.loaders import GOLD_COLUMNS, gold_of
-from mathse_rl.integrations.trl.rewards import completion_text, prompt_text
+from mathse_rl.integrations.trl.rewards import JudgeRewardFunc, bind_judge_rewards, completion_text, prompt_text
 from mathse_rl.step import (Critic, Generation, Judge, ReflectItem, ReflectRequest, StepConfig, StepCounters,
                             TokenBudget, critique, reflect_and_rejudge, step_config)
 from mathse_rl.types import Problem
@@ -111,6 +115,9 @@ class MathSEConfig(GRPOConfig):
         "help": "step reflect.max_tokens: new tokens per refinement (None: max_completion_length)"})
     require_final_answer: bool = field(default=True, metadata={
         "help": "step require_final_answer: the verifier judge accepts only a stated final answer"})
+    undecidable_as_wrong: bool = field(default=False, metadata={
+        "help": "step undecidable_as_wrong: an undecidable completion (no gold, timeout, judge failure) is rewarded "
+                "0.0 and reflected on like a wrong one (default: reward None, left out of the group)"})
     reflect_mode: str = field(default="add", metadata={
         "help": "grpo only. add: keep the failure in its group, train the verified refinement by an SFT term; "
                 "replace: the refinement takes the failure's place as an on-policy sample"})
@@ -139,7 +146,8 @@ class MathSEConfig(GRPOConfig):
                    "temperature": self.reflect_temperature, "max_tokens": self.reflect_max_tokens}
         return step_config({"judge": self.judge, "judge_options": self.judge_options or {},
                             "critic": self.critic or {"backend": "verifier"}, "reflect": reflect,
-                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold})
+                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold,
+                            "undecidable_as_wrong": self.undecidable_as_wrong})
 
     def __post_init__(self):
         super().__post_init__()
@@ -160,16 +168,23 @@ class MathSETrainer(GRPOTrainer):
         if not trl.__version__.startswith(SUPPORTED_TRL):
             raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
                                f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
-        config = kwargs.get("args", args[2] if len(args) > 2 else None)
-        if getattr(config, "lora", None) and kwargs.get("peft_config") is None:
+        # One verdict per path: the GRPO reward is derived from the step's judge; a reward that would
+        # decide differently is refused here, before the model loads (mathse_rl.integrations.trl.rewards).
+        bound = inspect.signature(GRPOTrainer.__init__).bind(None, *args, **kwargs)
+        config = bound.arguments.get("args")
+        if not isinstance(config, MathSEConfig):
+            raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
+        step = config.step_config()
+        judge = judge or Judge(step)
+        funcs = bound.arguments.get("reward_funcs")
+        bound.arguments["reward_funcs"] = JudgeRewardFunc(judge) if funcs is None else bind_judge_rewards(funcs, judge)
+        if config.lora and bound.arguments.get("peft_config") is None:
             from mathse_rl.integrations.trl.policy import lora_config
 
-            kwargs["peft_config"] = lora_config(config.lora)  # trl wraps the policy and syncs merged weights to vLLM
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, MathSEConfig):
-            raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
-        self.step = self.args.step_config()
-        self.judge = judge or Judge(self.step)
+            bound.arguments["peft_config"] = lora_config(config.lora)  # trl wraps the policy and syncs merged weights to vLLM
+        super().__init__(*bound.args[1:], **bound.kwargs)
+        self.step = step
+        self.judge = judge
         self.critic = critic or Critic(self.step.critic)
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
@@ -233,8 +248,10 @@ class MathSETrainer(GRPOTrainer):
         critique_texts = [""] * n
         refinements: list[list[int] | None] = [None] * n  # add mode: row i's verified refinement
         # Evaluation measures the policy as it is: no refinement outside training.
+        final = list(verdicts)  # the verdict on each row's completion as trained (a replacement's own)
         if self.step.reflect.enabled and mode == "train":
-            failed = self._capped([v.correct is False for v in verdicts], mode)  # undecidable: never reflected on
+            # judged wrong (or undecidable with undecidable_as_wrong, where the gold is usable)
+            failed = self._capped([self.judge.reflects_on(v) for v in verdicts], mode)
             critiques = critique(self.critic, [problems[i] for i in failed], [texts[i] for i in failed],
                                  verdicts=[verdicts[i] for i in failed], counters=counters)
             items = [ReflectItem(problems[i], texts[i], c, system=tuple(m for m in prompts[i] if m.get("role") ==
@@ -266,6 +283,7 @@ class MathSETrainer(GRPOTrainer):
                     tool_mask[i] = [1] * len(ids)
                 accepted[i] = True
                 originals[i] = texts[i]
+                final[i] = o.verdict
         if self.args.loss == "rft":
             self._pending_extra_logs["mathse_weight"].extend(float(a) for a in accepted)
         self._pending_extra_logs["mathse_refined"].extend(refined)
@@ -273,6 +291,9 @@ class MathSETrainer(GRPOTrainer):
         self._pending_extra_logs["mathse_wrong_path"].extend(originals)
         self._pending_extra_logs["mathse_critique"].extend(critique_texts)
         self._log_counters(mode, counters)
+        for f in self.reward_funcs:  # the GRPO reward of each row is derived from these verdicts
+            if isinstance(f, JudgeRewardFunc) and f.judge is self.judge:
+                f.remember([completion_text(c) for c in completions], final)
         self._mathse_rows = {"accepted": accepted, "refined": refined, "refinement": refinements}
         result[1], result[2], result[3], result[4] = completion_ids, tool_mask, completions, logprobs
         return tuple(result)

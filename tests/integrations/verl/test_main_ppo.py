@@ -13,7 +13,8 @@ one extra request, so refined samples are counted there):
 - MathSE-RFT: ``algorithm.adv_estimator=mathse_rft``, ``policy_loss.loss_mode=mathse_rft``,
   the ``mathse`` trainer and the ``mathse_reflect`` agent loop (every wrong first answer is
   reflected on; a verified refinement is added beside it). The judge is ``length_parity``
-  (a random model never solves a problem, so only a parity judge accepts anything). The
+  (a random model never solves a problem, so only a parity judge accepts anything), which is
+  also the reward (a reward that decides otherwise than the judge is refused at start). The
   ``hf_cpu`` rollout grants new tokens by vLLM's rule, so a reflection prompt (longer than
   ``rollout.prompt_length``) sent without ``max_tokens`` would get a budget of a token or two.
   This case runs a copy of the tiny model whose answers end early (``ending_vlm_path``): a
@@ -39,6 +40,7 @@ STEPS = 2
 BATCH, GROUP = 2, 4  # prompts per step, samples per prompt: 4 make a group with no reward spread rare
 TIMEOUT_S = 420
 REWARD = "verifier+length_parity"  # max score 2.0
+JUDGE = "length_parity"  # the reflect flavours' judge, and so their reward (one verdict per path)
 RESPONSE_LENGTH = 16  # main_ppo_command's default
 DATA_SOURCE = "mathse_cpu_debug"
 ATTEMPTS = 2  # refinements per wrong answer, at most
@@ -61,7 +63,7 @@ FLAVOURS = {
         "+mathse.judge=length_parity",
         f"+mathse.reflect.attempts={ATTEMPTS}",
         "reward.reward_manager.name=mathse",
-        f"+reward.reward_kwargs.reward={REWARD}",
+        f"+reward.reward_kwargs.reward={JUDGE}",  # one verdict: the reward is the judge's
     ],
     "grpo_reflect_add": [
         "algorithm.adv_estimator=grpo",
@@ -71,7 +73,7 @@ FLAVOURS = {
         f"+mathse.reflect.attempts={ATTEMPTS}",
         f"+mathse.refine_sft_coef={REFINE_SFT_COEF}",
         "reward.reward_manager.name=mathse",
-        f"+reward.reward_kwargs.reward={REWARD}",
+        f"+reward.reward_kwargs.reward={JUDGE}",
     ],
 }
 REFLECTING = ("mathse_rft_reflect", "grpo_reflect_add")
