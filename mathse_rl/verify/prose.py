@@ -26,8 +26,8 @@ _MARKUP = re.compile(r"[*_`$]")
 # Where a sentence ends: its mark (with closing quotes or brackets after it), or a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+|\n+")
 # Where a sentence's main clause ends: a clause that gives the reason or goes on with something else.
-_CLAUSE_END = re.compile(r",\s+(?:as|because|since|which|so|and|while|but|with|leading|meaning|indicating)\b|"
-                         r"\s+(?:because|since|as|which|while)\s+", re.I)
+_CLAUSE_END = re.compile(r",\s+(?:as|because|since|which|so|and|while|but|with|leading|meaning|indicating|written|"
+                         r"followed|shown|given)\b|\s+(?:because|since|as|which|while)\s+", re.I)
 _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|can't|won't|isn't|aren't|wasn't|weren't|doesn't|"
                        r"don't|didn't)\W*$|n't\W*$", re.I)
 _TAIL = r"[\s.,;:!\"'”’)*_]*$"
@@ -39,14 +39,29 @@ _ECHO = re.compile(r"^(?:\(?[A-J]\)|[A-J][.:])\s|^(?:choices|options|question|hi
 
 
 def _words(option: str) -> list[str]:
-    return _MARKUP.sub("", str(option)).split()
+    """An option's words; a hyphen between letters parts words too ("PDE-Refiner" is written "PDE Refiner")."""
+    return [w for w in _WORD_SPLIT.split(_MARKUP.sub("", str(option))) if w]
+
+
+_WORD_SPLIT = re.compile(r"\s+|(?<=[A-Za-z])-(?=[A-Za-z])")
+_GAP = r"(?:\s+|(?<=[A-Za-z])-(?=[A-Za-z]))"  # between two words of an option: spaces, or a hyphen between letters
+
+
+def _joined(words: list[str]) -> str:
+    """The words as a pattern, the last one in the singular or the plural ("superior lobe" names "Superior lobes")."""
+    *head, last = words
+    tail = re.escape(last)
+    if len(words) > 1 and re.fullmatch(r"[a-z]{4,}", last, re.I):
+        plural = re.search(r"[^siu]s$", last, re.I) is not None  # "lobes", never "grass", "virus", "axis"
+        tail = re.escape(last[:-1]) + "s?" if plural else tail + "s?"
+    return _GAP.join([re.escape(w) for w in head] + [tail])
 
 
 def _option_pattern(option: str) -> re.Pattern | None:
     words = _words(option)
     if not words:
         return None
-    body = r"\s+".join(re.escape(w) for w in words)
+    body = _joined(words)
     # Never the end of a longer token: "15m" does not end with the option "5m", "grasshoppers" not with "hoppers".
     return re.compile(r"(?<![\w√{}^.\-+/])" + body + _TAIL, re.I)
 
@@ -105,7 +120,7 @@ def _named_in(sentence: str, patterns: list[tuple[str, re.Pattern]]) -> set[str]
     main = _LEAD_CLAUSE.sub("", clause[:first], 1)  # "If pelicans increase, ... may decrease": a condition before it
     for option, _rx in patterns:  # "... two solutions, Solution A and Solution B.": two options named
         words = _words(option)
-        if " ".join(words).lower() not in key and re.search(r"(?<![\w√{}^.\-+/])" + r"\s+".join(map(re.escape, words))
+        if " ".join(words).lower() not in key and re.search(r"(?<![\w√{}^.\-+/])" + _joined(words)
                                                             + r"(?![\w√{}])", main, re.I):
             return {option} | named
     return named
@@ -159,7 +174,7 @@ def option_opening_sentence(text: str, choices: Sequence[str]) -> str | None:
         words = _words(c)
         if not words or len(words) > 4 or not re.search(r"[A-Za-z]{2}", c):
             continue
-        m = re.match(r"\s+".join(re.escape(w) for w in words) + r"(?:e?s)?\s+" + _VERB + r"(?!\s+not\b|n't)", body, re.I)
+        m = re.match(_GAP.join(re.escape(w) for w in words) + r"(?:e?s)?\s+" + _VERB + r"(?!\s+not\b|n't)", body, re.I)
         if m:
             found.append(str(c))
     if len(found) != 1:

@@ -399,3 +399,34 @@ def test_a_condition_before_the_answer_names_no_option():
     response = "If pelicans increase, secondary consumer fish and lizard populations may decrease."
     choices = ["decrease", "nothing", "increase", "none of the above"]
     assert ok(response, "decrease", choices) and not ok(response, "increase", choices)
+
+
+LOBES = ["Inferior lobes", "Cardiac notch", "Superior lobes", "Middle lobe"]
+MODELS = ["Baseline", "Diffusion", "PDE-Refiner", "Pushforward"]
+TIME_WORDS = ["half", "quarter", "o'clock", "quarter to", "quarter past"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # an option's words joined by a space where the option has a hyphen
+    ("The PDE Refiner has the lowest KS Rollout Loss overall.", "PDE-Refiner", MODELS, 1),
+    ("The PDE Refiner has the lowest KS Rollout Loss overall.", "Baseline", MODELS, 0),
+    # an option named in the singular (or the plural) of its last word
+    ("The largest part of the lung is the superior lobe.", "Superior lobes", LOBES, 1),
+    ("The largest part of the lung is the superior lobe.", "Inferior lobes", LOBES, 0),
+    ("The largest part of the lung is the middle lobes.", "Middle lobe", LOBES, 1),
+    # an option ending the main clause before ", written as ..."
+    ("The time shown is six o'clock, written as \"6:00\" or \"6 - 0 - 0\".", "o'clock", TIME_WORDS, 1),
+    ("The time shown is six o'clock, written as \"6:00\" or \"6 - 0 - 0\".", "half", TIME_WORDS, 0),
+])
+def test_option_words_as_written_in_prose(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    ("The largest part is the superior lobe, not the inferior lobe.", "Inferior lobes", LOBES),
+    ("The largest part is the inferior lobe and the superior lobe.", "Superior lobes", LOBES),  # two options named
+    ("The PDE Refiner does not have the lowest loss.", "PDE-Refiner", MODELS),  # negated
+    ("The best one is the grass.", "gras", ["gras", "mouse", "owl"]),  # "grass" is no plural of "gras"
+])
+def test_option_words_in_prose_refused(response, gold, choices):
+    assert not ok(response, gold, choices)
