@@ -3,6 +3,8 @@
 Each row where the two verdicts differ falls in one class, tested in this order:
 
 - ``rule``: our verdict is not what the release's own rule gives for our reading (a difference of rule);
+- ``label`` (MathVista): the release's label is not what its own rule gives for its own recorded extraction
+  (extraction ``18.0`` for the integer answer 18 labelled wrong): the label does not follow from the file;
 - ``empty``: the response is empty (MathVista): the release's label rests on no text at all;
 - ``listing``: the response only continues the list of options ("(C) Yes\\n(D) No"): it chooses none, the
   release's extractor picked one;
@@ -31,9 +33,9 @@ from typing import Sequence
 
 from mathse_rl.eval.scoring import nearest_option, plain_number, release_form
 
-CLASSES = ("rule", "empty", "listing", "program", "no_answer", "runaway", "not_in_response", "compare", "reading")
+CLASSES = ("rule", "label", "empty", "listing", "program", "no_answer", "runaway", "not_in_response", "compare", "reading")
 # The classes whose published label does not come from a right reading of the response.
-RELEASE_SIDE = ("empty", "listing", "program", "no_answer", "runaway", "not_in_response", "compare")
+RELEASE_SIDE = ("label", "empty", "listing", "program", "no_answer", "runaway", "not_in_response", "compare")
 _LIST_LINE = re.compile(r"^\s*\(?[A-Z]{1,2}\)\s*\S")
 # Where a response runs on into a prompt it wrote itself ("Question: How many edges does a cube have?").
 RUN_ON = re.compile(r"^\s*(?:question|problem|human|user|q)\s*\d*\s*[:：]", re.I | re.M)
@@ -127,10 +129,17 @@ def mentions(extraction: str, response: str, choices: Sequence[str] | None) -> b
 
 def classify(release_extraction: str | None, release_correct: bool, ours_correct: bool, our_extraction: str | None,
              response: str, choices, rule_on_ours: bool, program_output: str | None = None,
-             release_rule=None) -> str:
-    """The class of one disagreeing row (see the module docstring)."""
+             release_rule=None, gold: str | None = None) -> str:
+    """The class of one disagreeing row (see the module docstring).
+
+    >>> rule = lambda e: release_prediction(e, None, "free_form", "integer", None)
+    >>> classify("18.0", False, True, "18.0", "18.0", None, True, release_rule=rule, gold="18")
+    'label'
+    """
     if rule_on_ours != ours_correct:
         return "rule"
+    if release_rule is not None and gold is not None and (release_rule(release_extraction) == gold) != release_correct:
+        return "label"
     if not (response or "").strip():
         return "empty"
     lines = [line for line in response.splitlines() if line.strip()]

@@ -160,7 +160,7 @@ def decompose(bench_name: str, path: Path, problems: dict, disagreeing: list[dic
                 on_ours = rule(our_reading(r["extraction"], p.choices, qt)) == p.gold
             program = None if "execution" not in rel else str(rel.get("execution") or "")
             kind = classify(rel.get("extraction"), not r["correct"], bool(r["correct"]), r["extraction"], response,
-                            p.choices, on_ours, program, rule)
+                            p.choices, on_ours, program, rule, gold=p.gold)
         else:  # MATH-Vision: its extraction is rule-based too (lower-cased, spaces removed)
             squashed = re.sub(r"\s+", "", response.lower())
             answer = str(rel.get("model_answer") or "")

@@ -16,7 +16,7 @@ from mathse_rl.types import Verdict
 from mathse_rl.verify.answer import Answer, AnswerError, Latex, Letter, Relation, Scalar, Text, parse_answer
 from mathse_rl.verify.cache import bounded_cache
 from mathse_rl.verify.compare import equal, relation_value
-from mathse_rl.verify.extract import UNDECIDED, extract, has_box, is_prose, sentence_answer
+from mathse_rl.verify.extract import RUNAWAY, UNDECIDED, extract, has_box, is_prose, sentence_answer
 from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
 
 _MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
@@ -30,7 +30,7 @@ _REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i 
                        r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|i mean|"
                        r"no,\s+(?:it|that|the answer)\b|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
 # After the stated answer: the output runs on into another prompt ("Question: ...", "Choices:").
-_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
+_RUNAWAY = RUNAWAY
 # A restated answer line in a run-on ("Question: ...\n\nAnswer: 1.").
 _ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(?=\S)", re.I | re.M)
 # After the stated answer: another final answer ("... So the answer is 15."). Intermediate results in an

@@ -20,6 +20,7 @@ by an answer; no bare letter, no last number, no answer pulled out of prose.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -374,6 +375,39 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
     text = unify(text)  # what a reader sees: invisible characters out, exponents as exponents
     if UNREADABLE in text:
         return Extraction(None, "none")  # a direction control reorders what is shown: nothing here can be read
+    cut = run_on_start(text)
+    if cut is not None:  # it goes on to a question it made up: its answer to this one comes before that
+        head = _extract(text[:cut], choices, strict, phrases)
+        if head.answer is None:
+            return head  # an answer only in the run-on answers another question
+        return dataclasses.replace(head, after=(head.after + "\n" + text[cut:])[:_MAX_AFTER])  # the run-on is judged
+    return _extract(text, choices, strict, phrases)
+
+
+# The response runs on into a prompt it wrote itself: a new question ("Question: ...", "Q2:", 问题：).
+RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
+_NEW_QUESTION = re.compile(r"^\s*\**(?:question|q|问题|题目)\s*\d*\**\s*[:：]", re.I | re.M)
+_PROMPT_LINE = re.compile(r"^\s*(?:\(?[A-J][).:]\s|(?:question|problem|hint|choices|options|q|问题|题目)\s*\d*\s*[:：])", re.I)
+
+
+def run_on_start(text: str) -> int | None:
+    """Where a reply starts a new question of its own after answering ("... The answer is E." and then a line "Question: What
+    is ...?"): the first question line after a line that is not part of an echoed prompt; None if there is none.
+
+        >>> run_on_start("The answer is E.\\n\\nQuestion: What is 2+2?\\nAnswer: 4")
+        17
+        >>> run_on_start("Question: What is 2+2?\\nChoices: (A) 4 (B) 5\\nAnswer: A") is None
+        True
+    """
+    for m in _NEW_QUESTION.finditer(text):
+        if m.start() > 0 and any(line.strip() and not _PROMPT_LINE.match(line)
+                                 for line in text[:m.start()].splitlines()):
+            return m.start()
+    return None
+
+
+def _extract(text: str, choices: Sequence[str] | None, strict: bool, phrases: Sequence[re.Pattern]) -> Extraction:
+    """``extract`` on a text already unified and cut to its own answer."""
     boxes = _last_box_group(text)
     if boxes:
         end, parts = boxes

@@ -430,3 +430,22 @@ def test_option_words_as_written_in_prose(response, gold, choices, expected):
 ])
 def test_option_words_in_prose_refused(response, gold, choices):
     assert not ok(response, gold, choices)
+
+
+EGGS = ["15", "13", "11", "8"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # a reply that goes on to a question it made up: its answer to this question is the one before that
+    ("因此,答案为D\n\nQuestion: How many eggs does the recipe call for?\nChoices:\nA. 1\nB. 2\n\nSolution: The recipe "
+     "lists 2 eggs.\n\nThe answer is B.", "13", EGGS, 0),
+    ("I do not have enough information to determine if f(3) > 0.\n\nQuestion: Let f(x) = 2x + 3. Is f(3) > 0?\n"
+     "Solution: f(3) = 9 > 0, so the answer is:\nA) Yes", "Yes", ["Yes", "No"], 0),  # its only answer is another's
+    # an echoed prompt opening the reply is no run-on: the answer after it counts
+    ("Question: How many eggs?\nChoices: (A) 15 (B) 13 (C) 11 (D) 8\nAnswer: (D) 8", "8", EGGS, 1),
+    ("Question: How many eggs?\nChoices: (A) 15 (B) 13 (C) 11 (D) 8\nAnswer: (D) 8", "13", EGGS, 0),
+    # the same answer restated in the run-on stands
+    ("The answer is (A) yes.\n\nQuestion: Is Light Slate less than Saddle Brown?\nAnswer: (A) yes", "yes", ["yes", "no"], 1),
+])
+def test_answer_before_a_made_up_question(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
