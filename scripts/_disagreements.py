@@ -156,6 +156,9 @@ def classify(release_extraction: str | None, release_correct: bool, ours_correct
             and mentions(extraction, response[run_on.start():], choices):
         return "runaway"
     yes_no = bool(choices) and sorted(str(c).strip().lower() for c in choices) == ["no", "yes"]
-    if not yes_no and not mentions(extraction, response, choices):
+    # a yes/no extraction may come from a reply that answers without either word ("X is not Y" says no); any
+    # other extraction (a number, a sentence) for a yes/no question must be in the reply like any other
+    said_yes_no = yes_no and re.fullmatch(r"\W*(?:\(?[ab]\)?\W*)?(?:yes|no)?\W*", extraction.lower()) is not None
+    if not said_yes_no and not mentions(extraction, response, choices):
         return "not_in_response"  # (a yes/no reply may answer without either word: "X is not Y" says no)
     return "reading"

@@ -36,3 +36,14 @@ def test_other_classes():
                     gold="8") == "not_in_response"
     # our reading is not what the release's rule gives for it: a difference of rule, never a release-side class
     assert classify("8", True, False, "8", "8", abc, True, release_rule=_options(abc), gold="8") == "rule"
+
+
+def test_a_yes_no_question_s_extraction_must_be_in_the_reply_unless_it_is_yes_or_no():
+    yes_no = ["Yes", "No"]
+    rule = _options(yes_no)
+    reply = "There are 2 buses and 3 trees, so the answer is:\n\nB) No"
+    # "A" (yes) may be read from a reply that says no in other words: one side misread it
+    assert classify("A", True, False, "B) No", reply, yes_no, False, release_rule=rule, gold="Yes") == "reading"
+    # a number the reply never writes is no reading of it
+    assert classify("105000", True, False, "B) No", reply, yes_no, False, release_rule=rule,
+                    gold="Yes") == "not_in_response"
