@@ -486,6 +486,12 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
     if bare:
         return Extraction(bare.group(1), "option", (bare.group(1),), at=len(text) - len(tail_line))
     if choices:
+        first, _, rest = text.strip().partition("\n")
+        if rest.strip() and _is_own_text(first, choices) and not any(
+                _OPTION_LINE.match(line.strip()) for line in rest.splitlines()):
+            # "B) decrease\n\nThe food web shows ...": the option with its own text, then why; no other option line
+            ans = first.strip().rstrip(".")
+            return Extraction(ans, "option", (ans,), after=rest[:_MAX_AFTER])
         named = None
         for named in _LETTER_IS_CORRECT.finditer(text):
             pass

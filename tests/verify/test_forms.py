@@ -449,3 +449,19 @@ EGGS = ["15", "13", "11", "8"]
 ])
 def test_answer_before_a_made_up_question(response, gold, choices, expected):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+FLEAS = ["remains the same", "decrease", "increase", "NA"]
+FLEAS_WHY = ("B) decrease\n\nThe food web diagram shows that water fleas feed on algae. If the algae population dies off, "
+             "there will be less food available for the water fleas, so their population will likely decrease.")
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # an option line with the option's own text opening the reply, the reasons after it
+    (FLEAS_WHY, "decrease", FLEAS, 1), (FLEAS_WHY, "increase", FLEAS, 0), (FLEAS_WHY, "NA", FLEAS, 0),
+    ("B) decrease\n\nWait, actually the population will increase.", "decrease", FLEAS, 0),  # taken back
+    ("B) decrease\nC) increase", "decrease", FLEAS, 0),  # two option lines: a list, no choice
+    ("B) increase\n\nThe population will increase.", "increase", FLEAS, 0),  # the letter of another option's text
+])
+def test_option_line_opening_the_reply(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
