@@ -387,6 +387,7 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
 # The response runs on into a prompt it wrote itself: a new question ("Question: ...", "Q2:", 问题：).
 RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
 _NEW_QUESTION = re.compile(r"^\s*\**(?:question|q|问题|题目)\s*\d*\**\s*[:：]", re.I | re.M)
+_OPTION_LINE_ECHO = re.compile(r"^\s*\(?[A-J][).:]\s")
 _PROMPT_LINE = re.compile(r"^\s*(?:\(?[A-J][).:]\s|(?:question|problem|hint|choices|options|q|问题|题目)\s*\d*\s*[:：])", re.I)
 
 
@@ -400,8 +401,10 @@ def run_on_start(text: str) -> int | None:
         True
     """
     for m in _NEW_QUESTION.finditer(text):
-        if m.start() > 0 and any(line.strip() and not _PROMPT_LINE.match(line)
-                                 for line in text[:m.start()].splitlines()):
+        lines = [line for line in text[:m.start()].splitlines() if line.strip()]
+        options = [line for line in lines if _OPTION_LINE_ECHO.match(line)]
+        # before it, a line of its own, or a single option line ("B) 2": an answer; two or more are a list)
+        if any(not _PROMPT_LINE.match(line) for line in lines) or len(options) == 1:
             return m.start()
     return None
 
