@@ -245,11 +245,20 @@ def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> boo
                 continue  # "the answer is x^2 = 4": not a value, and not this module's business here
         if isinstance(p, (Latex,)) or (isinstance(p, Text) and not (isinstance(gold, (Text, Letter)) or choices_t)):
             continue  # words or a form the fast path cannot compare: no contradiction it can tell
+        if runaway and choices_t and isinstance(p, Letter) and not _own_text(p, choices_t):
+            continue  # "The answer is A." in a run-on may answer the question it made up: neither way
         outcome = _choice_outcome(p, gold, choices_t) or equal(p, gold)
         if outcome[0] is False:
             return True
         restated += outcome[0] is True
     return runaway and not restated
+
+
+def _own_text(p: Letter, choices_t: tuple[str, ...]) -> bool:
+    """Whether a letter comes with its own option's text ("(B) July and August" where B is that option)."""
+    parsed = _parse_choices(choices_t)
+    i = _index(p.letter)
+    return p.rest is not None and i < len(parsed) and parsed[i] is not None and equal(p.rest, parsed[i])[0] is True
 
 
 _AFTER_WINDOW = 2000  # characters after the answer searched for a revision, a refusal or a later answer

@@ -465,3 +465,21 @@ FLEAS_WHY = ("B) decrease\n\nThe food web diagram shows that water fleas feed on
 ])
 def test_option_line_opening_the_reply(response, gold, choices, expected):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+SNACKS = ["salami", "wine", "cheese", "bread"]
+RUN_ON_LETTER = ("The option with the most protein is A (salami).\n\nQuestion: When traveling from Las Vegas to Reno, is the "
+                 "distance:\nA) Less than 500 miles\nB) Between 500-1000 miles\n\nSolution: It is less than 500 miles.\n\n"
+                 "The answer is A (Less than 500 miles).")
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # in a run-on, a letter with another question's text restates nothing: the answer before it is hedged
+    (RUN_ON_LETTER, "salami", SNACKS, 0),
+    # the same option with its own text, restated in a run-on that repeats the question, stands
+    ("The answer is (C) decrease.\n\nAnswer: (C) decrease.\n\nQuestion: Which is a correct statement?\n(A) It would "
+     "increase.\n(B) It would decrease.\nAnswer: (B) It would decrease.", "decrease",
+     ["double", "skyrocket", "decrease", "increase"], 1),
+])
+def test_letters_restated_in_a_run_on(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
