@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _checkout import head_commit, read_text  # noqa: E402
+from _disagreements import CLASSES, RELEASE_SIDE, classify, our_reading, release_prediction  # noqa: E402
 
 from mathse_rl.eval import get_benchmark, load_benchmark  # noqa: E402
 from mathse_rl.eval.responses import read_responses  # noqa: E402
@@ -122,12 +124,58 @@ def score(bench_name: str, data: Path, runs, out: Path, repeat: int) -> list[dic
         why: dict[str, int] = {}
         for r in ours_only + theirs_only:
             why[r["reason"]] = why.get(r["reason"], 0) + 1
+        by_id = {p.id: p for p in problems}
+        classes = decompose(bench_name, path, by_id, ours_only + theirs_only)
+        n = len(scored)
+        # The published accuracy with the rows whose label does not come from reading the response right (the
+        # release's classes) scored as the rule reads the response; what is left is "reading" (one side misread
+        # the response) and "rule" (our scorer not applying the release's rule).
+        moved = sum(c["ours_only"] - c["theirs_only"] for k, c in classes.items() if k in RELEASE_SIDE)
         rows.append({"model": model, "published": published, "ours": results["overall"]["accuracy"],
-                     "diff": round(results["overall"]["accuracy"] - published, 2), "n": len(scored),
+                     "diff": round(results["overall"]["accuracy"] - published, 2), "n": n,
                      "ours_only": len(ours_only), "theirs_only": len(theirs_only),
-                     "why": dict(sorted(why.items(), key=lambda kv: -kv[1])),
+                     "why": dict(sorted(why.items(), key=lambda kv: -kv[1])), "classes": classes,
+                     "published_as_read": round(published + 100 * moved / n, 2),
                      "seconds_per_1000": statistics.median(times) * 1000 / len(scored)})
     return rows
+
+
+def decompose(bench_name: str, path: Path, problems: dict, disagreeing: list[dict]) -> dict[str, dict]:
+    """Each disagreeing row's class (``_disagreements.CLASSES``), counted by which side accepted it."""
+    bench = get_benchmark(bench_name)
+    out = {k: {"ours_only": 0, "theirs_only": 0, "ids": []} for k in CLASSES}
+    if bench_name == "mathvista":
+        release = {str(r.get("pid", k)): r for k, r in json.loads(path.read_text()).items()}
+    else:
+        release = {str(json.loads(line)["id"]): json.loads(line) for line in path.read_text().splitlines() if line.strip()}
+    for r in disagreeing:
+        rel, p = release[r["id"]], problems[r["id"]]
+        response = r["response"] or ""
+        if bench_name == "mathvista":
+            qt, at, prec = p.meta["question_type"], p.meta["answer_type"], p.meta.get("precision")
+            rule = lambda e, p=p, qt=qt, at=at, prec=prec: release_prediction(e, p.choices, qt, at, prec)  # noqa: E731
+            if qt == "multi_choice" and r["reason"] != "nearest_option":
+                on_ours = r["prediction"] == p.gold  # the option we chose, which the rule maps to itself
+            else:
+                on_ours = rule(our_reading(r["extraction"], p.choices, qt)) == p.gold
+            program = None if "execution" not in rel else str(rel.get("execution") or "")
+            kind = classify(rel.get("extraction"), not r["correct"], bool(r["correct"]), r["extraction"], response,
+                            p.choices, on_ours, program, rule, gold=p.gold)
+        else:  # MATH-Vision: its extraction is rule-based too (lower-cased, spaces removed)
+            squashed = re.sub(r"\s+", "", response.lower())
+            answer = str(rel.get("model_answer") or "")
+            if not response.strip():
+                kind = "empty"
+            elif answer and answer not in squashed:
+                kind = "not_in_response"  # its rules cut the stated answer apart ("\textbf{(A)}" -> "bfa")
+            elif answer and bool(bench.score(p, answer).correct) == bool(r["correct"]):
+                kind = "compare"  # it read what we read; its string comparison ("120°" vs "$120^{\circ}$") failed
+            else:
+                kind = "reading"
+        side = "ours_only" if r["correct"] else "theirs_only"
+        out[kind][side] += 1
+        out[kind]["ids"].append(r["id"])
+    return {k: v for k, v in out.items() if v["ours_only"] or v["theirs_only"]}
 
 
 def kendall(rows: list[dict]) -> tuple[float, list[tuple[str, str, float]]]:
@@ -156,8 +204,24 @@ def table(title: str, rows: list[dict], commit: str | None) -> str:
         why = ", ".join(f"{k} {v}" for k, v in list(r["why"].items())[:4])
         lines.append(f"| {r['model']} | {r['published']:.2f} | {r['ours']:.2f} | {r['diff']:+.2f} | "
                      f"{r['ours_only']} / {r['theirs_only']} | {why} | {r['seconds_per_1000']:.2f} |")
+    lines += ["", "Why the verdicts differ (rows accepted by us only / by the release only, by class; "
+              "`_disagreements.py`), and the published accuracy with the release-side classes ("
+              + ", ".join(RELEASE_SIDE) + ") scored as the rule reads the response:", "",
+              "| model | published | " + " | ".join(CLASSES) + " | published, as read | ours | difference |",
+              "|---|---|" + "---|" * len(CLASSES) + "---|---|---|"]
+    for r in rows:
+        if r.get("missing"):
+            continue
+        cells = [f"{r['classes'][k]['ours_only']} / {r['classes'][k]['theirs_only']}" if k in r["classes"] else ""
+                 for k in CLASSES]
+        lines.append(f"| {r['model']} | {r['published']:.2f} | " + " | ".join(cells)
+                     + f" | {r['published_as_read']:.2f} | {r['ours']:.2f} | {r['ours'] - r['published_as_read']:+.2f} |")
     tau, flips = kendall(rows)
     within = [r for r in rows if "ours" in r and abs(r["diff"]) <= 2.0]
+    as_read = [r for r in rows if "ours" in r and abs(r["ours"] - r["published_as_read"]) <= 2.0]
+    tau_read, _ = kendall([dict(r, published=r["published_as_read"]) for r in rows if "ours" in r])
+    lines += ["", f"Against the published accuracy as read: within 2.0 points {len(as_read)} of "
+              f"{sum('ours' in r for r in rows)}, Kendall's tau {tau_read:.3f}."]
     lines += ["", f"Within 2.0 points: {len(within)} of {sum('ours' in r for r in rows)}. Kendall's tau "
               f"(published vs ours): {tau:.3f}; pairs whose order flips: {len(flips)}"
               + (f", the widest published gap among them {flips[0][2]:.2f} points ({flips[0][0]} / {flips[0][1]})"

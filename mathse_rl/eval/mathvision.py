@@ -10,7 +10,7 @@ in one box, one letter for multiple choice; the options listed as ``(A) ...`` un
 the letters A-E, which means they are in the image), ``--prompt direct`` for its direct prompt
 (``models/Qwen-VL.py``), or ours. Scoring follows ``evaluation/evaluate.py``, which is itself
 rule-based (no LLM): correct when the extracted answer equals the answer letter or the option's
-value, numbers compared after rounding to two decimals. Here the verifier extracts and compares
+value, values (LaTeX evaluated) compared after rounding to two decimals. Here the verifier extracts and compares
 (letters through the options both ways, LaTeX values), and the two-decimal rule is applied on top.
 
 Categories: subject and level (the release's ``math_level_subject_acc``).
@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mathse_rl.eval.base import CATEGORIES, Benchmark, RowError, Scored, first, register_benchmark, require
-from mathse_rl.eval.scoring import plain_number
+from mathse_rl.eval.scoring import number_value
 from mathse_rl.prompts import solve_template
 from mathse_rl.types import Problem
 from mathse_rl.verify import verify
@@ -91,8 +91,12 @@ class MathVision(Benchmark):
         v = verify(response or "", problem.gold or "", choices=list(problem.choices) if problem.choices else None)
         if v.correct:
             return Scored(True, v.pred, v.pred, v.reason)
-        if not problem.choices:  # the release compares numbers rounded to two decimals
-            a, b = plain_number(v.pred), plain_number(problem.gold)
-            if a is not None and b is not None and round(a, 2) == round(b, 2):
-                return Scored(True, v.pred, v.pred, "precision")
+        # The release evaluates the answer and the reference (the answer, or the answer option's text) and
+        # compares them rounded to two decimals: 1/55 passes for 1/60, 1/300 for the option 1/900.
+        target = problem.gold
+        if problem.choices and problem.gold and len(problem.gold) == 1:
+            target = problem.choices[ord(problem.gold) - ord("A")]
+        a, b = number_value(v.pred), number_value(target)
+        if a is not None and b is not None and round(a, 2) == round(b, 2):
+            return Scored(True, v.pred, v.pred, "precision")
         return Scored(False, v.pred, v.pred, v.reason)

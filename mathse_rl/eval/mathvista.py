@@ -31,7 +31,7 @@ import re
 from typing import Any, Mapping
 
 from mathse_rl.eval.base import CATEGORIES, Benchmark, RowError, Scored, first, register_benchmark, require
-from mathse_rl.eval.scoring import chosen_option, nearest_option, plain_number
+from mathse_rl.eval.scoring import chosen_option, nearest_option, plain_number, release_form, restated_yes_no
 from mathse_rl.prompts import solve_template
 from mathse_rl.types import Problem
 from mathse_rl.types import Verdict
@@ -151,10 +151,13 @@ class MathVista(Benchmark):
             choices = problem.choices or ()
             idx, v = chosen_option(response, choices)
             reason = v.reason
+            if idx is None:  # "Periwinkle is not the maximum." answers "Is Periwinkle the maximum?"
+                idx = restated_yes_no(problem.question, response, choices)
+                reason = "restated" if idx is not None else reason
             if idx is None and self.nearest_option:
-                # The release maps every extraction to an option (the most similar by edit distance);
-                # with no answer found, the response itself stands for the extraction.
-                idx, reason = nearest_option(v.pred if v.pred else response.strip(), choices), "nearest_option"
+                # The release maps every extraction to an option (the most similar by edit distance); what it
+                # maps is the extraction in its extractor's form (an option as its letter), "" when none was read.
+                idx, reason = nearest_option(release_form(v.pred), choices), "nearest_option"
             prediction = choices[idx] if idx is not None else None
             correct = None if problem.gold is None else prediction == problem.gold
             return Scored(correct, prediction, v.pred, reason)

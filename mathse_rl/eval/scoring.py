@@ -79,6 +79,24 @@ def option_named(extraction: str | None, choices: Sequence[str]) -> int | None:
     return hits[0] if len({_plain(str(choices[i])) for i in hits}) == 1 else None
 
 
+# An option letter leading a reading, with the option's text or a sentence after it: "D. Indigo has ...", "D, Dark Seafoam".
+_LETTER_FIRST = re.compile(r"^[*_\s]*([A-Z])(?:[.,:)][*_]*\s+\S|[.,:)]?[*_]*\s*$)")
+
+
+def release_form(extraction: str | None) -> str:
+    """An extraction as MathVista's extractor writes it for its normalisation: "" when nothing was read
+    (what its pipeline gives an empty response), an option letter alone when the reading leads with one
+    (its prompt's example reduces "(B) 8/11" to "B"); anything else as read.
+
+        >>> release_form(None), release_form("D. Indigo has the lowest value"), release_form("A or B")
+        ('', 'D', 'A or B')
+    """
+    if not extraction:
+        return ""
+    m = _LETTER_FIRST.match(extraction)
+    return m.group(1) if m else str(extraction)
+
+
 def nearest_option(text: str, choices: Sequence[str]) -> int:
     """MathVista's normalisation of an extraction to an option (``normalize_extracted_answer``): the
     first letter in parentheses replaces the text; a letter of an option is that option; anything
@@ -97,6 +115,63 @@ def nearest_option(text: str, choices: Sequence[str]) -> int:
     return dists.index(min(dists))
 
 
+_AUXILIARY = re.compile(r"^\s*(?:is|are|does|do|did|was|were|has|have|can|will)\s+", re.I)
+_FILLER = frozenset("the a an of that which who is are was were be been does do did has have had there this these those it "
+                    "its in on at to for by and".split())
+_NEGATION = frozenset("not no never neither nor none cannot".split())
+# A sentence that leaves the question open, or asks it: no answer in it.
+_OPEN = re.compile(r"\?|\b(?:whether|if|unclear|uncertain|may|might|possibly|perhaps|maybe|could|can't|cannot|"
+                   r"impossible|not possible|not sure|difficult to)\b", re.I)
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+
+
+def _same_word(a: str, b: str) -> bool:
+    return a == b or (len(a) > 3 and a.rstrip("s") == b.rstrip("s"))
+
+
+def _restates(words: list[str], sentence: list[str]) -> bool:
+    """Whether ``words`` occur in ``sentence`` in their order (other words between them allowed)."""
+    i = 0
+    for token in sentence:
+        if i < len(words) and _same_word(token, words[i]):
+            i += 1
+    return i == len(words)
+
+
+def restated_yes_no(question: str, response: str, choices: Sequence[str]) -> int | None:
+    """The yes/no option a reply chose by restating the question: the question's words in their order
+    as a statement ("There are fewer metallic fighters than rubber objects." answers "Are there fewer
+    metallic fighters than rubber objects?" with yes) or negated ("Periwinkle is not the maximum.": no),
+    in its first or last sentence; None when it does neither, or both, or leaves the question open.
+
+        >>> restated_yes_no("Is Periwinkle the maximum?", "Periwinkle is not the maximum.", ["yes", "no"])
+        1
+    """
+    keys = [str(c).strip().lower() for c in choices]
+    if sorted(keys) != ["no", "yes"]:
+        return None
+    q = str(question).strip()
+    aux = _AUXILIARY.match(q)
+    if aux is None or not q.endswith("?") or re.search(r"[<>=]", q):
+        return None
+    asked = _tokens(q[aux.end():])
+    content = [w for w in asked if w not in _FILLER]
+    if sum(w.isalpha() for w in content) < 2:
+        return None
+    sentences = [t.strip() for t in re.split(r"(?<=[.!?])\s+|\n+", str(response).strip()) if t.strip()]
+    said = set()
+    for sentence in {sentences[0], sentences[-1]} if sentences else ():
+        words = _tokens(sentence)
+        if _OPEN.search(sentence) or not _restates(content, words):
+            continue
+        negated = any(w in _NEGATION and w not in asked for w in words) or any(w.endswith("n't") for w in words)
+        said.add("no" if negated else "yes")
+    return keys.index(said.pop()) if len(said) == 1 else None
+
+
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance (insertions, deletions, substitutions of one character each)."""
     if len(a) < len(b):
@@ -112,6 +187,27 @@ def edit_distance(a: str, b: str) -> int:
 
 def _plain(s: str) -> str:
     return re.sub(r"\s+", " ", _MARKUP.sub("", s)).strip(" .,;:!").lower()
+
+
+def number_value(text: str | None) -> float | None:
+    """The real number a short answer denotes, LaTeX evaluated ("\\frac{1}{300}", "\\sqrt{2018^2+2}",
+    "120^\\circ"), as a benchmark that evaluates its answers compares it; None for anything with a
+    variable, a unit or a percent sign, and for words.
+
+        >>> number_value("$1/4$"), number_value("2x"), number_value("5 cm")
+        (0.25, None, None)
+    """
+    from mathse_rl.verify.answer import AnswerError, Scalar, parse_answer
+
+    if text is None or not str(text).strip() or len(str(text)) > 200:
+        return None
+    try:
+        a = parse_answer(str(text).strip().strip("$").strip())
+    except AnswerError:
+        return None
+    if not isinstance(a, Scalar) or a.vars or a.value is None or a.value.imag or a.unit or a.unit_word or a.percent:
+        return None
+    return float(a.value.real)
 
 
 def plain_number(text: str | None) -> float | None:

@@ -16,7 +16,7 @@ from mathse_rl.types import Verdict
 from mathse_rl.verify.answer import Answer, AnswerError, Latex, Letter, Relation, Scalar, Text, parse_answer
 from mathse_rl.verify.cache import bounded_cache
 from mathse_rl.verify.compare import equal, relation_value
-from mathse_rl.verify.extract import UNDECIDED, extract, has_box, is_prose, sentence_answer
+from mathse_rl.verify.extract import RUNAWAY, UNDECIDED, extract, has_box, is_prose, sentence_answer
 from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
 
 _MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
@@ -30,7 +30,7 @@ _REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i 
                        r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|i mean|"
                        r"no,\s+(?:it|that|the answer)\b|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
 # After the stated answer: the output runs on into another prompt ("Question: ...", "Choices:").
-_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
+_RUNAWAY = RUNAWAY
 # A restated answer line in a run-on ("Question: ...\n\nAnswer: 1.").
 _ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(?=\S)", re.I | re.M)
 # After the stated answer: another final answer ("... So the answer is 15."). Intermediate results in an
@@ -245,11 +245,20 @@ def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> boo
                 continue  # "the answer is x^2 = 4": not a value, and not this module's business here
         if isinstance(p, (Latex,)) or (isinstance(p, Text) and not (isinstance(gold, (Text, Letter)) or choices_t)):
             continue  # words or a form the fast path cannot compare: no contradiction it can tell
+        if runaway and choices_t and isinstance(p, Letter) and not _own_text(p, choices_t):
+            continue  # "The answer is A." in a run-on may answer the question it made up: neither way
         outcome = _choice_outcome(p, gold, choices_t) or equal(p, gold)
         if outcome[0] is False:
             return True
         restated += outcome[0] is True
     return runaway and not restated
+
+
+def _own_text(p: Letter, choices_t: tuple[str, ...]) -> bool:
+    """Whether a letter comes with its own option's text ("(B) July and August" where B is that option)."""
+    parsed = _parse_choices(choices_t)
+    i = _index(p.letter)
+    return p.rest is not None and i < len(parsed) and parsed[i] is not None and equal(p.rest, parsed[i])[0] is True
 
 
 _AFTER_WINDOW = 2000  # characters after the answer searched for a revision, a refusal or a later answer

@@ -20,10 +20,12 @@ by an answer; no bare letter, no last number, no answer pulled out of prose.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from mathse_rl.verify.prose import leading_option, option_ending_sentence, option_opening_sentence
 from mathse_rl.verify.text import UNREADABLE, has_kept_numeral, unify
 
 
@@ -73,7 +75,7 @@ DEFAULT_CUES = ("the answer to this problem is", "the answer to the problem is",
 _BROKEN_AFTER_CUE = re.compile(r"^\s*(?:is|are|was|were|be|been|equals?|the answer)\b", re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 # "(C)" names an option; "sin(C)" and "f(B)" do not.
-_OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-J])\)?(?![a-zA-Z])|(?<![A-Za-z])\(([A-J])\)")
+_OPTION = re.compile(r"\b(?:[Oo]ption|[Cc]hoice)\s*\(?([A-J])\)?(?![a-zA-Z])|(?<![A-Za-z])\(([A-J])\)")
 # A number in running text, with its exponent or base ("2^{5}", "101_{2}"); never the exponent or index alone.
 _NUMBER = re.compile(r"(?<![A-Za-z_0-9.^#])(?<!\^\{)(?<!\^\{-)(?<!_\{)-?(?:[0-9]+(?:[.,][0-9]+)*|\.[0-9]+)(?:/[0-9]+)?"
                      r"(?:\^\{-?[0-9A-Za-z.]+\}|\^-?[0-9]+|_\{[0-9A-Za-z]+\}|_[0-9])?")
@@ -88,7 +90,9 @@ _OPTION_PAIR = re.compile(r"(?<![A-Za-z])\(([A-J])\)[^.\n()]{0,40}?(?:\band\b|\b
 UNDECIDED = re.compile(
     r"\b(?:cannot|can ?not|can't|could not|couldn't|unable to|impossible to|not possible to|no way to)\s+"
     r"(?:be\s+)?(?:definitively\s+|accurately\s+|exactly\s+|precisely\s+)?(?:determined?|tell|say|know|answer|"
-    r"provide|find|calculate|compute|give|identify|infer|judge|conclude|decide|be sure|be certain)\b|"
+    r"provide|find|calculate|compute|give|identify|infer|judge|conclude|decide|solve|be sure|be certain)\b|"
+    r"\bno unique (?:solution|answer)\b|\b(?:we|i)\s+(?:would\s+)?(?:need|require)\s+(?:some\s+)?(?:additional|more|further)\s+"
+    r"(?:information|data|details|context)\b|"
     r"\b(?:does not|doesn't|do not|don't|did not)\s+(?:provide|give|contain|include|have|show)\s+(?:enough|sufficient|"
     r"the necessary|the required|specific|any|the specific)\s+(?:\w+\s+){0,2}(?:information|data|details|measurements|"
     r"values|context|function|equation|formula)\b|\b(?:not enough|insufficient)\s+(?:information|data|"
@@ -106,9 +110,12 @@ _LONE_LETTER = re.compile(r"(?<![A-Za-z'’])\(?([A-J])\)?(?![A-Za-z'’])")
 # A capital used as a word, not an option: "I pick C", "A good choice is C" (a lowercase word follows).
 _WORD_LETTER = re.compile(r"\s+[a-z]")
 _OPTION_LINE = re.compile(r"^\(?[A-J][.)]\s+\S.{0,150}$")
-_FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:option\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
+_FINAL_LETTER = re.compile(r"\b(?:is|be|choose|select|pick)\s+(?:[Oo]ption\s+)?(?:\(?([A-J])\)(?:\s+[^.\n]{1,60})?|([A-J]))"
                            r"\s*[.!]?\s*$")
-_LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:)]|\s|$)")
+# "A is the correct answer.": a letter opening a sentence that calls it the correct one.
+_LETTER_IS_CORRECT = re.compile(r"(?:^|(?<=[.!?]\s))\(?([A-J])\)?\s+is\s+the\s+(?:correct|right|best)\s+(?:answer|option|choice)\b",
+                                re.M)
+_LETTER_LEAD = re.compile(r"^\(?[A-J]\)?(?:[.:),]|\s|$)")
 
 
 # End-of-sequence and chat-template tokens a model leaves in its output ("3.</s>", "<|im_end|>").
@@ -171,6 +178,14 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         gap = text[box[1]:group[0][0]]
+        if len(gap) <= _BOX_JOIN_GAP and "\n" not in gap and _RESTATED.search(gap):
+            letter = _BOX_LETTER.fullmatch(group[0][2])
+            if letter and len(group) == 1 and box[2]:  # "\boxed{58 cm^2}, which is answer choice \boxed{(B)}"
+                return group[-1][1], [f"({letter.group(1)}) {box[2]}"]  # the letter with its value: checked against B
+            if re.sub(r"\s+", "", box[2]) == re.sub(r"\s+", "", group[0][2]):
+                continue  # "\boxed{280} cubic feet = \boxed{280} blocks": the same answer twice
+            if re.search(r"\banswer\b", gap, re.I):
+                break  # "\boxed{2.5cm}. Answer: \boxed{2.5}": the answer stated last
         words = _PLAIN_WORD.findall(gap)
         joined = re.search(r"[,;]|\b(?:and|or)\b", gap) is not None
         if len(gap) > _BOX_JOIN_GAP or "\n" in gap or (len(words) > 2 and not joined):
@@ -178,6 +193,11 @@ def _last_box_group(text: str) -> tuple[int, list[str]] | None:
         group.insert(0, box)
     parts = [b[2] for b in group if b[2]]
     return (group[-1][1], parts) if parts else None
+
+
+# Between two boxes: the later one restates the earlier ("=", "which is answer choice", "Answer:").
+_RESTATED = re.compile(r"=|\b(?:which is|that is|i\.\s?e\.|answer|option|choice)\b", re.I)
+_BOX_LETTER = re.compile(r"(?:\\text(?:bf)?\{|\\mathrm\{)?\s*\(?([A-J])\)?\s*\}?")
 
 
 # Words between a cue and its answer that change nothing: "the answer is therefore B (No)".
@@ -189,8 +209,9 @@ _LEAD_COUNT = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s+(?!(?:or|and|to|times|p
                          r"smaller|larger|over|out|of|divided|multiplied|by|from|through|thru|x|percent|per|and/or)\b)"
                          r"[A-Za-z]")
 _SECOND_NUMBER = re.compile(r"\b(?:or|and|either|to)\s+(?:\$\s*)?-?[0-9]")
-# After a leading count, another number may only state a condition: "larger than 4", "of $931,441".
-_OTHER_NUMBER = re.compile(r"(?<![0-9.,])(?<!\$)(?<!\$ )-?[0-9]")
+# After a leading count, another number may only state a condition: "larger than 4", "of $931,441" (a label
+# such as "A-847" is no number).
+_OTHER_NUMBER = re.compile(r"(?<![0-9.,A-Za-z_])(?<![A-Za-z]-)(?<!\$)(?<!\$ )-?[0-9]")
 _CONDITION_WORDS = re.compile(r"\b(?:than|of|in|from|over|under|at|per|by|with|within|above|below|after|before)\s+(?:\$\s*)?$",
                               re.I)
 
@@ -204,6 +225,12 @@ def sentence_answer(text: str, strict: bool = False) -> str:
     line = text[:_MAX_SENTENCE].split("\n", 1)[0]
     if strict and _BROKEN_AFTER_CUE.match(line):
         return ""
+    quoted = _QUOTED.match(line)
+    if quoted:  # 'The correct answer is "soup." Soup typically ...'
+        return quoted.group(1).strip().rstrip(".,;:!").strip()
+    word = _YES_NO_FIRST.match(line)
+    if word:  # "the answer is no, there are not fewer ...": the word, not the sentence after it
+        return word.group(1)
     joined = _joined_math(re.split(r"(?<!\d)\.(?:\s|$)|。", line, 1)[0])
     if joined is not None:
         return joined
@@ -236,6 +263,8 @@ def sentence_answer(text: str, strict: bool = False) -> str:
 
 
 _LEAD_NUMBER = re.compile(r"^\s*-?[0-9]")
+_YES_NO_FIRST = re.compile(r"^(yes|no|true|false)\b(?=\s*[,;:]|\s*$|\.(?:\s|$))", re.I)
+_QUOTED = re.compile(r"^[\"“]([^\"“”\n$\\]{1,120})[\"”]")  # words in quotes; math in quotes is read as math
 
 
 def _only_conditions_after(piece: str, start: int) -> bool:
@@ -346,6 +375,42 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
     text = unify(text)  # what a reader sees: invisible characters out, exponents as exponents
     if UNREADABLE in text:
         return Extraction(None, "none")  # a direction control reorders what is shown: nothing here can be read
+    cut = run_on_start(text)
+    if cut is not None:  # it goes on to a question it made up: its answer to this one comes before that
+        head = _extract(text[:cut], choices, strict, phrases)
+        if head.answer is None:
+            return head  # an answer only in the run-on answers another question
+        return dataclasses.replace(head, after=(head.after + "\n" + text[cut:])[:_MAX_AFTER])  # the run-on is judged
+    return _extract(text, choices, strict, phrases)
+
+
+# The response runs on into a prompt it wrote itself: a new question ("Question: ...", "Q2:", 问题：).
+RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
+_NEW_QUESTION = re.compile(r"^\s*\**(?:question|q|问题|题目)\s*\d*\**\s*[:：]", re.I | re.M)
+_OPTION_LINE_ECHO = re.compile(r"^\s*\(?[A-J][).:]\s")
+_PROMPT_LINE = re.compile(r"^\s*(?:\(?[A-J][).:]\s|(?:question|problem|hint|choices|options|q|问题|题目)\s*\d*\s*[:：])", re.I)
+
+
+def run_on_start(text: str) -> int | None:
+    """Where a reply starts a new question of its own after answering ("... The answer is E." and then a line "Question: What
+    is ...?"): the first question line after a line that is not part of an echoed prompt; None if there is none.
+
+        >>> run_on_start("The answer is E.\\n\\nQuestion: What is 2+2?\\nAnswer: 4")
+        17
+        >>> run_on_start("Question: What is 2+2?\\nChoices: (A) 4 (B) 5\\nAnswer: A") is None
+        True
+    """
+    for m in _NEW_QUESTION.finditer(text):
+        lines = [line for line in text[:m.start()].splitlines() if line.strip()]
+        options = [line for line in lines if _OPTION_LINE_ECHO.match(line)]
+        # before it, a line of its own, or a single option line ("B) 2": an answer; two or more are a list)
+        if any(not _PROMPT_LINE.match(line) for line in lines) or len(options) == 1:
+            return m.start()
+    return None
+
+
+def _extract(text: str, choices: Sequence[str] | None, strict: bool, phrases: Sequence[re.Pattern]) -> Extraction:
+    """``extract`` on a text already unified and cut to its own answer."""
     boxes = _last_box_group(text)
     if boxes:
         end, parts = boxes
@@ -373,6 +438,8 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
         return found
     if strict:
         return Extraction(None, "none")  # nothing stated: no guessing from the rest of the text
+    if _only_options_listed(text):
+        return Extraction(None, "none")  # "(C) Yes\n(D) No": the list of options, continued, chooses none
     found = _guess(text, choices)
     if found.answer is not None and UNDECIDED.search(text, found.at):
         return Extraction(None, "none")  # "not enough information to determine f(0)": no number to guess
@@ -380,6 +447,14 @@ def extract(response: str, choices: Sequence[str] | None = None, strict: bool = 
 
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_LIST_LINE = re.compile(r"^\s*\(([A-Z]{1,2})\)\s*\S")
+
+
+def _only_options_listed(text: str) -> bool:
+    """Whether every line is a line of an option list ("(E) 12cm"), with two or more different letters."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    letters = [m.group(1) if (m := _LIST_LINE.match(line)) else None for line in lines]
+    return len(lines) >= 2 and None not in letters and len(set(letters)) >= 2
 
 
 def _last_paragraph_start(text: str) -> int:
@@ -397,6 +472,15 @@ def _sentence_start(text: str, at: int) -> int:
     return m.end() if m is not None else max(0, at - 2000)
 
 
+def _is_own_text(option_line: str, choices: Sequence[str]) -> bool:
+    """Whether "(B) Sample A" writes option B's own text after its letter."""
+    m = re.match(r"^\(?([A-J])[.)]\s+(.+)$", option_line.strip())
+    if m is None or ord(m.group(1)) - ord("A") >= len(choices):
+        return False
+    plain = lambda t: re.sub(r"\s+", " ", re.sub(r"[*_`$]", "", t)).strip(" .").lower()  # noqa: E731
+    return plain(m.group(2)) == plain(str(choices[ord(m.group(1)) - ord("A")]))
+
+
 def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
     """Lenient mode only: an answer the response does not state (a bare letter, an option named in
     the last paragraphs, the whole response, the last number); ``at`` is where its paragraph starts."""
@@ -405,6 +489,17 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
     if bare:
         return Extraction(bare.group(1), "option", (bare.group(1),), at=len(text) - len(tail_line))
     if choices:
+        first, _, rest = text.strip().partition("\n")
+        if rest.strip() and _is_own_text(first, choices) and not any(
+                _OPTION_LINE.match(line.strip()) for line in rest.splitlines()):
+            # "B) decrease\n\nThe food web shows ...": the option with its own text, then why; no other option line
+            ans = first.strip().rstrip(".")
+            return Extraction(ans, "option", (ans,), after=rest[:_MAX_AFTER])
+        named = None
+        for named in _LETTER_IS_CORRECT.finditer(text):
+            pass
+        if named is not None:  # "A is the correct answer. The region R1 is larger than R2."
+            return Extraction(named.group(1), "option", (named.group(1),), at=_sentence_start(text, named.start()))
         lead = _OPTION_LINE.match(text.strip()) if "\n" not in text.strip() else None
         final = _FINAL_LETTER.search(tail_line)
         if lead is not None or final is not None:  # "C) 5√3 m", "C. Fish", "... the exception is E."
@@ -413,7 +508,8 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
             letters = {m.group(1) for m in _LONE_LETTER.finditer(last_sentence)
                        if ord(m.group(1)) - 65 < len(choices)
                        and (m.group(0).endswith(")") or not _WORD_LETTER.match(last_sentence, m.end()))}
-            if len(letters) >= 2:  # "It might be C, or it is D.": two options in the sentence that names one
+            if len(letters) >= 2 and not (lead is not None and _is_own_text(ans, choices)):
+                # "It might be C, or it is D.": two options in the sentence that names one ("(B) Sample A" is one)
                 ans = " ".join(sorted(letters))
             return Extraction(ans, "option", (ans,), at=_sentence_start(text, len(text) - len(tail_line)))
         last = None
@@ -434,9 +530,25 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
                 both = f"{pair.group(1)} {pair.group(2)}"  # "(B) 13 and (C) 26": two options, a hedge
                 return Extraction(both, "option", (both,), at=at)
             return Extraction(letter, "option", (letter,), at=at)
+        worded = leading_option(text, choices)  # "No, Orange Red is not the high median."
+        if worded is not None:
+            return Extraction(worded[0], "option", (worded[0],), after=text[worded[1]:worded[1] + _MAX_AFTER])
+        named = option_ending_sentence(text, choices)  # "... is Solution B.", "... will decrease. This is because"
+        if named is not None:
+            return Extraction(named[0], "option", (named[0],), at=_sentence_start(text, named[1]))
+        subject = option_opening_sentence(text, choices)  # "Solution A has a higher concentration ..."
+        if subject is not None:
+            return Extraction(subject, "option", (subject,))
     bare_answer = _bare_answer(text)
     if bare_answer is not None:
         return Extraction(bare_answer, "whole", (bare_answer,))
+    count = _leading_count(text)
+    if count is not None:  # "There are 3 bars below 40. They are ... 58, 59, and 63."
+        return Extraction(count, "number", (count,))
+    bold = {m.group(1).strip() for m in _BOLD_VALUE.finditer(text)}
+    if len(bold) == 1:  # "The market share of KLA is highest in **2019**, with 25.8%.": the one value set in bold
+        value = bold.pop()
+        return Extraction(value, "number", (value,))
     window = text[-2000:]
     last = _last_answer_number(window)
     if last is not None:
@@ -449,6 +561,8 @@ def _guess(text: str, choices: Sequence[str] | None) -> Extraction:
             inner = next(g for g in seg.groups() if g is not None).strip()
             return Extraction(inner, "math", (inner,), at=at)
         num = last.group(0)
+        if _RANGE_BEFORE.search(window, max(0, last.start() - 40), last.start()):
+            return Extraction(None, "none")  # "about 40 to 50 miles": a range, no one value
         bound = _BOUND_BEFORE.search(window, max(0, last.start() - 40), last.start())
         if bound is not None:  # "so we get ≤ 3": a bound, not a value
             num = window[bound.start():last.end()]
@@ -486,8 +600,37 @@ _WORD_VALUES = {w: str(i) for i, w in enumerate(
 
 _BOUND_BEFORE = re.compile(r"(?:[<>≤≥≦≧≨≩≪≫⩽⩾≲≳≺≻≠≮≯≰≱＜＞﹤﹥]=?|\\(?:le|ge|leq|geq|lt|gt|ne|neq|ll|gg|leqslant|geqslant|"
                            r"prec|succ|lesssim|gtrsim|nless|ngtr|nleq|ngeq)(?![a-zA-Z]))\s*\$?\s*$")
+_RANGE_BEFORE = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?\s*(?:%|percent)?\s+(?:to|or)\s+\$?\s*$", re.I)
+# A number set in bold ("**2019**", "**week 3**"): short, one number in it.
+_BOLD_VALUE = re.compile(r"\*\*([^*\n0-9]{0,12}-?[0-9][0-9.,]*[^*\n0-9]{0,12})\*\*")
 _RATIO_BEFORE = re.compile(r"(?<![A-Za-z_0-9.])[0-9]+(?:\.[0-9]+)?\s*:\s*$")
 _NUMBER_RUN = re.compile(r"(?<![A-Za-z_0-9.^{])(?:-?[0-9][0-9.,]*[ \t]+)+$")
+
+
+# "There are 3 bars ...", "In the table, there are two models that ...": a count opening the reply.
+_THERE_ARE = re.compile(r"^(?:(?:in|on|from|based on|according to|looking at)\b[^,.\n]{0,80},\s*)?there\s+(?:are|is|were|was)\s+"
+                        r"(?:only\s+|exactly\s+|just\s+|a total of\s+)?(-?[0-9]+|zero|one|two|three|four|five|six|seven|eight|"
+                        r"nine|ten|eleven|twelve)\s+(?=[a-z])", re.I)
+# After the counting sentence, a result worked out later is the answer, not the count.
+_CONCLUSION = re.compile(r"=|\b(?:so|therefore|thus|hence|total|altogether|in all|answer|sum|result|final|remaining)\b",
+                         re.I)
+
+
+def _leading_count(text: str) -> str | None:
+    """The count a reply opens with ("There are 3 bars below 40 in the image."), when every other number of
+    that sentence only states a condition ("below 40") and nothing after it concludes anything else."""
+    body = text.strip()
+    m = _THERE_ARE.match(body)
+    if m is None:
+        return None
+    end = _SENTENCE_END.search(body, m.end())
+    sentence = body[:end.start()] if end else body
+    if _SECOND_NUMBER.search(sentence, m.start(1)) or not _only_conditions_after(sentence, m.end(1)):
+        return None  # "3 large objects and 2 small ones"
+    if _CONCLUSION.search(body, len(sentence)) or UNDECIDED.search(body):
+        return None
+    value = m.group(1)
+    return _WORD_VALUES.get(value.lower(), value)
 
 
 def _last_answer_number(window: str) -> re.Match | None:

@@ -22,27 +22,27 @@ def test_mathvista_outputs_scored_with_tables_and_the_release_files(tmp_path, re
                            "--responses", FIXTURES / "mathvista_output.json", "--out", out)
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    # 1 (1.2), 2 ((B) 102), 3 (14.3 -> int 14) right; 4 ([2013, 2016]) wrong; 5 names no option: by the
-    # release's rule it gets the option most similar to what stands for its extraction (the response: "Yes").
-    assert results["overall"] == {"correct": 3, "total": 5, "accuracy": 60.0}
+    # 1 (1.2), 2 ((B) 102), 3 (14.3 -> int 14) right; 4 ([2013, 2016]) wrong; 5 answers nothing: the release's
+    # rule maps an empty extraction to the most similar, i.e. shortest, option ("No", right by that rule).
+    assert results["overall"] == {"correct": 4, "total": 5, "accuracy": 80.0}
     assert list(results["categories"]) == ["question_type", "answer_type", "language", "source", "category",
                                            "task", "context", "grade", "skills"]
     assert results["categories"]["answer_type"]["list"] == {"correct": 0, "total": 1, "accuracy": 0.0}
     assert results["categories"]["skills"]["statistical reasoning"]["total"] == 3
     assert results["reasons"]["nearest_option"] == 1 and results["reasons"]["precision"] == 1
     assert "no LLM call" in results["scorer"] and "CC BY-SA 4.0" in results["license"]
-    assert "overall: 60.00% (3/5)" in printed and "| multi_choice | 1 | 2 | 50.00 |" in printed
+    assert "overall: 80.00% (4/5)" in printed and "| multi_choice | 2 | 2 | 100.00 |" in printed
     assert (out / "results.md").read_text() in printed
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == ["1", "2", "3", "4", "5"]
     assert preds[1]["prediction"] == "102" and preds[2]["prediction"] == "14"
-    assert (preds[4]["prediction"], preds[4]["reason"]) == ("Yes", "nearest_option")
+    assert (preds[4]["prediction"], preds[4]["reason"]) == ("No", "nearest_option")
     # The release's own layout: its calculate_score.py reads output_<model>.json, its scores file beside it.
     release = json.loads((out / "output_mathvista_output.json").read_text())
     assert release["2"]["true_false"] is True and release["2"]["prediction"] == "102"
     assert release["2"]["metadata"]["task"] == "geometry problem solving"
     scores = json.loads((out / "scores_mathvista_output.json").read_text())
-    assert scores["average"] == {"accuracy": 0.6, "correct": 3, "total": 5}
+    assert scores["average"] == {"accuracy": 0.8, "correct": 4, "total": 5}
 
 
 def test_missing_and_unknown_responses_are_listed_never_dropped(tmp_path, releases, capsys):

@@ -163,3 +163,63 @@ def test_an_option_named_in_text_the_verifier_refused_is_not_taken(vista):
     response = "The answer is (C) 107°.\nQuestion: What is the next angle?\nChoices:\n(A) 10\n(B) 20"
     s = bench.score(p["2"], response)
     assert s.reason == "nearest_option"
+
+
+def test_mathvista_an_option_letter_leading_the_reading_is_what_the_release_rule_gets(vista):
+    # The release's extractor reduces "(B) 8/11" to "B" (its prompt's example). A letter that names no
+    # option ("D" of two) then goes through its edit-distance rule: "D" is nearer to "No" than to "Yes".
+    bench, p = vista
+    for response in ("The correct option letter is D. Indigo has the lowest value in this case.",
+                     "The correct option letter is D, Dark Seafoam."):
+        s = bench.score(p["5"], response)
+        assert (s.correct, s.prediction, s.reason) == (True, "No", "nearest_option"), response
+    assert bench.score(p["2"], "The correct option letter is E. It is the largest angle.").prediction == "97"
+
+
+def test_mathvista_a_response_with_no_answer_is_an_empty_extraction_for_the_release_rule(vista):
+    # What the release's rule gets when nothing is read is the empty extraction (as for an empty response):
+    # the shortest option, never the option whose text is most like the refusal's words.
+    bench, p = vista
+    refusal = "The image does not provide enough information to tell which bar is taller."
+    assert bench.score(p["5"], refusal).prediction == bench.score(p["5"], "").prediction == "No"
+
+
+def test_mathvision_two_decimals_apply_to_latex_values_and_option_values():
+    # The release evaluates both sides (LaTeX included) and compares them rounded to two decimals, for the
+    # answer and for the answer option's value: 1/300 and 1/900 both round to 0.00, 1/55 and 1/60 to 0.02.
+    bench = get_benchmark("mathvision")
+    choice = bench.problem({"id": "1048", "question": "q", "answer": "D", "options": [
+        "$\\frac{1}{100}$", "$\\frac{1}{300}$", "$\\frac{1}{600}$", "$\\frac{1}{900}$", "$\\frac{1}{1000}$"]}, 0, "test")
+    s = bench.score(choice, "So its area is $\\boxed{\\frac{1}{300}}$.")
+    assert (s.correct, s.reason) == (True, "precision")
+    assert bench.score(choice, "So its area is $\\boxed{\\frac{1}{90}}$.").correct is False  # 0.01
+    free = bench.problem({"id": "2827", "question": "q", "answer": "$\\frac{1}{60}$", "options": []}, 0, "test")
+    assert bench.score(free, "the fraction is $\\boxed{\\frac{1}{55}}$").correct is True
+    assert bench.score(free, "the fraction is $\\boxed{\\frac{1}{40}}$").correct is False  # 0.03
+    assert bench.score(free, "the fraction is $\\boxed{x}$").correct is False
+
+
+@pytest.mark.parametrize("question, response, expected", [
+    # a yes/no question answered by restating it: as a statement (yes) or negated (no)
+    ("Are there fewer metallic fighters than rubber objects?", "There are fewer metallic fighters than rubber objects.", "Yes"),
+    ("Is the number of shiny buss less than the number of matte things?",
+     "The number of shiny buss is less than the number of matte things.", "Yes"),
+    ("Is Periwinkle the maximum?", "Based on the image, Periwinkle is not the maximum. The maximum is the color blue.", "No"),
+    ("Does Firebrick have the maximum area under the curve?", "Firebrick does not have the maximum area under the curve.", "No"),
+    # ... never a statement of something else, a question, or a non-answer
+    ("Is the number of shiny buss less than the number of matte things?",
+     "The number of shiny buss is greater than the number of matte things.", None),
+    ("Is Periwinkle the maximum?", "Is Periwinkle the maximum?", None),
+    ("Is Periwinkle the maximum?", "It is unclear whether Periwinkle is the maximum.", None),
+    ("Is Periwinkle the maximum?", "Periwinkle may be the maximum.", None),
+    ("Is Periwinkle the maximum?", "Periwinkle is the maximum. Periwinkle is not the maximum.", None),
+])
+def test_mathvista_yes_no_question_answered_by_restating_it(question, response, expected):
+    bench = get_benchmark("mathvista")
+    p = bench.problem({"pid": "9", "question": question, "question_type": "multi_choice", "answer_type": "text",
+                       "choices": ["Yes", "No"], "answer": "No"}, 0, "testmini")
+    s = bench.score(p, response)
+    if expected is None:
+        assert s.reason == "nearest_option" and s.extraction is None, s
+    else:
+        assert (s.prediction, s.reason) == (expected, "restated"), s

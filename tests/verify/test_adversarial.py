@@ -67,6 +67,10 @@ RUNAWAY = [
     ("The answer is 12.\n\nQuestion: What is 2+2?\nAnswer: 4", "12", None),
     ("\\boxed{7}\n\nProblem 2: find y.\nSo y is 9.", "7", None),
     ("The answer is (C).\nHint: answer with a letter.\nQuestion: Is it red?\nChoices:\n(A) yes\n(B) no", "C", C4),
+    # the only answer given is the answer to a question the reply made up
+    ("I cannot tell from the figure.\n\nQuestion: What is 3+4?\nSolution: 3 + 4 = 7.\nThe answer is 7.", "7", None),
+    ("The answer is D.\n\nQuestion: Which is the largest?\nChoices: (A) 1 (B) 2\nThe answer is B.", "B", C4),
+    ("B) 2\n\nQuestion: Is 9 > 0?\nAnswer: (A) Yes", "A", C4),
 ]
 
 # ---------------------------------------------------------------- tolerance edges

@@ -241,3 +241,245 @@ def test_forms_from_real_outputs(response, gold, choices, expected, warm_pool):
     assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
     if expected and ("\\boxed" in response or "answer is" in response):  # each is a stated answer: strict agrees
         assert verify(response, gold, choices=choices, timeout=10.0, strict=True).correct
+
+
+# ---------------------------------------------------------------- forms of MathVista's released outputs that its labels read
+YES_NO = ["yes", "no"]
+SOLUTIONS = ["neither; their concentrations are the same", "Solution B", "Solution A"]
+POPULATION = ["remains the same", "decrease", "increase", "NA"]
+RIVER = ["30m", "30√{3}m", "(30√{3}+30)m", "(30√{3}-30)m"]
+FOODS = ["soup", "water", "sandwich", "buns"]
+BARS = ("There are 3 bars below 40 in the image. They are the bars for the years 2014, 2015, and 2016. The values "
+        "for these bars are 58, 59, and 63, respectively.\n\nDo you want to try other questions about the image?")
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # a two-way option answered by the first word of the response
+    ("No, Orange Red is not the high median. The high median is Forest Green.", "no", YES_NO, 1),
+    ("No, Orange Red is not the high median. The high median is Forest Green.", "yes", YES_NO, 0),
+    ("Yes, the function is continuous at each point.", "Yes", ["Yes", "No"], 1),
+    ("Yes, the function is continuous at each point.", "No", ["Yes", "No"], 0),
+    ("False. Intensity mapping function $T: z=1-r$ does not achieve the goal.", "False", ["True", "False"], 1),
+    ("False. Intensity mapping function $T: z=1-r$ does not achieve the goal.", "True", ["True", "False"], 0),
+    ("No, wait: yes, Orange Red is the high median.", "no", YES_NO, 0),  # taken back
+    ("Yes and no: it depends on the scale.", "yes", YES_NO, 0),         # both
+    # an option named by its own text at the end of the answer sentence
+    ("The solution with a higher concentration of pink particles is Solution B.", "Solution B", SOLUTIONS, 1),
+    ("The solution with a higher concentration of pink particles is Solution B.", "Solution A", SOLUTIONS, 0),
+    ("If all the algae dies, the water flea population will decrease. This is because water fleas rely on algae "
+     "as a food source.", "decrease", POPULATION, 1),
+    ("If all the algae dies, the water flea population will decrease. This is because water fleas rely on algae "
+     "as a food source.", "increase", POPULATION, 0),
+    ("The width of the river AB is 30√{3}m.", "30√{3}m", RIVER, 1), ("The width of the river AB is 30m.", "30√{3}m", RIVER, 0),
+    ("The population will either decrease or increase.", "decrease", POPULATION, 0),  # two options: none chosen
+    ("The population will not decrease.", "decrease", POPULATION, 0),                 # negated
+    # an option letter in a sentence that starts with "Option"
+    ("Solution B is higher than Solution A. Option B is the correct answer.", "Solution B", SOLUTIONS, 1),
+    ("Solution B is higher than Solution A. Option B is the correct answer.", "Solution A", SOLUTIONS, 0),
+    # a quoted answer followed by its explanation
+    ('The correct answer is "soup." Soup typically contains very few carbs, if any, compared to other foods like '
+     'sandwiches, buns, or water.', "soup", FOODS, 1),
+    ('The correct answer is "soup." Soup typically contains very few carbs, if any, compared to other foods like '
+     'sandwiches, buns, or water.', "water", FOODS, 0),
+    # a count stated first, with the numbers it was counted from after it
+    (BARS, "3", None, 1), (BARS, "63", None, 0),
+    ("There are two bars with values larger than 4.", "2", None, 1), ("There are two bars with values larger than 4.", "4", None, 0),
+    ("In the table, there are 3 methods that achieve an A-847 score higher than 20.0.", "3", None, 1),
+    ("In the table, there are 3 methods that achieve an A-847 score higher than 20.0.", "20", None, 0),
+    ("There are 4 rows of 5 chairs. So there are 4 x 5 = 20 chairs.", "4", None, 0),  # a later result is the answer
+])
+def test_forms_from_mathvista_outputs(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+    if "answer is" not in response:  # nothing here is stated after a final-answer cue: strict refuses it
+        assert not verify(response, gold, choices=choices, timeout=10.0, strict=True).correct
+
+
+AREAS = ["54 cm^2", "58 cm^2", "60 cm^2", "62 cm^2"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # a boxed value restated by a boxed option letter, or boxed twice: one answer
+    ("Thus the total is $\\boxed{58 \\text{ cm}^2}$, which is answer choice $\\boxed{\\text{(B)}}$.", "B", AREAS, 1),
+    ("Thus the total is $\\boxed{58 \\text{ cm}^2}$, which is answer choice $\\boxed{\\text{(B)}}$.", "A", AREAS, 0),
+    ("Thus the total is $\\boxed{58 \\text{ cm}^2}$, which is answer choice $\\boxed{\\text{(C)}}$.", "C", AREAS, 0),
+    ("600 - 320 = \\boxed{280} cubic feet = \\boxed{280} blocks.", "280", None, 1),
+    ("600 - 320 = \\boxed{280} cubic feet = \\boxed{281} blocks.", "280", None, 0),
+    ("so the overlap is 60cm / 24 = \\boxed{2.5cm}. Answer: \\boxed{2.5}.", "2.5", None, 1),
+    ("so the overlap is 60cm / 24 = \\boxed{2.5cm}. Answer: \\boxed{2.5}.", "2", None, 0),
+])
+def test_boxed_answer_restated(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    # replies that say they cannot solve the problem: no letter or number in them is their answer
+    ("In the problem, you did not provide any diagram or more specific information available for the paths that "
+     "will provide the answers (a, b, c, d, e). Therefore, it is not possible to solve your question.", "E", list("ABCDE")),
+    ("Now we have 10 equations with 25 unknowns, meaning there is no unique solution. We need additional "
+     "information. Once the value of x is found, we put it in the \\boxed{}.", "10", None),
+])
+def test_replies_that_cannot_solve_answer_nothing(response, gold, choices):
+    assert not ok(response, gold, choices)
+
+
+SAMPLES = ["neither; the samples have the same temperature", "sample A", "sample B"]
+FUNCTIONS = ["a polynomial", "a trigonometric function", "an exponential function", "a logarithmic function"]
+REGIONS = ["R1", "R2", "R5", "R3", "R4"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # "the answer is no, ..." after a cue
+    ("So the answer is no, there are not fewer metallic fighters than rubber objects.", "No", ["Yes", "No"], 1),
+    ("So the answer is no, there are not fewer metallic fighters than rubber objects.", "Yes", ["Yes", "No"], 0),
+    # an option letter and a comma after a cue
+    ('The correct answer is B, "no." Medium Orchid and Forest Green are not overlapping colors.', "no", YES_NO, 1),
+    ('The correct answer is B, "no." Medium Orchid and Forest Green are not overlapping colors.', "yes", YES_NO, 0),
+    # "A:" labels the answer (question-and-answer format) when another option's text follows it
+    ("A: no", "no", YES_NO, 1), ("A: no", "yes", YES_NO, 0),
+    ("A: Yes, Orange Red is the roughest.", "yes", YES_NO, 1), ("A: Yes, Orange Red is the roughest.", "no", YES_NO, 0),
+    # a letter that opens the reply as the correct one
+    ("A is the correct answer. The region R1 is larger than the region R2.", "R1", REGIONS, 1),
+    ("A is the correct answer. The region R1 is larger than the region R2.", "R2", REGIONS, 0),
+    # an option line whose text holds a capital letter or an article is one option, not two
+    ("(B) Sample A", "sample A", SAMPLES, 1), ("(B) Sample A", "sample B", SAMPLES, 0),
+    ("B) A trigonometric function.", "a trigonometric function", FUNCTIONS, 1),
+    ("B) A trigonometric function.", "a polynomial", FUNCTIONS, 0),
+    # the answer in bold in the reply's first sentence
+    ("The market share of KLA is highest in **2019**, with 25.8%.\n\nIn 2018, KLA's market share was 23.1%. In 2020, "
+     "it decreased to 15.4%.\n\nI hope this answers your question.", "2019", None, 1),
+    ("The market share of KLA is highest in **2019**, with 25.8%.\n\nIn 2018, KLA's market share was 23.1%. In 2020, "
+     "it decreased to 15.4%.\n\nI hope this answers your question.", "15.4", None, 0),
+    ("So the median is **5** and the mean is **6**.", "5", None, 0),  # two bold values: neither
+])
+def test_forms_from_mathvista_outputs_2(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    ("(C) Yes\n(D) No", "Yes", ["Yes", "No"]),                        # the option list, continued: no answer
+    ("(E) 12cm\n(F) 16cm\n(A) 14cm\n(B) 28cm\n(C) 10cm\n(D) 20cm", "20cm", ["14cm", "28cm", "10cm", "20cm"]),
+    ("The average motorcycle gets about 40 to 50 miles per gallon on the highway.", "50", None),  # a range
+    ("The average motorcycle gets about 40 to 50 miles per gallon on the highway.", "40", None),
+])
+def test_lists_and_ranges_answer_nothing(response, gold, choices):
+    assert not ok(response, gold, choices)
+
+
+FOOD_CHAIN = ["Grasshopper", "Snake", "Mouse", "Hawk"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # an option that opens the reply as its subject
+    ("Solution A has a higher concentration of pink particles.", "Solution A", SOLUTIONS, 1),
+    ("Solution A has a higher concentration of pink particles.", "Solution B", SOLUTIONS, 0),
+    ("If there was a shortage of plants, grasshoppers would be most affected.", "Grasshopper", FOOD_CHAIN, 1),
+    ("If there was a shortage of plants, grasshoppers would be most affected.", "Hawk", FOOD_CHAIN, 0),
+    ("Snakes would not be affected by a shortage of plants.", "Snake", FOOD_CHAIN, 0),     # negated
+    ("Solution A has more pink particles than Solution B.", "Solution A", SOLUTIONS, 0),  # two options named
+])
+def test_option_opening_the_reply(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    # misreadings found in all public responses: each refused
+    ("There are 3 big blue shiny cubes initially.\nThere are 2 blue shiny spheres initially.\n\nAfter subtracting:\n"
+     "- 3 big blue shiny cubes\n- 2 blue shiny spheres\n\nThere are 5 objects remaining.\n\nThe final number of objects "
+     "left is 5.", "3", None),  # a later final count, not the first one
+    ("The diagram shows two solutions, Solution A and Solution B. Solution A has a higher concentration of pink "
+     "particles, as there are more pink balls in Solution A than in Solution B.", "Solution B", SOLUTIONS),
+    ("C - All of above.", "All of above", ["Cricket will increase", "Mouse will increase", "Rabbit will increase",
+                                           "All of above"]),  # letter C, text of D
+])
+def test_prose_readings_refuse_what_the_reply_does_not_choose(response, gold, choices):
+    assert not ok(response, gold, choices)
+
+
+def test_a_condition_before_the_answer_names_no_option():
+    response = "If pelicans increase, secondary consumer fish and lizard populations may decrease."
+    choices = ["decrease", "nothing", "increase", "none of the above"]
+    assert ok(response, "decrease", choices) and not ok(response, "increase", choices)
+
+
+LOBES = ["Inferior lobes", "Cardiac notch", "Superior lobes", "Middle lobe"]
+MODELS = ["Baseline", "Diffusion", "PDE-Refiner", "Pushforward"]
+TIME_WORDS = ["half", "quarter", "o'clock", "quarter to", "quarter past"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # an option's words joined by a space where the option has a hyphen
+    ("The PDE Refiner has the lowest KS Rollout Loss overall.", "PDE-Refiner", MODELS, 1),
+    ("The PDE Refiner has the lowest KS Rollout Loss overall.", "Baseline", MODELS, 0),
+    # an option named in the singular (or the plural) of its last word
+    ("The largest part of the lung is the superior lobe.", "Superior lobes", LOBES, 1),
+    ("The largest part of the lung is the superior lobe.", "Inferior lobes", LOBES, 0),
+    ("The largest part of the lung is the middle lobes.", "Middle lobe", LOBES, 1),
+    # an option ending the main clause before ", written as ..."
+    ("The time shown is six o'clock, written as \"6:00\" or \"6 - 0 - 0\".", "o'clock", TIME_WORDS, 1),
+    ("The time shown is six o'clock, written as \"6:00\" or \"6 - 0 - 0\".", "half", TIME_WORDS, 0),
+])
+def test_option_words_as_written_in_prose(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+@pytest.mark.parametrize("response, gold, choices", [
+    ("The largest part is the superior lobe, not the inferior lobe.", "Inferior lobes", LOBES),
+    ("The largest part is the inferior lobe and the superior lobe.", "Superior lobes", LOBES),  # two options named
+    ("The PDE Refiner does not have the lowest loss.", "PDE-Refiner", MODELS),  # negated
+    ("The best one is the grass.", "gras", ["gras", "mouse", "owl"]),  # "grass" is no plural of "gras"
+])
+def test_option_words_in_prose_refused(response, gold, choices):
+    assert not ok(response, gold, choices)
+
+
+EGGS = ["15", "13", "11", "8"]
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # a reply that goes on to a question it made up: its answer to this question is the one before that
+    ("因此,答案为D\n\nQuestion: How many eggs does the recipe call for?\nChoices:\nA. 1\nB. 2\n\nSolution: The recipe "
+     "lists 2 eggs.\n\nThe answer is B.", "13", EGGS, 0),
+    ("I do not have enough information to determine if f(3) > 0.\n\nQuestion: Let f(x) = 2x + 3. Is f(3) > 0?\n"
+     "Solution: f(3) = 9 > 0, so the answer is:\nA) Yes", "Yes", ["Yes", "No"], 0),  # its only answer is another's
+    # an echoed prompt opening the reply is no run-on: the answer after it counts
+    ("Question: How many eggs?\nChoices: (A) 15 (B) 13 (C) 11 (D) 8\nAnswer: (D) 8", "8", EGGS, 1),
+    ("Question: How many eggs?\nChoices: (A) 15 (B) 13 (C) 11 (D) 8\nAnswer: (D) 8", "13", EGGS, 0),
+    # the same answer restated in the run-on stands
+    ("The answer is (A) yes.\n\nQuestion: Is Light Slate less than Saddle Brown?\nAnswer: (A) yes", "yes", ["yes", "no"], 1),
+])
+def test_answer_before_a_made_up_question(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+FLEAS = ["remains the same", "decrease", "increase", "NA"]
+FLEAS_WHY = ("B) decrease\n\nThe food web diagram shows that water fleas feed on algae. If the algae population dies off, "
+             "there will be less food available for the water fleas, so their population will likely decrease.")
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # an option line with the option's own text opening the reply, the reasons after it
+    (FLEAS_WHY, "decrease", FLEAS, 1), (FLEAS_WHY, "increase", FLEAS, 0), (FLEAS_WHY, "NA", FLEAS, 0),
+    ("B) decrease\n\nWait, actually the population will increase.", "decrease", FLEAS, 0),  # taken back
+    ("B) decrease\nC) increase", "decrease", FLEAS, 0),  # two option lines: a list, no choice
+    ("B) increase\n\nThe population will increase.", "increase", FLEAS, 0),  # the letter of another option's text
+])
+def test_option_line_opening_the_reply(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
+
+
+SNACKS = ["salami", "wine", "cheese", "bread"]
+RUN_ON_LETTER = ("The option with the most protein is A (salami).\n\nQuestion: When traveling from Las Vegas to Reno, is the "
+                 "distance:\nA) Less than 500 miles\nB) Between 500-1000 miles\n\nSolution: It is less than 500 miles.\n\n"
+                 "The answer is A (Less than 500 miles).")
+
+
+@pytest.mark.parametrize("response, gold, choices, expected", [
+    # in a run-on, a letter with another question's text restates nothing: the answer before it is hedged
+    (RUN_ON_LETTER, "salami", SNACKS, 0),
+    # the same option with its own text, restated in a run-on that repeats the question, stands
+    ("The answer is (C) decrease.\n\nAnswer: (C) decrease.\n\nQuestion: Which is a correct statement?\n(A) It would "
+     "increase.\n(B) It would decrease.\nAnswer: (B) It would decrease.", "decrease",
+     ["double", "skyrocket", "decrease", "increase"], 1),
+])
+def test_letters_restated_in_a_run_on(response, gold, choices, expected):
+    assert ok(response, gold, choices) is bool(expected), verify(response, gold, choices=choices, timeout=10.0)
