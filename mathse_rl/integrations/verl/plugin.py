@@ -26,6 +26,8 @@ REGISTRATIONS: tuple[str, ...] = (
 COMPAT_FIXES: tuple[tuple[str, str], ...] = (
     # trl 1.16 lacks the value-head class verl's FSDP path imports (see compat.py).
     ("trl_value_head", "mathse_rl.integrations.verl.compat:install_trl_shim"),
+    # Not a fix: a mis-wired MathSE config fails in verl's validate_config, before ray.init (wiring.py).
+    ("start_check", "mathse_rl.integrations.verl.wiring:install_start_check"),
 )
 
 
