@@ -123,6 +123,9 @@ def problems(config: Any) -> list[str]:
         out.append("actor_rollout_ref.rollout.enable_rollout_routing_replay (router replay R3) replays the routes the "
                    "engine took; a refinement's were taken under the reflection prompt, not the prompt it is trained "
                    "with: not supported with reflection (R2, which records routes in the old-log-prob pass, is)")
+    if agent == AGENT_LOOP and reflect and bool(_get(config, "distillation.enabled", False)):
+        out.append("distillation: verl computes teacher log-probs for a session's last output only, so an added "
+                   "refinement (or a replacement) would have none: not supported with reflection")
     if ours and (_get(config, "trainer.v1.sampler.custom_sampler.path") or
                  _get(config, "trainer.v1.sampler.custom_sampler.name")):
         out.append(f"trainer.v1.sampler.custom_sampler replaces the replay buffer the {TRAINER} trainer extends "

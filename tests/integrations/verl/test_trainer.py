@@ -104,7 +104,6 @@ def test_verl_sees_a_sync_trainer(tiny_vlm_path, tmp_path, monkeypatch):
     from verl.trainer.ppo.v1.replay_buffer import ReplayBufferAsync
 
     from mathse_rl.integrations.verl.cpu.debug import write_parquet
-    from mathse_rl.integrations.verl.replay import MathSEReplayBuffer
 
     data = write_parquet(tmp_path / "train.parquet", n=8)
     config = compose(OURS + ["algorithm.adv_estimator=grpo", f"actor_rollout_ref.model.path={tiny_vlm_path}",
@@ -113,9 +112,7 @@ def test_verl_sees_a_sync_trainer(tiny_vlm_path, tmp_path, monkeypatch):
                              "data.image_key=images", "data.dataloader_num_workers=0",
                              f"trainer.default_local_dir={tmp_path}/ckpt"])
     trainer = _trainer(config)
-    assert trainer.trainer_mode == "sync" and trainer.registered_mode == "mathse"
-    assert type(trainer.replay_buffer) is MathSEReplayBuffer and not isinstance(trainer.replay_buffer, ReplayBufferAsync)
-    assert trainer.parameter_sync_step == 1
+    assert not isinstance(trainer.replay_buffer, ReplayBufferAsync) and trainer.parameter_sync_step == 1
     trainer._init_tokenizer()
     trainer._init_dataloader()
     assert config.data.gen_batch_size == 2 and trainer.train_dataloader.batch_size == 2  # not forced to 1
@@ -132,6 +129,11 @@ def test_verl_sees_a_sync_trainer(tiny_vlm_path, tmp_path, monkeypatch):
     assert trainer.global_steps == 3 and saved.calls == []  # no TransferQueue saved or restored
     assert sorted(p.name for p in (tmp_path / "ckpt" / "global_step_3").iterdir()) == ["data.pt", "transfer_queue"]
 
+    from mathse_rl.integrations.verl.replay import MathSEReplayBuffer
+
+    assert trainer.trainer_mode == "sync" and trainer.registered_mode == "mathse"
+    assert type(trainer.replay_buffer) is MathSEReplayBuffer  # verl's sync buffer, our two rules on groups
+
 
 # --- DAPO --------------------------------------------------------------------------------------------
 class _FakeTQ:
@@ -147,22 +149,21 @@ class _FakeTQ:
 
 @pytest.mark.parametrize("metric", ["acc", "reward"])
 def test_dapo_tests_the_policys_own_samples_and_keeps_groups_with_verified_refinements(monkeypatch, metric):
-    """Group ``a``: all wrong, one verified refinement (which carries its failure's 0.0): kept.
-    Group ``b``: all wrong, no refinement: evicted. Group ``c``: mixed: kept. Group ``d``: all right."""
+    """Group ``a``: all wrong, one verified refinement (which carries its failure's 0.0): kept, its
+    refinement's supervised term is signal. Group ``b``: all wrong, no refinement, and ``d``: all right:
+    evicted, as verl does. Group ``c``: mixed, with a refinement beside its failure: kept."""
     import verl.trainer.ppo.v1.replay_buffer as rb
 
-    from mathse_rl.integrations.verl.replay import MathSEReplayBuffer
-
     scores = {"a_0_0": 0.0, "a_0_1": 0.0, "a_1_0": 0.0, "b_0_0": 0.0, "b_1_0": 0.0,
-              "c_0_0": 1.0, "c_1_0": 0.0, "d_0_0": 1.0, "d_1_0": 1.0, "d_1_1": 1.0}  # a_0_0, d_1_0: refinements
+              "c_0_0": 1.0, "c_1_0": 0.0, "c_1_1": 0.0, "d_0_0": 1.0, "d_1_0": 1.0}  # a_0_0, c_1_0: refinements
     monkeypatch.setattr(rb, "tq", _FakeTQ(scores))
-    buffer = rb.ReplayBuffer("sync", {}, None, "drop", {}, refill_fn=lambda n: n, filter_groups_metric=metric,
-                             train_batch_size=4, gen_batch_size=1)
-    buffer.__class__ = MathSEReplayBuffer
+    trainer = _trainer(compose(OURS + ["algorithm.adv_estimator=grpo", "algorithm.filter_groups.enable=True",
+                                       f"algorithm.filter_groups.metric={metric}"]))
+    buffer = trainer.replay_buffer  # the buffer the mathse trainer samples from
     buffer.partitions["train"] = {k: {} for k in scores}
     buffer.finished_keys["train"] = {"a", "b", "c", "d"}
     evicted, counts = buffer._dapo_filtered_keys("train")
-    assert evicted == {"b"} and counts == Counter({0.0: 1})
+    assert evicted == {"b", "d"} and counts == Counter({0.0: 1, 1.0: 1})
     assert list(buffer.partitions["train"]) == list(scores)  # verl's snapshot is left as it was
 
 
@@ -191,6 +192,8 @@ MISWIRED = {
     "router_replay_r3_with_reflection": (OURS + ["algorithm.adv_estimator=grpo",
                                                  "actor_rollout_ref.rollout.enable_rollout_routing_replay=True"],
                                          "router replay R3"),
+    "distillation_with_reflection": (OURS + ["algorithm.adv_estimator=grpo", "distillation.enabled=True"],
+                                     "teacher log-probs"),
     "bad_mathse_option": (OURS + ["algorithm.adv_estimator=grpo", "+mathse.reflect_mode=sideways"], "reflect_mode"),
 }
 
