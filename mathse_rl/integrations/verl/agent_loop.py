@@ -55,6 +55,15 @@ accepts ``mathse_rft`` samples on ``accepted`` (never on a summed or shaped rewa
 the counts into logged metrics (``mathse/refine_rate``, ``mathse/accepted_frac``, ...,
 ``mathse/<data_source>/...``).
 
+Inside verl (Ray) a ``backend: local`` critic or ORM judge is loaded once per node and shared by
+the node's agent-loop workers (:mod:`.shared_judge`), not once per worker. Validation batches
+carry the ``mathse`` trainer's marker (``fields.VALIDATE_FIELD``): the policy's own answer is
+returned in either mode (verl's validation metrics score it) and the reflection is only counted.
+Every request of a sample carries what verl's single-turn loop sends (audio, SGLang's video
+payload, processor options, priority) under one request id (``det-{priority}`` with
+``rollout.full_determinism``, as verl's), and the policy's output keeps the engine's router
+choices (router replay); each output counts as one prompt and one answer (``num_turns=2``).
+
 Options: the trainer config section ``mathse`` holds the step's vocabulary
 (:class:`mathse_rl.step.StepConfig`: ``judge``, ``critic``, ``reflect.enabled``,
 ``reflect.attempts``, ``reflect.max_tokens``, ...) and this loop's own (:class:`VerlOptions`:

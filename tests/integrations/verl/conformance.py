@@ -43,11 +43,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-os.environ.setdefault("VERL_PLATFORM", "cpu")
-for _k, _v in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-               "WANDB_MODE": "offline", "RAY_DEDUP_LOGS": "0"}.items():
-    os.environ.setdefault(_k, _v)
-
+# What the harness process runs with (set in main(): importing this module for its constants changes nothing).
+ENV = {"VERL_PLATFORM": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+       "WANDB_MODE": "offline", "RAY_DEDUP_LOGS": "0"}
 PROMPTS = 24  # dataset size: enough for DAPO's refills
 BATCH, GROUP, MINI = 4, 4, 2  # prompts per step, samples per prompt, prompts per mini-batch: 2 optimizer steps
 DP = 2  # data-parallel ranks
@@ -98,6 +96,8 @@ RUNS["grpo/zero"] = Run("mathse", "zero", CONFIGS["grpo"])
 RUNS["grpo_decoupled_is/refine"] = Run("mathse", "refine", ("algorithm.adv_estimator=grpo", "+decoupled_is=1"))
 RUNS["rft/rft"] = Run("mathse", "rft", ("+rft=1",))
 RUNS["rft_dyn/rft"] = Run("mathse", "rft", ("+rft=1", "+dyn=1", "actor_rollout_ref.actor.shuffle=True"))
+RUNS["validate/stock"] = Run("stock", "plain", ("algorithm.adv_estimator=grpo", "+validate=1"))
+RUNS["validate/refine"] = Run("mathse", "refine", ("algorithm.adv_estimator=grpo", "+validate=1"))
 RUNS["resume/straight"] = Run("mathse", "refine", CONFIGS["grpo"], steps=2)
 RUNS["resume/resumed"] = Run("mathse", "refine", CONFIGS["grpo"], steps=2, resume_from="resume/straight")
 
@@ -125,6 +125,8 @@ def verl_overrides(run: Run, model: str, data: str, out: Path) -> list[str]:
         f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={MAX_TOKENS}",
         f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={MAX_TOKENS}",
         "actor_rollout_ref.actor.use_kl_loss=False", "actor_rollout_ref.actor.entropy_coeff=0",
+        # rollout correction off: no rollout log-probs (the recipes' setting); on with +bypass / +decoupled_is
+        f"actor_rollout_ref.rollout.calculate_log_probs={bool(flags & {'bypass', 'decoupled_is'})}",
         "algorithm.use_kl_in_reward=False",
         "trainer.logger=[file]", "trainer.val_before_train=False", "trainer.test_freq=-1", "trainer.save_freq=1",
         f"trainer.total_training_steps={run.steps}", "trainer.total_epochs=100",
@@ -138,9 +140,11 @@ def verl_overrides(run: Run, model: str, data: str, out: Path) -> list[str]:
     if rft:
         out_ += ["algorithm.adv_estimator=mathse_rft", "actor_rollout_ref.actor.policy_loss.loss_mode=mathse_rft"]
     if "bypass" in flags:
-        out_ += ["algorithm.rollout_correction.bypass_mode=True", "actor_rollout_ref.rollout.calculate_log_probs=True"]
+        out_ += ["algorithm.rollout_correction.bypass_mode=True"]
     if "decoupled_is" in flags:
-        out_ += ["algorithm.rollout_correction.rollout_is=token", "actor_rollout_ref.rollout.calculate_log_probs=True"]
+        out_ += ["algorithm.rollout_correction.rollout_is=token"]
+    if "validate" in flags:
+        out_ += ["trainer.val_before_train=True"]
     if "dapo" in flags:
         out_ += ["algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc"]
     return out_ + plain
@@ -214,7 +218,8 @@ class ScriptedRollout:
 
         validate = bool(batch["validate"]) if "validate" in batch.keys() else False
         partition = "val" if validate else "train"
-        n = self.config.actor_rollout_ref.rollout.n
+        rollout = self.config.actor_rollout_ref.rollout
+        n = rollout.val_kwargs.n if validate else rollout.n
         for i in range(len(batch)):
             prompt = {}
             for k, v in batch.items():
@@ -262,12 +267,15 @@ class ScriptedRollout:
             return [output(policy_ids, {}, POLICY_LOG_PROB, score)]
         extra = mathse_fields(score, reflected, refined)
         policy = output(policy_ids, extra, POLICY_LOG_PROB, score)
-        if not refined:
+        if not refined or prompt.get(VALIDATE_FIELD):  # validation: the policy's answer (agent_loop.run)
             return [policy]
         refinement = output(response_ids(index, session, vocab, eos, refinement=True),
                             dict(extra, accepted=1.0, mathse_role="refinement", mathse_counts={}),
                             REFLECT_LOG_PROB, None)
         return [refinement, policy]
+
+
+VALIDATE_FIELD = "mathse_validate"  # fields.VALIDATE_FIELD, which the mathse trainer puts on validation batches
 
 
 def mathse_fields(score: float, reflected: bool, verified: bool) -> dict:
@@ -288,7 +296,7 @@ def mathse_fields(score: float, reflected: bool, verified: bool) -> dict:
         counters.add("refine_verified" if verified else "refine_rejected", source=source)
         if verified:
             counters.add("accepted", source=source)
-        outcome = ReflectOutcome(ReflectItem(Problem(id="p", question="q"), "wrong"),
+        outcome = ReflectOutcome(ReflectItem(Problem(id="p", question="q", gold="0"), "wrong"),
                                  "verified" if verified else "rejected", attempts=1)
     fields = _extra_fields(PathVerdict(bool(score), "correct" if score else "wrong"), outcome, counters)
     fields["is_refined"] = verified
@@ -456,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
     args = parser.parse_args(argv)
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -211,6 +211,21 @@ def test_rft_trains_the_accepted_rows_only_in_verls_optimizer_steps(results, nam
     assert m["critic/score/mean"] == pytest.approx(len(accepted) / (C.BATCH * C.GROUP))  # the policy's samples
 
 
+# ---------------------------------------------------------------------------------- validation
+def test_validation_scores_the_policys_answers_and_logs_accuracy_before_and_after_reflection(results):
+    from mathse_rl.integrations.verl.fields import VALIDATE_FIELD
+
+    assert C.VALIDATE_FIELD == VALIDATE_FIELD  # the stand-in rollout reads the trainer's marker
+    stock, ours = results["validate/stock"], results["validate/refine"]
+    s, o = stock["metrics"][0], ours["metrics"][0]  # validation before training (step 0)
+    core = [k for k in s if k.startswith("val-core/")]
+    assert core and all(same(s[k], o[k]) for k in core), {k: (s[k], o[k]) for k in core}  # first answers scored
+    before, after = o["mathse/val/acc_before_reflection"], o["mathse/val/acc_after_reflection"]
+    acc = next(v for k, v in s.items() if k.startswith("val-core/") and "/acc/mean@" in k)
+    assert before == pytest.approx(acc) and after > before
+    assert o["mathse/val/paths"] == C.PROMPTS and o["mathse/val/refine_verified"] > 0
+
+
 # ---------------------------------------------------------------------------------- sync semantics
 def test_resuming_from_a_checkpoint_of_our_mode_continues_the_run(results):
     straight, resumed = results["resume/straight"], results["resume/resumed"]
