@@ -302,7 +302,8 @@ def _register():
             self.actor_rollout_wg.compute_log_prob(sub)
             data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id,
                                    select_fields=["log_probs", "response_mask"])
-            old = response_from_nested(data["log_probs"], data["response_mask"])
+            # the other rows' old log-probs are their rollout log-probs (float32, AgentLoopOutput.as_dict)
+            old = response_from_nested(data["log_probs"], data["response_mask"]).to(torch.float32)
             tq.kv_batch_put(keys=keys, partition_id=batch.partition_id,
                             fields=TensorDict({"old_log_probs": old}, batch_size=len(keys)))
             if len(sub) > len(keys):

@@ -50,7 +50,7 @@ PROMPTS = 24  # dataset size: enough for DAPO's refills
 BATCH, GROUP, MINI = 4, 4, 2  # prompts per step, samples per prompt, prompts per mini-batch: 2 optimizer steps
 DP = 2  # data-parallel ranks
 MICRO = 2  # fixed micro-batch size per rank (update and log-prob passes)
-MAX_TOKENS = 64  # token budget per rank with dynamic batch sizes
+MAX_TOKENS = 128  # token budget per rank with dynamic batch sizes (verl pads with rows of 128 tokens)
 RESPONSE_LENGTH, PROMPT_LENGTH = 16, 48
 REFINE_SFT_COEF = 0.5
 # Group shapes (scores of the 4 sessions) by prompt index: uniform groups exist for DAPO.

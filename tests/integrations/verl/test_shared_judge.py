@@ -31,19 +31,22 @@ def test_two_agent_loop_workers_share_one_loaded_judge(ray_local, tiny_lm_path):
     @ray.remote(num_cpus=0)
     class AgentLoopWorker:  # what a verl agent-loop worker does: build the loop's critic, critique
         def critique(self):
+            import os
+
             from mathse_rl.integrations.verl.shared_judge import shared_on_node
             from mathse_rl.step import Critic, reward_input
 
             critic = Critic(shared_on_node(config))
             items = [reward_input(p, r) for p, r in zip(problems, responses)]
-            return type(critic.backend).__name__, [r.raw or r.failure for r in critic.backend.judge_detailed(items)]
+            replies = [r.raw or r.failure for r in critic.backend.judge_detailed(items)]
+            host = ray.get(critic.backend.host.where.remote()) if hasattr(critic.backend, "host") else None
+            return type(critic.backend).__name__, replies, host, os.getpid()
 
     workers = [AgentLoopWorker.remote() for _ in range(2)]
     results = ray.get([w.critique.remote() for w in workers])
-    hosts = [a for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith("mathse_local_judge_")]
-    assert len(hosts) == 1, hosts  # one judge model on the node for both workers
-    assert [name for name, _ in results] == ["NodeSharedJudge", "NodeSharedJudge"]
+    assert [r[0] for r in results] == ["NodeSharedJudge", "NodeSharedJudge"]
+    (host,) = {r[2] for r in results}  # one process holds the judge model for both workers ...
+    assert host[0] not in {r[3] for r in results}  # ... neither of them
 
     from mathse_rl.orm import load_judge
     from mathse_rl.step import reward_input
