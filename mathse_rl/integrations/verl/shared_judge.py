@@ -8,7 +8,9 @@ holds the one ``local`` judge, and each worker's backend sends it the batches to
 (:meth:`~mathse_rl.orm.judge.Judge.replies`); parsing, scoring and the fallback stay in the worker.
 The actor asks Ray for no CPU or GPU of its own (verl's placement groups hold them), so it shares
 the node like the workers do; a judge that needs its own GPU is better served
-(``backend: openai`` on a vLLM or SGLang server).
+(``backend: openai`` on a vLLM or SGLang server). It lives as long as the worker that created it
+holds its judge (the loop keeps it for the run), and is not detached: nothing outlives the job on
+a shared Ray cluster.
 
     >>> shared_on_node({"backend": "local", "model": "m"}, in_ray=True)["backend"]
     'local_per_node'

@@ -35,7 +35,8 @@ optimizer steps and metrics (``tests/integrations/verl/test_conformance.py``). W
   optimizer step at all. ``mathse/optimizer_steps`` and ``mathse/mini_batch_rows`` log it.
 - **Metrics.** verl's sample metrics (``critic/score``, ``critic/rewards``, ``response_length``,
   ``prompt_length``, ``num_turns``) are taken over the policy's own samples, rejected ones
-  included; ``critic/advantages``/``returns`` describe the trained rows. The samples' step
+  included; ``critic/advantages``/``returns`` and ``actor/*`` (entropy, losses) describe the
+  trained rows. The samples' step
   counters are logged as ``mathse/*`` (:meth:`mathse_rl.step.StepCounters.as_metrics`), those of
   groups verl evicted as ``mathse/evicted/*``, validation's as ``mathse/val/*`` with the judge's
   accuracy before and after reflection (:mod:`~.replay`).

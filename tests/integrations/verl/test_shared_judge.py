@@ -29,14 +29,15 @@ def test_two_agent_loop_workers_share_one_loaded_judge(ray_local, tiny_lm_path):
     responses = ["2 + 3 = 6. The answer to this problem is 6.", "The answer to this problem is 2."]
 
     @ray.remote(num_cpus=0)
-    class AgentLoopWorker:  # what a verl agent-loop worker does: build the loop's critic, critique
+    class AgentLoopWorker:  # what a verl agent-loop worker does: build the loop's critic once, critique
         def critique(self):
             import os
 
             from mathse_rl.integrations.verl.shared_judge import shared_on_node
             from mathse_rl.step import Critic, reward_input
 
-            critic = Critic(shared_on_node(config))
+            # the loop keeps its critic for the run (agent_loop._critic's cache): so does the host actor live
+            self.critic = critic = Critic(shared_on_node(config))
             items = [reward_input(p, r) for p, r in zip(problems, responses)]
             replies = [r.raw or r.failure for r in critic.backend.judge_detailed(items)]
             host = ray.get(critic.backend.host.where.remote()) if hasattr(critic.backend, "host") else None
