@@ -223,12 +223,17 @@ def test_well_wired_configs_pass(overrides):
 
 
 @pytest.mark.slow
-def test_main_ppo_refuses_a_miswired_config_before_ray_starts(tmp_path):
-    """The check runs in verl's validate_config, in the driver, before ``ray.init``."""
-    cmd = [sys.executable, "-m", "verl.trainer.main_ppo", *RFT, "trainer.v1.trainer_mode=sync",
-           "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180,
-                          env=dict(os.environ, HYDRA_FULL_ERROR="1"))
+def test_main_ppo_refuses_a_miswired_config_before_ray_starts(tiny_vlm_path, tmp_path):
+    """The check runs in verl's validate_config, in the driver, before ``ray.init``: a config verl
+    itself accepts (the CPU debug run's), mis-wired only in our names (mathse_rft with verl's sync
+    trainer), never starts a worker."""
+    from mathse_rl.integrations.verl.cpu.debug import main_ppo_command, write_parquet
+
+    data = write_parquet(tmp_path / "train.parquet", n=4)
+    cmd = main_ppo_command(tiny_vlm_path, data, str(tmp_path), extra=[
+        *RFT, "trainer.v1.trainer_mode=sync", "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect"])
+    env = dict(os.environ, VERL_PLATFORM="cpu", HYDRA_FULL_ERROR="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "mis-wired MathSE config" in log, log[-3000:]
     assert "ray init kwargs" not in log and "Started a local Ray instance" not in log
