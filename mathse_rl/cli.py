@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evolve": ("mathse_rl.evolve.cli", "run the self-evolving rounds with reflection from a recipe"),
     "demo": ("mathse_rl.demo", "run the whole method on the embedded synthetic task (CPU, minutes)"),
     "rewards": ("mathse_rl.rewards.cli", "list the registered rewards"),
+    "plan": ("mathse_rl.plan.cli", "what a recipe needs per GPU and per node (memory, disk, launch lines), before it runs"),
+    "eval": ("mathse_rl.eval.cli", "evaluate a checkpoint (or existing outputs) on MathVista, MathVerse, MATH-Vision, ..."),
 }
 
 

@@ -25,8 +25,17 @@ says ``decides_correctness = True``. The rule:
   when the judge is built.
 
 **Undecidable** (no or unreadable gold, verifier timeout, judge failure) is ``correct=None``:
-counted, never accepted, never reflected on, and trained as wrong only with
-``undecidable_as_wrong: true`` (:meth:`Judge.trains_as_wrong`).
+counted, never accepted. By default it is left out of training and never reflected on; with
+``undecidable_as_wrong: true`` it is treated exactly as a wrong path (:meth:`Judge.trains_as_wrong`):
+rewarded 0.0, and reflected on where its gold is usable (:meth:`Judge.reflects_on`).
+
+**One verdict per path.** The reward a trainer trains a path with is derived from the same
+judgment (:meth:`Judge.reward_of`): the judge reward's score of a decided path (the verifier: 1.0
+accepted, 0.0 rejected), and for an undecidable one None (left out) or, with
+``undecidable_as_wrong``, 0.0. The critic starts from that verdict (:func:`critique` hands it to
+the critic; a critique calling a rejected path CORRECT is replaced by the rule critique of the
+verdict and counted, ``critic_disagreed``). A reward configured beside the judge must agree with
+it: :func:`verdict_mismatches` names what differs, and the trainers refuse to start on it.
 
 **Reflection** goes through the caller's generate function with an explicit token budget
 (:class:`TokenBudget`): every request carries ``max_tokens``; a reflection prompt that does
@@ -53,12 +62,14 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, Union
 
 from mathse_rl.batching import MicroBatcher
 from mathse_rl.prompts import REFLECT_TEMPLATES, build_reflect_messages
+from mathse_rl.types import UNDECIDABLE_REASONS as _UNDECIDABLE_REASONS
 from mathse_rl.types import Judgment, Problem, RewardInput, RewardOutput
 
 logger = logging.getLogger(__name__)
@@ -226,7 +237,8 @@ class ReflectOutcome:
 
 
 # ----------------------------------------------------------------------------- counters
-COUNTS = ("paths", "correct", "wrong", "undecidable", "judge_errors", "critiques", "critic_errors", "reflected",
+COUNTS = ("paths", "correct", "wrong", "undecidable", "judge_errors", "critiques", "critic_errors",
+          "critic_disagreed", "reflected",
           "refine_verified", "refine_rejected", "refine_undecidable", "reflect_too_long", "truncated",
           "generate_errors", "accepted")
 # Wall seconds the step spent, per part (``seconds/<part>``): what a benchmark sets beside the trainer's step.
@@ -239,12 +251,21 @@ class StepCounters:
         >>> c = StepCounters(); c.add("paths", 4, source="geo"); c.add("accepted", 1, source="geo")
         >>> c.as_metrics()["mathse/accepted_frac"], c.as_metrics()["mathse/geo/accepted_frac"]
         (0.25, 0.25)
+
+    Counts add up when counters merge; wall seconds (``seconds/<part>``) do not: processes (and a
+    worker's concurrent samples) spend them at the same time, so a merge keeps the largest.
+
+        >>> a, b = StepCounters(), StepCounters(); a.add_seconds("judge", 2.0); b.add_seconds("judge", 3.0)
+        >>> a.merge(b).as_metrics()["mathse/seconds/judge"]
+        3.0
     """
 
     def __init__(self) -> None:
         from mathse_rl.orm import JudgeCounters  # the thread-safe event counter the ORM judge keeps too
 
         self._counts = JudgeCounters()
+        self._seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def add(self, key: str, n: int = 1, source: str = "") -> None:
         if key not in COUNTS:
@@ -254,27 +275,38 @@ class StepCounters:
             self._counts.add(f"{source}/{key}", n)
 
     def add_seconds(self, part: str, seconds: float) -> None:
-        """Wall time spent in one part of the step (``judge``, ``critique``, ``generate``)."""
+        """Wall time spent in one part of the step (``judge``, ``critique``, ``generate``), added to that part's."""
         if part not in SECONDS:
             raise KeyError(f"unknown step part {part!r}; known: {SECONDS}")
-        self._counts.add(f"seconds/{part}", seconds)  # type: ignore[arg-type]
+        with self._lock:
+            key = f"seconds/{part}"
+            self._seconds[key] = self._seconds.get(key, 0.0) + float(seconds)
 
     def __getitem__(self, key: str) -> int:
+        if key.startswith("seconds/"):
+            with self._lock:
+                return self._seconds.get(key, 0.0)  # type: ignore[return-value]
         return self._counts[key]
 
     def to_counts(self) -> dict[str, float]:
-        """Flat ``{key, source/key or seconds/part: value}`` (what a gather across processes sums)."""
-        return self._counts.snapshot()
+        """Flat ``{key, source/key or seconds/part: value}`` (what a gather across processes collects)."""
+        with self._lock:
+            seconds = dict(self._seconds)
+        return {**self._counts.snapshot(), **seconds}
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, float]) -> "StepCounters":
         return cls().merge(counts)
 
     def merge(self, other: "StepCounters | Mapping[str, float]") -> "StepCounters":
-        """Add ``other``'s counts into this one (returns self)."""
+        """Add ``other``'s counts into this one; keep the larger of each part's seconds (returns self)."""
         counts = other.to_counts() if isinstance(other, StepCounters) else other
         for k, v in counts.items():
-            self._counts.add(k, float(v) if k.startswith("seconds/") else int(v))  # type: ignore[arg-type]
+            if k.startswith("seconds/"):
+                with self._lock:
+                    self._seconds[k] = max(self._seconds.get(k, 0.0), float(v))
+            else:
+                self._counts.add(k, int(v))
         return self
 
     def as_metrics(self, prefix: str = "mathse/") -> dict[str, float]:
@@ -317,15 +349,44 @@ class _Timer:
 # Rewards that decide correctness by a verdict; a reward class may also say ``decides_correctness = True``
 # (or ``False``: a shaping reward such as ``format``, refused as a judge on its own).
 DECIDING_REWARDS = frozenset({"verifier", "orm", "orm_gated", "verifier+orm"})
-# Verifier reasons that mean the path cannot be decided (unreadable gold reads as no_gold).
-UNDECIDABLE_REASONS = frozenset({"no_gold", "timeout"})
+# Verifier reasons that mean the path cannot be decided (unreadable gold reads as no_gold): types.py.
+UNDECIDABLE_REASONS = _UNDECIDABLE_REASONS
 
 
-def reward_input(problem: Problem, response: str) -> RewardInput:
-    """What a reward (or the ORM) sees for one path of ``problem``."""
+def reward_input(problem: Problem, response: str, *, verify: Optional[Mapping[str, Any]] = None,
+                 verdict: Optional["PathVerdict"] = None) -> RewardInput:
+    """What a reward (or the ORM) sees for one path of ``problem``.
+
+    ``verify``: the verifier options of the judge (``strict``, ``cues``), for a rule-based
+    fallback or critic to read the answer as the judge does; ``verdict``: the judge's verdict on
+    this path, for a critic to start from (``extra["verdict"]``: correct and reason).
+    """
+    extra: dict[str, Any] = {"problem_id": problem.id}
+    if verify:
+        extra["verify"] = dict(verify)
+    if verdict is not None:
+        extra["verdict"] = {"correct": verdict.correct, "reason": verdict.reason}
     return RewardInput(question=problem.question, response=response, gold=problem.gold, choices=problem.choices,
-                       images=tuple(problem.images), data_source=problem.data_source,
-                       extra={"problem_id": problem.id})
+                       images=tuple(problem.images), data_source=problem.data_source, extra=extra)
+
+
+def verdict_reward(verdict: "PathVerdict", undecidable_as_wrong: bool = False) -> Optional[float]:
+    """The reward a trainer trains a path with, from the judge's verdict on it: one verdict per path.
+
+    A decided path gets the judge reward's score of that same judgment (the verifier: 1.0 accepted,
+    0.0 rejected; a composite: its weighted sum); an undecidable one None (left out of training), or
+    0.0 with ``undecidable_as_wrong``.
+
+        >>> verdict_reward(PathVerdict(True, "correct", 1.0)), verdict_reward(PathVerdict(False, "no_final_answer", 0.0))
+        (1.0, 0.0)
+        >>> verdict_reward(PathVerdict(None, "timeout")), verdict_reward(PathVerdict(None, "timeout"), True)
+        (None, 0.0)
+    """
+    if verdict.correct is None:
+        return 0.0 if undecidable_as_wrong else None
+    if verdict.score is None:  # a deciding reward always scores what it decides; be safe all the same
+        return float(verdict.correct)
+    return float(verdict.score)
 
 
 class Judge:
@@ -351,6 +412,7 @@ class Judge:
         self.reward = get_reward(self.name, **judge_reward_options(self.config))
         self.deciders = self._deciders()
         self._orm = self._plain_orm()
+        self._verify_options = self._read_verify_options()
         self._batchers: dict[int, tuple[asyncio.AbstractEventLoop, MicroBatcher]] = {}
 
     def _deciders(self) -> list[str]:
@@ -419,9 +481,32 @@ class Judge:
         """Whether a path is trained as a failure: judged wrong, or undecidable with ``undecidable_as_wrong``."""
         return verdict.correct is False or (verdict.correct is None and self.config.undecidable_as_wrong)
 
+    def reflects_on(self, verdict: PathVerdict) -> bool:
+        """Whether a path is critiqued and reflected on: it trains as wrong and has a usable gold (a
+        refinement of a path without one could never be verified)."""
+        return self.trains_as_wrong(verdict) and verdict.reason != "no_gold"
+
+    def reward_of(self, verdict: PathVerdict) -> Optional[float]:
+        """The training reward of a path this judge gave ``verdict`` (:func:`verdict_reward`)."""
+        return verdict_reward(verdict, self.config.undecidable_as_wrong)
+
+    @property
+    def verify_options(self) -> dict[str, Any]:
+        """How this judge reads an answer with the rule verifier (``strict``, ``cues``): what a
+        rule-based fallback or critic must use to agree with it."""
+        return dict(self._verify_options)
+
+    def _read_verify_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"strict": bool(self.config.require_final_answer)}
+        for settings in deciding_settings(self.reward).values():
+            if "strict" in settings:  # the judge's own verifier part
+                options["strict"] = bool(settings["strict"])
+                if settings.get("cues"):
+                    options["cues"] = list(settings["cues"])
+        return options
+
     # -- internals -----------------------------------------------------------------
-    @staticmethod
-    def _without_gold(problems: Sequence[Problem], responses: Sequence[str],
+    def _without_gold(self, problems: Sequence[Problem], responses: Sequence[str],
                       ) -> tuple[list[Optional[PathVerdict]], list[int], list[RewardInput]]:
         """Paths with no or an unreadable gold are undecidable whatever the judge (no judge call);
         the rest are returned as reward inputs to judge."""
@@ -435,7 +520,7 @@ class Judge:
             else:
                 verdicts.append(None)
                 todo.append(i)
-                items.append(reward_input(p, r))
+                items.append(reward_input(p, r, verify=self.verify_options))
         return verdicts, todo, items
 
     def _merged(self, problems: Sequence[Problem], verdicts: list[Optional[PathVerdict]], todo: list[int],
@@ -530,12 +615,138 @@ def _component(out: RewardOutput, name: str, threshold: float) -> tuple[Optional
     return bool(score >= threshold), "correct" if score >= threshold else "wrong", False
 
 
+# ----------------------------------------------------------------------------- one verdict: reward vs judge
+def deciding_settings(reward: Any) -> dict[str, dict[str, Any]]:
+    """``{part name: settings}`` of the parts of a built reward that decide correctness (a plain
+    reward: itself, unless it says ``decides_correctness = False``); settings from ``Reward.settings()``.
+
+        >>> from mathse_rl.rewards import get_reward
+        >>> deciding_settings(get_reward("verifier+format"))
+        {'verifier': {'timeout': 5.0, 'strict': True, 'cues': None}}
+    """
+    from mathse_rl.rewards import WeightedReward
+
+    parts = reward.parts if isinstance(reward, WeightedReward) else [(1.0, reward)]
+    plain = not isinstance(reward, WeightedReward)
+    out = {}
+    for _, part in parts:
+        if (plain and getattr(part, "decides_correctness", None) is not False) or (not plain and _decides(part)):
+            settings = getattr(part, "settings", None)
+            out[part.name] = dict(settings()) if callable(settings) else {}
+    return out
+
+
+def deciding_parts(spec: Any) -> list[str]:
+    """Names of the parts of a reward spec that decide correctness by a verdict of their own (a name in
+    :data:`DECIDING_REWARDS` or a class saying ``decides_correctness = True``), read from the registry
+    without building anything (an ORM may load a model): ``verifier+format`` -> ``['verifier']``.
+    A custom reward that declares nothing is a score, not a verdict, beside a judge."""
+    from mathse_rl.rewards.registry import _resolve, parse_spec
+
+    name = spec.strip() if isinstance(spec, str) else None
+    parts = [name] if name is not None and _resolve(name) is not None else [n for n, _ in parse_spec(spec)]
+    out = []
+    for part in parts:
+        declared = getattr(_resolve(part), "decides_correctness", None)
+        if part in DECIDING_REWARDS if declared is None else bool(declared):
+            out.append(part)
+    return out
+
+
+def normal_spec(spec: Any) -> str:
+    """One spelling of a reward spec (``{"verifier": 1, "format": 1}`` and ``"verifier + format"`` alike)."""
+    from mathse_rl.rewards.registry import _resolve, parse_spec, spec_name
+
+    if isinstance(spec, str) and _resolve(spec.strip()) is not None:
+        return spec.strip()
+    return spec_name(parse_spec(spec))
+
+
+def judge_settings(config: "StepConfig | Judge") -> dict[str, dict[str, Any]]:
+    """:func:`deciding_settings` of a judge, or of the judge a :class:`StepConfig` would build, without
+    loading any model (an ORM part reports its :class:`~mathse_rl.orm.config.JudgeConfig`)."""
+    if isinstance(config, Judge):
+        return deciding_settings(config.reward)
+    from mathse_rl.rewards import get_reward
+
+    options = judge_reward_options(config)
+    if not uses_orm(config.judge):
+        return deciding_settings(get_reward(config.judge, **options))
+    from mathse_rl.orm.config import JudgeConfig, judge_config
+
+    known = {f.name for f in dataclasses.fields(JudgeConfig)}
+    names = _part_names(config.judge)
+    shared = {k: v for k, v in options.items() if not (k in names and isinstance(v, Mapping))}
+    out = {}
+    for part in deciding_parts(config.judge):
+        mine = {**shared, **dict(options.get(part) or {})} if isinstance(options.get(part), Mapping) else shared
+        if part.startswith("orm") or part == "verifier+orm":
+            out[part] = dataclasses.asdict(judge_config({k: v for k, v in mine.items() if k in known}))
+        else:
+            out.update(deciding_settings(get_reward(part, **mine)))
+    return out
+
+
+def verdict_mismatches(spec: Any, options: Mapping[str, Any] | None, judge: "StepConfig | Judge", *,
+                       reward_setting: str, judge_setting: str) -> list[str]:
+    """What makes a reward configured beside the step's judge decide differently from it (empty: they agree).
+
+    A reward with no deciding part (``format``) agrees with any judge. One that decides must be the
+    judge's spec, and every option it sets explicitly (``options``; unset ones follow the judge) must
+    equal the judge reward's own. ``judge``: a built :class:`Judge` or the :class:`StepConfig` of one
+    (then nothing is built that loads a model). ``reward_setting`` / ``judge_setting`` name the two
+    settings in the messages (e.g. ``reward_funcs[0] 'verifier'`` and ``MathSEConfig``).
+
+        >>> verdict_mismatches("verifier", {"strict": False}, StepConfig(), reward_setting="reward",
+        ...                    judge_setting="mathse")
+        ['reward sets strict=False, the judge uses True (mathse.require_final_answer)']
+    """
+    config = judge.config if isinstance(judge, Judge) else judge
+    parts = deciding_parts(spec)
+    if not parts:
+        return []
+    if normal_spec(spec) != normal_spec(config.judge):
+        return [f"{reward_setting} decides correctness ({'+'.join(parts)}) but the judge is "
+                f"{judge_setting}.judge={config.judge!r}: name the same reward in both (a composite judge such as "
+                f"verifier+format still decides on its deciding parts only)"]
+    settings = judge_settings(judge)
+    if len(settings) == 1 and set(settings) != set(parts):  # an alias (verifier+orm is orm_gated)
+        settings = {parts[0]: next(iter(settings.values()))}
+    options = dict(options or {})
+    per_part = {k: dict(v) for k, v in options.items() if k in settings and isinstance(v, Mapping)}
+    shared = {k: v for k, v in options.items() if k not in per_part}
+    out = []
+    for part, mine in settings.items():
+        for key, value in {**shared, **per_part.get(part, {})}.items():
+            if key in mine and _same_value(value) != _same_value(mine[key]):
+                where = ("require_final_answer" if key == "strict" else
+                         f"judge_options.{key}" if config.judge_options or not uses_orm(config.judge)
+                         else f"critic.{key}")
+                name = key if len(settings) == 1 else f"{part}.{key}"
+                out.append(f"{reward_setting} sets {name}={value!r}, the judge uses {mine[key]!r} "
+                           f"({judge_setting}.{where})")
+    return out
+
+
+def _same_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_same_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _same_value(v)) for k, v in value.items()))
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return value
+
+
 # ----------------------------------------------------------------------------- critique
 class Critic:
     """Writes critiques (error step, analysis) of wrong paths with an ORM backend (:func:`mathse_rl.orm.load_judge`).
 
     A failure gives no critique (None, counted as ``critic_errors``); reflection goes on with
-    an "unknown" error step.
+    an "unknown" error step. Given the judge's ``verdicts``, the critic starts from them: the
+    rule-based (``verifier``) backend critiques the verdict instead of judging the path again.
     """
 
     def __init__(self, config: Mapping[str, Any] | None = None):
@@ -544,11 +755,19 @@ class Critic:
         self.config = dict(config or {"backend": "verifier"})
         self.backend = load_judge(self.config)
 
-    def critique(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Optional[Judgment]]:
-        return list(self.backend.judge([reward_input(p, r) for p, r in zip(problems, responses)]))
+    def critique(self, problems: Sequence[Problem], responses: Sequence[str],
+                 verdicts: Optional[Sequence[Optional[PathVerdict]]] = None) -> list[Optional[Judgment]]:
+        return list(self.backend.judge(_critic_inputs(problems, responses, verdicts)))
 
-    async def acritique(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Optional[Judgment]]:
-        return list(await self.backend.ajudge([reward_input(p, r) for p, r in zip(problems, responses)]))
+    async def acritique(self, problems: Sequence[Problem], responses: Sequence[str],
+                        verdicts: Optional[Sequence[Optional[PathVerdict]]] = None) -> list[Optional[Judgment]]:
+        return list(await self.backend.ajudge(_critic_inputs(problems, responses, verdicts)))
+
+
+def _critic_inputs(problems: Sequence[Problem], responses: Sequence[str],
+                   verdicts: Optional[Sequence[Optional[PathVerdict]]]) -> list[RewardInput]:
+    given = list(verdicts) if verdicts is not None else [None] * len(problems)
+    return [reward_input(p, r, verdict=v) for p, r, v in zip(problems, responses, given)]
 
 
 def _own_critiques(verdicts: Optional[Sequence[PathVerdict]], n: int) -> tuple[list[Optional[Judgment]], list[int]]:
@@ -558,14 +777,27 @@ def _own_critiques(verdicts: Optional[Sequence[PathVerdict]], n: int) -> tuple[l
     return out, [i for i, c in enumerate(out) if c is None]
 
 
-def _critiqued(problems: Sequence[Problem], out: list[Optional[Judgment]], todo: list[int], got: Any,
+def _critiqued(problems: Sequence[Problem], responses: Sequence[str], out: list[Optional[Judgment]],
+               todo: list[int], got: Any, verdicts: Optional[Sequence[PathVerdict]],
                counters: StepCounters | None) -> list[Optional[Judgment]]:
-    """Fill in the critic's answers (an exception: no critique for those paths) and count them."""
+    """Fill in the critic's answers (an exception: no critique for those paths) and count them.
+
+    A critique that calls CORRECT a path the judge did not accept contradicts the one verdict: it is
+    replaced by the rule critique of the judge's verdict (which says why, e.g. no stated final
+    answer) and counted as ``critic_disagreed``."""
     if isinstance(got, Exception):
         logger.warning("critic failed on %d paths (%s: %s); reflecting without critique", len(todo),
                        type(got).__name__, got)
         got = [None] * len(todo)
-    for i, c in zip(todo, got or []):
+    got = list(got or [])
+    if len(got) != len(todo):
+        logger.warning("critic returned %d critiques for %d paths; reflecting without critique", len(got), len(todo))
+        got = [None] * len(todo)
+    for i, c in zip(todo, got):
+        if c is not None and c.correct and verdicts is not None and verdicts[i].correct is not True:
+            if counters is not None:
+                counters.add("critic_disagreed", source=problems[i].data_source)
+            c = rule_critique(problems[i], responses[i], verdicts[i])
         out[i] = c
     if counters is not None:
         for p, c in zip(problems, out):
@@ -573,22 +805,42 @@ def _critiqued(problems: Sequence[Problem], out: list[Optional[Judgment]], todo:
     return out
 
 
+def rule_critique(problem: Problem, response: str, verdict: PathVerdict) -> Judgment:
+    """The rule-based critique of a path the judge did not accept, written from its verdict (the
+    ``verifier`` critic's own writing: first wrong step it can find, else what the reason says)."""
+    from mathse_rl.orm.backends.verifier import critique as write
+    from mathse_rl.orm.steps import segment_steps
+
+    return write(reward_input(problem, response, verdict=verdict), segment_steps(response), verdict.reason)
+
+
+def _ask_critic(critic: Any, problems: list[Problem], responses: list[str],
+                verdicts: Optional[list[PathVerdict]]) -> tuple[tuple, dict]:
+    """(args, kwargs) of a critic call: our :class:`Critic` is handed the verdicts; another critic
+    object (``critique(problems, responses)``) is asked as it was."""
+    kwargs = {"verdicts": verdicts} if isinstance(critic, Critic) and verdicts is not None else {}
+    return (problems, responses), kwargs
+
+
 def critique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
              verdicts: Optional[Sequence[PathVerdict]] = None,
              counters: StepCounters | None = None) -> list[Optional[Judgment]]:
-    """Critiques of wrong paths, batched; an ORM judge's own judgment (in ``verdicts``) is reused.
+    """Critiques of wrong paths, batched; an ORM judge's own judgment (in ``verdicts``) is reused and
+    the critic starts from the judge's verdicts (see :class:`Critic`, :func:`_critiqued`).
 
     Never raises: a failed critic gives None critiques, counted as ``critic_errors``.
     """
     out, todo = _own_critiques(verdicts, len(problems))
     got: Any = None
     if todo:
+        args, kwargs = _ask_critic(critic, [problems[i] for i in todo], [responses[i] for i in todo],
+                                      [verdicts[i] for i in todo] if verdicts is not None else None)
         try:
             with _Timer(counters, "critique"):
-                got = critic.critique([problems[i] for i in todo], [responses[i] for i in todo])
+                got = critic.critique(*args, **kwargs)
         except Exception as exc:
             got = exc
-    return _critiqued(problems, out, todo, got, counters)
+    return _critiqued(problems, responses, out, todo, got, verdicts, counters)
 
 
 async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequence[str], *,
@@ -598,16 +850,17 @@ async def acritique(critic: Any, problems: Sequence[Problem], responses: Sequenc
     out, todo = _own_critiques(verdicts, len(problems))
     got: Any = None
     if todo:
-        args = ([problems[i] for i in todo], [responses[i] for i in todo])
+        args, kwargs = _ask_critic(critic, [problems[i] for i in todo], [responses[i] for i in todo],
+                                      [verdicts[i] for i in todo] if verdicts is not None else None)
         try:
             with _Timer(counters, "critique"):
                 if hasattr(critic, "acritique"):
-                    got = await critic.acritique(*args)
+                    got = await critic.acritique(*args, **kwargs)
                 else:
-                    got = await asyncio.to_thread(critic.critique, *args)
+                    got = await asyncio.to_thread(critic.critique, *args, **kwargs)
         except Exception as exc:
             got = exc
-    return _critiqued(problems, out, todo, got, counters)
+    return _critiqued(problems, responses, out, todo, got, verdicts, counters)
 
 
 # ----------------------------------------------------------------------------- token budget
@@ -854,6 +1107,8 @@ __all__ = [
     "AGenerateFn", "COUNTS", "Critic", "DECIDING_REWARDS", "ENGINES", "GenerateFn", "Generation", "Judge",
     "PathVerdict", "ReflectItem", "ReflectOptions", "ReflectOutcome", "ReflectRequest", "SECONDS", "StepConfig",
     "StepCounters",
-    "TokenBudget", "UNDECIDABLE_REASONS", "acritique", "areflect_and_rejudge", "critique", "granted_tokens",
-    "judge_reward_options", "reflect_and_rejudge", "uses_orm", "reflection_messages", "reward_input", "step_config",
+    "TokenBudget", "UNDECIDABLE_REASONS", "acritique", "areflect_and_rejudge", "critique", "deciding_parts",
+    "deciding_settings", "granted_tokens", "judge_reward_options", "judge_settings", "normal_spec",
+    "reflect_and_rejudge", "reflection_messages", "reward_input", "rule_critique", "step_config", "uses_orm",
+    "verdict_mismatches", "verdict_reward",
 ]

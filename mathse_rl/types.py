@@ -58,6 +58,11 @@ class Verdict:
         return 1.0 if self.correct else 0.0
 
 
+# Verifier reasons for which a response can be neither accepted nor rejected: no (or an unreadable)
+# gold, a comparison that ran out of time. The one definition the judge, the rewards and the critic read.
+UNDECIDABLE_REASONS: frozenset[str] = frozenset({"no_gold", "timeout"})
+
+
 @dataclass(frozen=True)
 class Judgment:
     """The ORM's diagnostic verdict on one reasoning path (MathSE's judge output).

@@ -3,7 +3,7 @@
 # for a few steps on CPU, with a tiny Qwen2.5-VL and a few image problems.
 #
 #   scripts/verl_cpu_debug.sh                       # GRPO, mathse reward manager (verifier + length_parity)
-#   scripts/verl_cpu_debug.sh rft                   # MathSE-RFT estimator + loss, mathse_reflect agent loop
+#   scripts/verl_cpu_debug.sh rft                   # MathSE-RFT estimator + loss, mathse_reflect agent loop (length_parity)
 #   scripts/verl_cpu_debug.sh grpo trainer.total_training_steps=3   # extra Hydra overrides go last
 #
 # VERL_PLATFORM=cpu switches on mathse-rl's CPU backend for verl 0.9.1 (cpu platform, FSDP2 on
@@ -21,7 +21,9 @@ case "$FLAVOUR" in
   grpo) ALGO=(algorithm.adv_estimator=grpo) ;;
   rft)  ALGO=(algorithm.adv_estimator=mathse_rft actor_rollout_ref.actor.policy_loss.loss_mode=mathse_rft
               trainer.v1.trainer_mode=mathse actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect
-              +mathse.judge=length_parity +mathse.reflect.attempts=1) ;;
+              +mathse.judge=length_parity +mathse.reflect.attempts=1)
+        # one verdict per path: the reward is the judge's (a reward deciding otherwise is refused)
+        REWARD=(reward.reward_manager.name=mathse "+reward.reward_kwargs.reward=length_parity") ;;
   *) echo "usage: $0 [grpo|rft] [hydra overrides...]" >&2; exit 2 ;;
 esac
 

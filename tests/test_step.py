@@ -366,3 +366,17 @@ def test_no_gold_is_undecidable_for_an_orm_judge_too_without_asking_it(scripted)
     verdicts = orm_judge().judge([Q, unreadable], [RIGHT, RIGHT])
     assert [(v.correct, v.reason) for v in verdicts] == [(True, "correct"), (None, "no_gold")]
     assert scripted.batches == [1]
+
+
+def test_seconds_of_merged_counters_are_the_longest_part_not_the_sum():
+    # Eight processes (or a worker's concurrent samples) spend their seconds at the same time: the
+    # step took as long as the slowest one, not eight times as long. Counts still add up.
+    merged = StepCounters()
+    for seconds in (1.0, 3.0, 2.0):
+        part = StepCounters()
+        part.add_seconds("judge", seconds)
+        part.add_seconds("judge", 0.5)  # within one process the parts of a step add up
+        part.add("paths", 2)
+        merged.merge(part.to_counts())
+    m = merged.as_metrics()
+    assert m["mathse/seconds/judge"] == 3.5 and m["mathse/paths"] == 6.0

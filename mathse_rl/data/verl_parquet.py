@@ -7,7 +7,8 @@ verl's ``RLHFDataset`` reads one row per problem::
     images        [{"bytes": PNG bytes, "path": None}, ...]                    # data.image_key=images
     ability       "math"
     reward_model  {"style": "rule", "ground_truth": gold}
-    extra_info    {"split", "index", "id", "question", "choices"}              # choices: options or None
+    extra_info    {"split", "index", "id", "question", "choices",              # choices: options or None
+                   "benchmark", "benchmark_meta"}                              # rows of a benchmark (else None)
     agent_name    (optional) the verl agent loop for this row
 
 ``extra_info.question`` (the bare question) and ``extra_info.choices`` are what our reward
@@ -20,6 +21,12 @@ policy's first answers, not reflected ones.
     >>> row = problem_to_row(Problem(id="q1", question="What is 2 + 3?", gold="5", choices=("4", "5")), 0)
     >>> row["reward_model"]["ground_truth"], row["extra_info"]["choices"]
     ('5', ['4', '5'])
+
+Rows read from a benchmark's release (``--benchmark mathvista --data MathVista/data/testmini.json``,
+:mod:`mathse_rl.eval`) carry the benchmark's own prompt, and ``extra_info.benchmark`` /
+``benchmark_meta`` (its name and the fields its scoring rules need, as JSON): the reward
+``benchmark`` (:mod:`mathse_rl.eval.reward`) scores them by those rules, so verl's validation
+reports the benchmark's accuracy.
 
 Command line: ``python scripts/prepare_verl_data.py --source geometry3k --out ~/data/geo3k``.
 """
@@ -171,12 +178,33 @@ def solve_prompt(problem: Problem, template: str = SOLVE_TEMPLATE) -> str:
     return IMAGE_TOKEN * len(problem.images) + text
 
 
+# Problem.meta keys a benchmark row keeps in extra_info.benchmark_meta (what its scoring rules read);
+# the rest (the release's whole row, the prompts) is not needed once the prompt is written.
+_META_DROPPED = ("row", "query", "query_wo", "query_cot")
+
+
+def benchmark_prompt(problem: Problem, style: str = "official") -> str | None:
+    """The user turn of a benchmark problem (one ``<image>`` per image, then the benchmark's prompt);
+    None for a problem that is not from a benchmark."""
+    name = (problem.meta or {}).get("benchmark")
+    if not name:
+        return None
+    from mathse_rl.eval import get_benchmark
+
+    return IMAGE_TOKEN * len(problem.images) + get_benchmark(name).prompt(problem, style)
+
+
 def problem_to_row(problem: Problem, index: int, split: str = "train", template: str = SOLVE_TEMPLATE,
-                   base_dir: Path | None = None, agent_name: str | None = None) -> dict[str, Any]:
-    """One verl parquet row for ``problem`` (with an ``agent_name`` column when one is given)."""
+                   base_dir: Path | None = None, agent_name: str | None = None,
+                   prompt_style: str = "official") -> dict[str, Any]:
+    """One verl parquet row for ``problem`` (with an ``agent_name`` column when one is given).
+
+    A benchmark problem gets the benchmark's prompt (``prompt_style``) and its scoring fields."""
+    bench_text = benchmark_prompt(problem, prompt_style)
+    meta = {k: v for k, v in (problem.meta or {}).items() if k not in _META_DROPPED} if bench_text else None
     row = {
         "data_source": problem.data_source or "mathse",
-        "prompt": [{"role": "user", "content": solve_prompt(problem, template)}],
+        "prompt": [{"role": "user", "content": bench_text if bench_text else solve_prompt(problem, template)}],
         "images": [image_to_cell(im, base_dir) for im in problem.images],
         "ability": ABILITY,
         "reward_model": {"style": "rule", "ground_truth": "" if problem.gold is None else problem.gold},
@@ -186,6 +214,8 @@ def problem_to_row(problem: Problem, index: int, split: str = "train", template:
             "id": problem.id,
             "question": problem.question,
             "choices": list(problem.choices) if problem.choices else None,
+            "benchmark": meta["benchmark"] if meta else None,
+            "benchmark_meta": json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None,
         },
     }
     if agent_name:
@@ -202,6 +232,7 @@ def row_to_problem(row: Mapping[str, Any]) -> Problem:
     if not question:  # a parquet from elsewhere: fall back to the prompt text
         question = str(row["prompt"][-1]["content"]).replace(IMAGE_TOKEN, "").strip()
     choices = extra.get("choices")
+    meta = json.loads(extra["benchmark_meta"]) if extra.get("benchmark_meta") else {}
     return Problem(
         id=str(extra.get("id", extra.get("index", ""))),
         question=str(question),
@@ -209,12 +240,13 @@ def row_to_problem(row: Mapping[str, Any]) -> Problem:
         images=images,
         choices=_choices(list(choices)) if choices is not None else None,
         data_source=str(row.get("data_source", "")),
+        meta=meta,
     )
 
 
 def write_verl_parquet(problems: Iterable[Problem], path: str | Path, split: str = "train",
                        template: str = SOLVE_TEMPLATE, base_dir: Path | None = None,
-                       agent_name: str | None = None) -> int:
+                       agent_name: str | None = None, prompt_style: str = "official") -> int:
     """Write ``problems`` as a verl parquet; returns the number of rows written.
 
     ``agent_name`` fills verl's per-row agent-loop column (left out when None, so the
@@ -229,7 +261,7 @@ def write_verl_parquet(problems: Iterable[Problem], path: str | Path, split: str
     rows, skipped = [], 0
     for index, problem in enumerate(problems):
         try:
-            rows.append(problem_to_row(problem, index, split, template, base_dir, agent_name))
+            rows.append(problem_to_row(problem, index, split, template, base_dir, agent_name, prompt_style))
         except (OSError, ValueError, KeyError) as exc:
             skipped += 1
             logger.warning("skipping problem %s: %s", problem.id, exc)
@@ -263,6 +295,7 @@ def row_schema(with_agent_name: bool = False):
         ("extra_info", pa.struct([
             ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()),
             ("question", pa.string()), ("choices", pa.list_(pa.string())),
+            ("benchmark", pa.string()), ("benchmark_meta", pa.string()),
         ])),
     ])
 
@@ -337,8 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", choices=sorted(SOURCES), help="a known dataset")
     src.add_argument("--input", type=Path, nargs="+", help="local record files (.jsonl/.json/.parquet)")
+    src.add_argument("--benchmark", help="a benchmark's release file as a validation set: mathvista, mathverse, "
+                                         "mathvision, gsm8k, math500 (with --data; see mathse_rl.eval)")
+    p.add_argument("--data", type=Path, help="the benchmark's released file (with --benchmark)")
     p.add_argument("--format", default="geometry3k", choices=sorted(FORMATS), help="record format of --input files")
-    p.add_argument("--split", default="train", help="split name of --input files (train or test)")
+    p.add_argument("--split", default=None,
+                   help="split name of --input files (default train), or the benchmark's split (default its own)")
+    p.add_argument("--prompt", default="official", help="benchmark prompt style: official | ours | ...")
+    p.add_argument("--image-root", type=Path, default=None, help="benchmark images folder (default: beside --data)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="benchmark: write the usable rows, list the others")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--limit", type=int, default=-1, help="at most this many problems per split (-1: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic source")
@@ -347,8 +387,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def benchmark_split(args: argparse.Namespace) -> tuple[str, list[Problem]]:
+    """(split, problems) of a benchmark's release file; unusable rows stop it unless --skip-bad-rows."""
+    from mathse_rl.eval import load_benchmark
+
+    if args.data is None:
+        raise SystemExit("--benchmark needs --data (the release's file)")
+    bench, problems, bad = load_benchmark(args.benchmark, args.data, args.split, image_root=args.image_root,
+                                          need_images=bench_multimodal(args.benchmark),
+                                          limit=None if not args.limit or args.limit < 0 else args.limit)
+    split = args.split or bench.default_split
+    if not bench.has_answers(split):
+        raise SystemExit(f"{bench.name} {split}: the answers are not public, so it cannot be a validation set")
+    if bad:
+        listing = "\n".join(f"  {b.id}: {b.reason}" for b in bad[:20])
+        if not args.skip_bad_rows:
+            raise SystemExit(f"{len(bad)} rows of {args.data} cannot be used (--skip-bad-rows writes the rest):\n{listing}")
+        print(f"skipped {len(bad)} bad rows:\n{listing}")
+    return split, problems
+
+
+def bench_multimodal(name: str) -> bool:
+    from mathse_rl.eval import get_benchmark
+
+    return get_benchmark(name).multimodal
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.benchmark:
+        split, problems = benchmark_split(args)
+        path = args.out / f"{split}.parquet"
+        n = write_verl_parquet(problems, path, split=split, agent_name=args.val_agent_loop or None,
+                               prompt_style=args.prompt)
+        print(f"{split}: {n} rows -> {path} (score with reward=benchmark)")
+        return 0
+    if args.split is None:
+        args.split = "train"
     if args.source:
         splits = SOURCES[args.source](args)
     else:

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from mathse_rl.data.loaders import load_problems, load_seed_attempts
+    from mathse_rl.eval.data import load_eval_set
     from mathse_rl.evolve.config import check_paths, load_config, to_yaml
     from mathse_rl.evolve.loop import run_evolve
 
@@ -61,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     cols = tuple(cfg.data.gold_columns)
     train, bad_train = load_problems(cfg.data.train, image_root=cfg.data.image_root, limit=cfg.data.limit,
                                      gold_columns=cols)
-    heldout, bad_eval = (load_problems(cfg.data.eval, image_root=cfg.data.image_root, gold_columns=cols)
+    # data.eval may name a benchmark's release (mathvista:testmini:PATH): its prompt and scoring rules apply.
+    heldout, bad_eval = (load_eval_set(cfg.data.eval, image_root=cfg.data.image_root, gold_columns=cols)
                          if cfg.data.eval else ([], []))
     seed, bad_seed = load_seed_attempts(cfg.data.seed) if cfg.data.seed else ([], [])
     skipped = []

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class DataConfig:
     train: Optional[str] = None  # jsonl path or "hf:<name>[:split]" of training problems
-    eval: Optional[str] = None  # held-out problems, same forms; None splits eval_fraction off train
+    eval: Optional[str] = None  # held-out problems, same forms, or <benchmark>:<split>:<path>; None: eval_fraction
     seed: Optional[str] = None  # jsonl of teacher (distilled) solutions: {"problem_id", "response"}
     eval_fraction: float = 0.0  # share of train held out when `eval` is None
     limit: Optional[int] = None  # use only the first N training problems (smoke runs)
@@ -96,6 +96,7 @@ class TrainConfig:
     save_steps: int = 50  # optimiser steps between in-stage checkpoints, the resume point after a kill (0: none)
     save_total_limit: int = 2  # in-stage checkpoints kept (the newest complete one is resumed from)
     options: dict[str, Any] = field(default_factory=dict)  # extra SFTConfig fields
+    lora: dict[str, Any] = field(default_factory=dict)  # LoRA instead of a full fine-tune: peft.LoraConfig fields ({r: 64}); merged at save
 
 
 @dataclass
@@ -113,6 +114,7 @@ class LaunchConfig:
     extra_args: list[str] = field(default_factory=list)  # further launcher flags, passed as given
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the stage's processes (NCCL_*, ...)
     python: Optional[str] = None  # interpreter of the stage's processes (None: the loop's own)
+    check_memory: bool = True  # refuse at start a run whose memory plan (mathse-rl plan) does not fit the GPUs
 
 
 @dataclass
@@ -337,6 +339,13 @@ def check_paths(cfg: EvolveConfig, *, model: bool = True, data: bool = True) -> 
     if data:
         for key in ("train", "eval", "seed"):
             ref = getattr(cfg.data, key)
+            if key == "eval":  # <benchmark>:<split>:<path> reads <path> (mathse_rl.eval)
+                from mathse_rl.eval.data import ref_path
+
+                try:
+                    ref = ref_path(ref)
+                except KeyError as exc:
+                    raise ConfigError(f"data.eval: {exc.args[0]}") from None
             if ref and not str(ref).startswith("hf:") and not Path(ref).exists():
                 raise ConfigError(f"data.{key} not found: {ref}")
     if cfg.data.image_root and not Path(cfg.data.image_root).is_dir():

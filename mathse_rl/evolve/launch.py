@@ -7,9 +7,9 @@ with the registered trainer backend (trl's ``SFTTrainer``), save, and exit; the 
 checks the saved checkpoint before it records the stage.
 
     launch.launcher=accelerate launch.num_processes=8 \\
-        launch.config_file=recipes/trl/accelerate/fsdp_8gpu.yaml            # one node, 8 GPUs
-    launch.num_machines=2 launch.main_process_ip=node0 launch.prefix=[srun,--nodes=2,--ntasks-per-node=1] \\
-        launch.machine_rank='$SLURM_NODEID'                                 # two nodes under SLURM
+        launch.config_file=recipes/trl/accelerate/fsdp.yaml                 # one node, 8 GPUs
+    launch.num_machines=2 launch.main_process_ip=node0 launch.machine_rank='$SLURM_NODEID' \\
+        launch.prefix=[srun,--nodes=2,--ntasks-per-node=1,--cpus-per-task=64]  # two nodes under SLURM
 
 Why a job per stage rather than the whole loop under the launcher:
 
@@ -70,6 +70,10 @@ def stage_command(la: LaunchConfig, args: Sequence[str], *, python: str | None =
     py = python or la.python or sys.executable
     port = port or la.main_process_port or (29500 if la.num_machines > 1 else free_port())
     rank = str(la.machine_rank)
+    if not la.prefix and _SHELL_VAR.match(rank):
+        # No prefix: the launcher runs once, here, with no shell to expand a per-node variable; this node is
+        # the rendezvous' rank 0 (a DeepSpeed hostfile launch numbers the other nodes itself).
+        rank = "0"
     if la.launcher == "accelerate":
         cmd = [py, "-m", "accelerate.commands.launch"]
         if la.config_file:

@@ -4,9 +4,11 @@
     >>> lock.acquire(); ...; lock.release()  # doctest: +SKIP
 
 A second run on the same directory is refused with the owner's pid, host and start time.
-A lock left by a dead process on this host (a kill, a crash) is taken over with a message;
-a lock from another host cannot be checked and is refused: delete it by hand when that run
-is gone.
+A lock left by a dead process on this host (a kill, a crash) is taken over with a message.
+A lock from another host cannot be checked and is refused, except one of the same SLURM job
+requeued: a job's id stays when SLURM requeues it (possibly onto another node) and its
+``SLURM_RESTART_COUNT`` grows, and SLURM runs a job's incarnations one at a time, so the owner
+with a lower restart count is gone. Otherwise delete the lock by hand when that run is gone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def slurm_job() -> dict:
+    """This process's SLURM job id and restart count (empty outside SLURM)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return {}
+    return {"job": job, "restart": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
+
+
+def _requeued(owner: dict, me: dict) -> bool:
+    """The same SLURM job, a later incarnation: the owner's run is gone (SLURM runs one at a time)."""
+    return bool(me.get("job")) and owner.get("job") == me["job"] and int(owner.get("restart") or 0) < me["restart"]
+
+
 class RunLock:
     def __init__(self, output_dir: str | Path):
         self.path = Path(output_dir) / LOCK_NAME
@@ -50,7 +65,8 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **slurm_job()}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -61,6 +77,12 @@ class RunLock:
                     if pid != me["pid"]:
                         logger.warning("%s: taking over the lock of pid %s on %s, which is no longer running",
                                        self.path.parent, pid, host)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if _requeued(owner, me):
+                    logger.warning("%s: SLURM job %s (restart %s) takes over the lock of its earlier run (restart %s, "
+                                   "pid %s on %s): the job was requeued", self.path.parent, me["job"],
+                                   me["restart"], owner.get("restart", 0), pid, host)
                     self.path.unlink(missing_ok=True)
                     continue
                 raise RunLockedError(

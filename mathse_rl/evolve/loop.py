@@ -165,6 +165,10 @@ class _Loop:
         self.cfg = cfg
         # At the edge: models and files the loop will load itself must exist before anything is written.
         check_paths(cfg, model=generator is None or trainer is None, data=False)
+        if generator is None or trainer is None:  # the loop puts models on GPUs: refuse what cannot fit there
+            from mathse_rl.plan import preflight_evolve
+
+            preflight_evolve(cfg)
         self.out = Path(cfg.output_dir)
         self.stage_dir = self.out / "stages"
         self.out.mkdir(parents=True, exist_ok=True)
@@ -212,15 +216,13 @@ class _Loop:
         self.pool = Pool(self.out / "pool.jsonl", dedup=cfg.pool.dedup, max_per_question=cfg.pool.max_per_question)
         self._generator = _BudgetCounter(generator) if generator is not None else None
         self.trainer = trainer
-        self.judge = judge or Judge(step_config(cfg))
-        self._critic = critic
+        self._judge, self._own_judge = judge, judge is None  # built on first use; our own are released
+        self._critic, self._own_critic = critic, critic is None  # before each SFT stage (see _release_judges)
         self._refiner = refiner
         self.refiner_name = cfg.reflect.refiner
         # Acceptance for training is strict by default (require_final_answer); held-out scoring has its own
         # switch (eval.require_final_answer, lenient by default), so the two never share a judge silently.
-        self.eval_judge = eval_judge or Judge(step_config(
-            cfg, judge=cfg.eval.judge, judge_options=dict(cfg.judge_options) if cfg.eval.judge == cfg.judge else {},
-            require_final_answer=cfg.eval.require_final_answer))
+        self._eval_judge, self._own_eval_judge = eval_judge, eval_judge is None
         if tracker is None:
             from mathse_rl.tracking import Tracker
 
@@ -285,10 +287,55 @@ class _Loop:
         return self._generator
 
     @property
+    def judge(self) -> Judge:
+        if self._judge is None:
+            self._judge = Judge(step_config(self.cfg))
+        return self._judge
+
+    @property
+    def eval_judge(self) -> Judge:
+        if self._eval_judge is None:
+            cfg = self.cfg
+            self._eval_judge = Judge(step_config(
+                cfg, judge=cfg.eval.judge, judge_options=dict(cfg.judge_options) if cfg.eval.judge == cfg.judge else {},
+                require_final_answer=cfg.eval.require_final_answer))
+        return self._eval_judge
+
+    @property
     def critic(self) -> Any:
         if self._critic is None:
             self._critic = Critic(self.cfg.critic)
         return self._critic
+
+    def _release_judges(self) -> None:
+        """Free a local ORM (judge or critic, on GPU 0 in this process) before an SFT stage: the stage's
+        processes and the vLLM engines after it get that memory back; the ORM loads again when next needed."""
+        local = [c for c in (self.cfg.critic, self.cfg.judge_options) if (c or {}).get("backend") == "local"]
+        if not local:
+            return
+        from mathse_rl.orm.reward import release_shared_judges
+
+        if self._own_critic and self._critic is not None:
+            backend = getattr(self._critic, "backend", None)
+            if backend is not None and hasattr(backend, "close"):
+                backend.close()
+            self._critic = None
+        if self._own_judge:
+            self._judge = None
+        if self._own_eval_judge:
+            self._eval_judge = None
+        released = release_shared_judges()
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        logger.info("released the local ORM before the fine-tune (%d shared judge(s))", released)
 
     @property
     def refiner(self) -> Refiner:
@@ -533,7 +580,7 @@ class _Loop:
             a = Attempt(p.id, resp, "sampled", round=i, correct=res.correct, meta={"judge_score": res.score})
             if res.correct:
                 accepted.append(a)
-            elif res.correct is False:  # undecidable paths are neither pooled nor reflected on (counted)
+            elif self.judge.reflects_on(res):  # wrong; undecidable only with undecidable_as_wrong (else counted)
                 wrong.append(a)
                 wrong_verdicts.append(res)
         critiques = self._critique(wrong, wrong_verdicts, counters)
@@ -670,6 +717,7 @@ class _Loop:
         if self._generator is not None and hasattr(self._generator, "release"):
             self._generator.release()  # hand the accelerator memory to the fine-tune (vLLM, HF on GPU)
             self.loaded_model = None
+        self._release_judges()
         with _step_budget(cfg.train, name):
             checkpoint = self._trainer().train(rows, init, target)
         return {"round": round_, "rows": len(rows), "checkpoint": checkpoint, "init": init,

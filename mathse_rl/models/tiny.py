@@ -279,25 +279,67 @@ def build_tiny(path: str | os.PathLike, kind: Kind = "vlm", size: str = "XS", se
 
 
 def load_processor(path: str | os.PathLike):
-    """Load the tokenizer (LM) or processor (VLM) saved next to a model, offline.
+    """The tokenizer (LM) or processor (VLM) saved next to a model, offline, with the model's own chat template.
 
-    For a Qwen2.5-VL checkpoint the processor is rebuilt from its saved parts so no
-    video processor (torchvision) is required.
+    A vision model's processor comes through ``AutoProcessor.from_pretrained``; where its video processor
+    needs torchvision and torchvision is missing (this project never installs it), the same class is loaded
+    through the same ``from_pretrained`` without the video processor (images only). The chat template is the
+    checkpoint's own (``chat_template.jinja``/``.json`` or the tokenizer's); a checkpoint without one is an
+    error, never silently given another model's template. Only a tiny model built here (``mathse_tiny.json``
+    beside its weights) falls back to :data:`CHAT_TEMPLATE`.
     """
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = CHAT_TEMPLATE
     if getattr(config, "vision_config", None) is None:
-        return tokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        proc = tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    else:
+        proc = _auto_processor(path, config)
+        tokenizer = proc.tokenizer
+    template = getattr(proc, "chat_template", None) or tokenizer.chat_template
+    if not template and (Path(path) / "mathse_tiny.json").exists():
+        template = CHAT_TEMPLATE
+    if not template:
+        raise ValueError(f"{path} has no chat template (no chat_template.jinja or chat_template.json, none in "
+                         f"tokenizer_config.json): prompts would be rendered in a format the model never saw. "
+                         f"Copy the base model's chat template next to this checkpoint.")
+    tokenizer.chat_template = template  # saved with the tokenizer, so the next checkpoint keeps it
+    if proc is not tokenizer:
+        proc.chat_template = template
+    tokenizer.padding_side = "left"
+    return proc
 
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
-    cls = _processor_class()
-    return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-               chat_template=tokenizer.chat_template)
+
+def _auto_processor(path: str | os.PathLike, config: Any):
+    """The processor ``AutoProcessor.from_pretrained(path)`` builds: the class transformers maps the config to,
+    through its ``from_pretrained`` (called directly, so a wrapper installed on ``AutoProcessor`` cannot loop
+    back here); without its video processor when that one needs torchvision (missing here) or was never saved
+    (an images-only save). Images never touch the video processor."""
+    from transformers import AutoProcessor
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    if type(config) not in PROCESSOR_MAPPING:
+        return AutoProcessor.from_pretrained(path)
+    cls = PROCESSOR_MAPPING[type(config)]
+    try:
+        return cls.from_pretrained(path)
+    except (ImportError, OSError) as exc:
+        if "torchvision" not in str(exc).lower() and "video" not in str(exc).lower():
+            raise
+
+    class ImagesOnly(cls):  # type: ignore[misc, valid-type]
+        @classmethod
+        def get_attributes(klass):
+            return [a for a in super().get_attributes() if a != "video_processor"]
+
+        def save_pretrained(self, save_directory, **kwargs):
+            out = super().save_pretrained(save_directory, **kwargs)
+            # preprocessor_config.json too, as hub checkpoints have it (vLLM and older readers look for it)
+            self.image_processor.save_pretrained(save_directory)
+            return out
+
+    ImagesOnly.__name__ = ImagesOnly.__qualname__ = cls.__name__
+    return ImagesOnly.from_pretrained(path)
 
 
 def load_tiny(path: str | os.PathLike):

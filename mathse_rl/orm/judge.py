@@ -110,7 +110,8 @@ class Judge:
             replies = await self.areplies(items)
         except Exception as exc:
             replies = [Reply(error=f"exception:{type(exc).__name__}")] * len(items)
-        return self._finish(items, replies)
+        # Parsing and the rule-verifier fallback are blocking work: never on the caller's event loop.
+        return await asyncio.to_thread(self._finish, items, replies)
 
     def metrics(self, prefix: str = "orm/") -> dict[str, float]:
         """Counters as floats, plus the fallback rate over judged items."""

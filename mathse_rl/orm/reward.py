@@ -42,6 +42,17 @@ def shared_judge(config: Any = None, **options: Any) -> Judge:
         return _JUDGES[key]
 
 
+def release_shared_judges() -> int:
+    """Close and forget the judges :func:`shared_judge` holds (a local model is freed once nothing else holds
+    it; the next use loads it again), e.g. before a fine-tune needs the GPU. Returns how many."""
+    with _LOCK:
+        judges = list(_JUDGES.values())
+        _JUDGES.clear()
+    for judge in judges:
+        judge.close()
+    return len(judges)
+
+
 def _output(result: JudgeResult) -> RewardOutput:
     j = result.judgment
     extras = {

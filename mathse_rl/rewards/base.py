@@ -15,6 +15,7 @@ A reward is framework-neutral; the trl and verl adapters convert at their bounda
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, Sequence
 
@@ -40,6 +41,15 @@ class Reward:
     def score(self, samples: Sequence[RewardInput]) -> list[RewardOutput]:
         """Score a batch; return one output per sample, in order."""
         raise NotImplementedError(f"{type(self).__name__} must implement score()")
+
+    def settings(self) -> dict[str, Any]:
+        """The options that decide this reward's scores, which the MathSE step compares with its
+        judge's at start (:func:`mathse_rl.step.verdict_mismatches`); ``{}`` when there are none.
+        A reward that scores with a judge (``self.judge.config``, the ORM) reports that config."""
+        config = getattr(getattr(self, "judge", None), "config", None)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type):
+            return dataclasses.asdict(config)
+        return {}
 
     def __call__(self, samples: Sequence[RewardInput]) -> list[RewardOutput]:
         samples = list(samples)

@@ -14,50 +14,55 @@ from typing import Sequence
 
 from mathse_rl.rewards.base import Reward
 from mathse_rl.rewards.registry import register_reward
-from mathse_rl.types import RewardInput, RewardOutput
-
-# Verdict reasons that mean the gold, not the response, is the problem: the sample is unscorable.
-UNSCORABLE_REASONS = frozenset({"no_gold"})
+from mathse_rl.types import UNDECIDABLE_REASONS, RewardInput, RewardOutput
 
 
 @register_reward("verifier")
 class VerifierReward(Reward):
-    """1.0 when the rule-based verifier accepts the final answer, 0.0 when not, None without a usable gold.
+    """1.0 when the rule-based verifier accepts the final answer, 0.0 when it rejects it, None when it
+    cannot decide (no or unreadable gold, a comparison past ``timeout``).
 
     Extras: ``pred`` (the extracted answer) and ``reason`` (the verdict's reason).
-    ``strict=True`` (for acceptance in training) scores 0.0 a response that never states its
-    final answer (reason ``no_final_answer``) instead of reading its last number.
+    ``strict=True`` (the default: this is a training reward) scores 0.0 a response that never
+    states its final answer (reason ``no_final_answer``) instead of reading its last number, the
+    rule the MathSE step's judge applies (``require_final_answer``); ``strict=False`` is the lenient
+    reading evaluation uses. ``cues``: the final-answer phrases strict mode looks for (None: the
+    verifier's defaults).
     """
 
     name = "verifier"
     extras_keys = ("pred", "reason")
 
-    def __init__(self, timeout: float = 5.0, strict: bool = False):
-        self.timeout = float(timeout)  # seconds allowed per answer comparison
+    def __init__(self, timeout: float = 5.0, strict: bool = True, cues: Sequence[str] | None = None):
+        self.timeout = float(timeout)  # seconds allowed per answer comparison (past it: undecidable, None)
         self.strict = bool(strict)  # only a stated final answer counts (acceptance in training)
+        self.cues = None if cues is None else tuple(str(c) for c in cues)  # final-answer cues of strict mode
         self._verify = importlib.import_module("mathse_rl.verify")
+
+    def settings(self) -> dict:
+        """What decides this reward's verdicts (compared with the step judge's at start)."""
+        return {"timeout": self.timeout, "strict": self.strict, "cues": self.cues}
 
     def score(self, samples: Sequence[RewardInput]) -> list[RewardOutput]:
         todo = [i for i, s in enumerate(samples) if _has_gold(s.gold)]
         outs = [RewardOutput(None, {"pred": None, "reason": "no_gold"}) for _ in samples]
         verdicts = self._verdicts([samples[i] for i in todo])
         for i, verdict in zip(todo, verdicts):
-            score = None if verdict.reason in UNSCORABLE_REASONS else verdict.score
+            score = None if verdict.reason in UNDECIDABLE_REASONS else verdict.score
             outs[i] = RewardOutput(score, {"pred": verdict.pred, "reason": verdict.reason})
         return outs
 
     def _verdicts(self, samples: list[RewardInput]):
         if not samples:
             return []
+        options = {"timeout": self.timeout, "strict": self.strict, **({"cues": self.cues} if self.cues else {})}
         batch = getattr(self._verify, "verify_batch", None)
         if batch is not None:
             per_sample = [s.choices for s in samples]
             # one choices list per sample; None when no sample has any
             choices = per_sample if any(c for c in per_sample) else None
-            return list(batch([s.response for s in samples], [s.gold for s in samples],
-                              choices=choices, timeout=self.timeout, strict=self.strict))
-        return [self._verify.verify(s.response, s.gold, choices=s.choices, timeout=self.timeout, strict=self.strict)
-                for s in samples]
+            return list(batch([s.response for s in samples], [s.gold for s in samples], choices=choices, **options))
+        return [self._verify.verify(s.response, s.gold, choices=s.choices, **options) for s in samples]
 
 
 def _has_gold(gold: object) -> bool:

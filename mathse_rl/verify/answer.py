@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from mathse_rl.verify import expr as E
-from mathse_rl.verify.text import balanced, normalise_latex, strip_wrappers, text_key
+from mathse_rl.verify.text import UNREADABLE, balanced, has_kept_numeral, normalise_latex, strip_wrappers, text_key
 
 MAX_ANSWER_CHARS = 600  # longer extracted answers are refused ("too_long")
 
@@ -231,10 +231,12 @@ def parse_scalar(raw: str, s: str) -> Answer:
         s = _NUMBER_WORDS[word.group(1).lower()] + word.group(2)  # "five", "two cm"
     core, percent, degree, unit, word = _strip_marks(s)
     core = re.sub(_TEXT_CMD, r"\1", core) if "\\text" in core and re.fullmatch(r"[-+\d.\s]*" + _TEXT_CMD + r"[-+\d.\s]*", core) else core
-    if _looks_like_text(core):
-        return Text("text", raw, key=text_key(s))
+    if _looks_like_text(core) or _BASE_NUMERAL.search(core):
+        return Text("text", raw, key=text_key(s))  # "101_2" is a numeral in base 2: compared as written
     try:
         node = E.parse(core)
+    except E.SideBySide:
+        return Text("text", raw, key=text_key(s))  # "3 4": two numbers, never their product nor one of them
     except E.ExprError:
         return _text_or_latex(raw, s)
     vs = E.free_vars(node)
@@ -252,6 +254,9 @@ def parse_scalar(raw: str, s: str) -> Answer:
                   exact=E.exact(node) if not vs else None, decimals=len(dm.group(1)) if dm else None, literal=literal,
                   percent=percent, degree=degree, unit=unit, has_pi=E.has_const(node, "pi"),
                   unit_word=_singular(word))
+
+
+_BASE_NUMERAL = re.compile(r"(?<![A-Za-z_\\])[0-9]+\s*_\s*\{?\s*[0-9]")  # 101_2, 1011_{2} (not x_1, a1_2)
 
 
 def _singular(word: str) -> str:
@@ -324,10 +329,18 @@ def _item(s: str) -> Answer:
     return _parse(s, allow_letter=False)
 
 
+# A relation with one side missing ("\\le 3", "< 3", "x >") states no value.
+_OPEN_RELATION = re.compile(r"^\s*(?:[<>=]|\\(?:le|ge|ne|ll|gg|prec|succ|preceq|succeq|lesssim|gtrsim|nless|ngtr|nleq|ngeq|"
+                            r"leqq|geqq|lneq|gneq|lneqq|gneqq|approx|sim|simeq|cong|equiv|propto)(?![a-zA-Z]))|"
+                            r"(?:[<>=]|\\(?:le|ge|ne|ll|gg|approx)(?![a-zA-Z]))\s*$")
+
+
 def _parse(s: str, allow_letter: bool) -> Answer:
     raw = s
     if not s:
         return Text("text", raw, key="")
+    if _OPEN_RELATION.search(s):
+        return Text("text", raw, key=text_key(s))
     if allow_letter:
         letter = _letter(s)
         if letter is not None:
@@ -374,18 +387,24 @@ def _parse(s: str, allow_letter: bool) -> Answer:
     return parse_scalar(raw, s)
 
 
+_PAREN_LETTER = re.compile(r"^(?:\\[a-z]+\{\s*)?\([A-J]\)")
+
+
 def _letter(s: str) -> Letter | None:
     """"B", "(B)", "B. 2\\sqrt{3}", "Option B", "\\text{(B)}" -> Letter; "A or B" is not one."""
     m = _LETTER.match(_OPTION_WORD.sub("", s))
     if not m:
         return None
     rest_text = (m.group(2) or m.group(3) or "").strip()
-    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)|^\(?[A-J]\)?$", rest_text):
-        return None  # "A or B", "A, B": not one option
-    if m.group(3) is not None and re.match(r"^[-+=<>*/^_\\]|^(?:or|and)\b", rest_text):
-        return None  # "D = (0, 1)" and "A + B" are expressions, not option D / A
+    if rest_text and re.match(r"^(?:or|and|/|,)(?:\b|\s|$)|^\(?[A-J]\)?$", rest_text) and rest_text.strip("()") != m.group(1):
+        return None  # "A or B", "A, B": not one option ("(C) C" is option C whose text is "C")
+    if m.group(3) is not None and re.match(r"^[-+=<>*/^_\\]|^(?:or|and)\b", rest_text) and not (
+            re.match(r"^\\[a-zA-Z]", rest_text) and _PAREN_LETTER.match(s)):
+        return None  # "D = (0, 1)" and "A + B" are expressions, not option D / A; "(D) \frac{4}{5}" is option D
     rest = None
     if rest_text and balanced(rest_text.replace("\\{", "").replace("\\}", "")):
+        if rest_text[0] == "(" and rest_text[-1] == ")" and _one_group(rest_text) and "," not in rest_text:
+            rest_text = rest_text[1:-1].strip()  # "A (6cm)", "B (No)": the option's text in parentheses
         rest = _parse(rest_text, allow_letter=False)
     return Letter("letter", s, letter=m.group(1), rest=rest)
 
@@ -418,6 +437,10 @@ def parse_answer(s: str, allow_letter: bool = True) -> Answer:
         raise AnswerError("too_long")
     s = normalise_latex(s)
     s = strip_wrappers(s)
+    if UNREADABLE in s:
+        raise AnswerError("parse_error")  # a direction control inside: what is shown is not what is written
+    if has_kept_numeral(s):
+        return Text("text", s, key=text_key(s))  # "①②", "٣", "Ⅻ": compared as written, never as numbers
     if allow_letter and (letter := _letter(s)) is not None:
         return letter
     if not balanced(s.replace("\\{", "").replace("\\}", "")):

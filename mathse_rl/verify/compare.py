@@ -189,7 +189,8 @@ def _is_var(a: Answer) -> bool:
     return isinstance(a, Scalar) and a.node[:1] == ("var",)
 
 
-_NAME = r"(?:\\angle\s*|m\s*\\angle\s*)?(?:\\?[A-Za-z]+)(?:_\{?[\w,]+\}?)?'*(?:\([a-z]\))?"
+# A name, possibly a function value: x, AB, V_1, f(x), f(2), I(6,3), P(A).
+_NAME = r"(?:\\angle\s*|m\s*\\angle\s*)?(?:\\?[A-Za-z]+)(?:_\{?[\w,]+\}?)?'*(?:\(\s*[\w.+-]+(?:\s*,\s*[\w.+-]+){0,3}\s*\))?"
 # What an answer may be labelled with: x, AB, |AB|, \angle ABC, V_1, f(x), x + y, (p, q), V_1:V_2.
 _LABEL = re.compile(r"^(?:\\d?frac\{" + _NAME + r"\}\{" + _NAME + r"\}|\|\s*" + _NAME + r"\s*\||" + _NAME + r"(?:\s*[+:,]\s*" + _NAME + r")*|\(\s*" + _NAME
                     + r"(?:\s*[,;]\s*" + _NAME + r")+\s*\))$")
@@ -199,6 +200,8 @@ def _is_label(a: Answer) -> bool:
     """Whether ``a`` names the quantity asked for rather than stating a condition on it."""
     if isinstance(a, Seq) and all(isinstance(x, Scalar) and x.vars and _LABEL.match(x.raw.strip()) for x in a.items):
         return True  # (p, q) and V_1:V_2
+    if isinstance(a, Latex):  # "I(6,3)": a function value the arithmetic parser does not read
+        return re.match(r"^[A-Za-z]+\(", a.raw.strip()) is not None and _LABEL.match(a.raw.strip()) is not None
     return isinstance(a, Scalar) and bool(a.vars) and _LABEL.match(a.raw.strip()) is not None
 
 
@@ -206,7 +209,7 @@ def _constant(a: Answer) -> bool:
     return isinstance(a, Scalar) and not a.vars
 
 
-def _relation_value(rel: Relation) -> tuple[Answer | None, bool]:
+def relation_value(rel: Relation) -> tuple[Answer | None, bool]:
     """The value an equation answers with, and whether it is false.
 
     ``x = 3``, ``|AB| = 1``, ``(p,q) = (3,2)``: the right side. ``3 + 4 = 7``: 7, and
@@ -363,7 +366,7 @@ def equal(p: Answer, g: Answer) -> Outcome:
         if isinstance(p, Relation) and isinstance(g, Relation):
             return _relation_equal(p, g)
         rel, other = (p, g) if isinstance(p, Relation) else (g, p)
-        value, false = _relation_value(rel)
+        value, false = relation_value(rel)
         if false:
             return False, "mismatch"  # "2 + 2 = 5" answers nothing, whatever its right side
         if value is not None:

@@ -13,10 +13,10 @@ import re
 from typing import Sequence
 
 from mathse_rl.types import Verdict
-from mathse_rl.verify.answer import Answer, AnswerError, Letter, Text, parse_answer
+from mathse_rl.verify.answer import Answer, AnswerError, Latex, Letter, Relation, Scalar, Text, parse_answer
 from mathse_rl.verify.cache import bounded_cache
-from mathse_rl.verify.compare import equal
-from mathse_rl.verify.extract import extract, has_box, is_prose, sentence_answer
+from mathse_rl.verify.compare import equal, relation_value
+from mathse_rl.verify.extract import UNDECIDED, extract, has_box, is_prose, sentence_answer
 from mathse_rl.verify.text import normalise_latex, strip_wrappers, text_key
 
 _MAX_PRED_IN_VERDICT = 200  # a refused over-long answer is reported by its head only
@@ -30,9 +30,22 @@ _REVISION = re.compile(r"\b(?:wait|actually|oops|correction|on second thought|i 
                        r"let me re-?(?:check|calculate|compute|consider|do)|re-?calculat\w*|i mean|"
                        r"no,\s+(?:it|that|the answer)\b|not\s+\S+\s*,\s*but)|不对|错了|更正", re.I)
 # After the stated answer: the output runs on into another prompt ("Question: ...", "Choices:").
-_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q)\s*\d*\s*[:：]", re.I | re.M)
-# After the stated answer: another conclusion ("Therefore, the total is 48 meters.").
-_LATER = re.compile(r"\b(?:therefore|thus|hence|so|answer)\b[^\n.]{0,160}?\b(?:is|are|equals|=)\s+(?=\S)", re.I)
+_RUNAWAY = re.compile(r"^\s*(?:question|problem|hint|choices|q|问题|题目)\s*\d*\s*[:：]", re.I | re.M)
+# A restated answer line in a run-on ("Question: ...\n\nAnswer: 1.").
+_ANSWER_LINE = re.compile(r"^\s*\**answer\**\s*[:：]\s*(?=\S)", re.I | re.M)
+# After the stated answer: another final answer ("... So the answer is 15."). Intermediate results in an
+# explanation written after the answer ("Therefore, x = 13") are not answers and do not count.
+_LATER = re.compile(r"\b(?:final answer|(?:the|my|correct|right)\s+answer|(?:correct|right)\s+(?:option|choice))\s*"
+                    r"(?:is|would be|should be|will be|[:：])\s*(?=\S)", re.I)
+# An answer offered beside the stated one: "A, but B also works", "12; 15 is also acceptable", "Alternatively, B".
+_VALUE = r"(?:(?<![A-Za-z])\(?[A-J]\)?(?![A-Za-z'])|-?[0-9][0-9.,/]*|\$[^$\n]{1,40}\$|\\frac\{[^{}]*\}\{[^{}]*\})"
+_ALTERNATIVE = re.compile(
+    r"(?P<v1>" + _VALUE + r")\s*(?:(?:is|would|could|may|might|can|will)\s+)?(?:be\s+)?(?:also|too|as well|equally)\b|"
+    r"(?P<v2>" + _VALUE + r")\s+(?:works|work|is correct|is right|is valid|is possible|is acceptable)\s+(?:too|as well)\b|"
+    r"\b(?:could|might|may|can)\s+also\s+be\s+(?P<v3>" + _VALUE + r")|"
+    r"\b(?:alternatively|otherwise|or possibly|or perhaps|or maybe|unless it is|unless it's|also accept(?:able)?)\b[,:]?\s*"
+    r"(?:(?:the answer is|it is|it's)\s+)?(?P<v4>" + _VALUE + r")|"
+    r"^\W{0,3}\s*(?:or|and/or)\s+(?:option\s+|choice\s+)?(?P<v5>" + _VALUE + r")", re.I)
 
 
 @bounded_cache(max_entries=65536, max_chars=16 << 20)  # bounded by key size too: golds can be megabytes
@@ -112,11 +125,33 @@ def _matching(ans: Answer, parsed: tuple[Answer | None, ...]) -> list[int]:
     return [i for i, c in enumerate(parsed) if c is not None and equal(ans, c)[0]]
 
 
+def _contradicts(pred: Letter, parsed: tuple[Answer | None, ...]) -> bool:
+    """Whether the text written after an option letter is not that option: "(D) 140°" where D is 20°.
+    Numbers must agree; words only contradict when they are another option's own text."""
+    if pred.rest is None:
+        return False
+    idx = _index(pred.letter)
+    target = parsed[idx]
+    if target is None:
+        return False
+    ok, _ = equal(pred.rest, target)
+    if ok:
+        return False
+    if any(i != idx and c is not None and equal(pred.rest, c)[0] for i, c in enumerate(parsed)):
+        return True
+    if is_prose(pred.rest.raw):
+        return False  # "D. Therefore, the perimeter is 16": a sentence after the letter, not the option's text
+    constant = all(isinstance(x, Scalar) and not x.vars and x.value is not None for x in (pred.rest, target))
+    return ok is False and constant  # "(D) 140°" against 20°; never a form the parser reads two ways ("5√3 m")
+
+
 def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None) -> tuple[bool | None, str] | None:
     """Multiple choice through the options, both ways; None when no option logic applies."""
     parsed = _parse_choices(choices) if choices else ()
     g_letter = gold.letter if isinstance(gold, Letter) and (not choices or _index(gold.letter) < len(choices)) else None
     p_letter = pred.letter if isinstance(pred, Letter) and (not choices or _index(pred.letter) < len(choices)) else None
+    if p_letter is not None and parsed and _contradicts(pred, parsed):
+        return False, "mismatch"
     if g_letter is None and p_letter is None:
         if not parsed:
             return None
@@ -160,10 +195,27 @@ def _choice_outcome(pred: Answer, gold: Answer, choices: tuple[str, ...] | None)
 
 
 def _is_hedge(pred_text: str) -> bool:
-    """Two or more different option letters and nothing else: "A B", "(A)(B)", "A & B", "A (or B)"."""
+    """Two or more different option letters and nothing else ("A B", "(A)(B)", "A & B", "A (or B)"), or
+    two different options named in parentheses ("(B) 13 and (C) 26")."""
     rest = _HEDGE_JOINERS.sub(" ", strip_wrappers(pred_text))
     tokens = rest.split()
-    return len(tokens) >= 2 and all(re.fullmatch(r"[A-J]", t) for t in tokens) and len(set(tokens)) >= 2
+    if len(tokens) >= 2 and all(re.fullmatch(r"[A-J]", t) for t in tokens) and len(set(tokens)) >= 2:
+        return True
+    return len(set(_NAMED_OPTION.findall(pred_text))) >= 2
+
+
+_NAMED_OPTION = re.compile(r"(?<![A-Za-z(])\(?([A-J])(?:\)|\.(?=\s))")  # "(B)", "B)", "B. 16"; never "f(B)"
+
+
+def _offers_alternative(pred_text: str, after: str) -> bool:
+    """Whether another answer is offered beside the stated one ("A, but B also works")."""
+    own = re.sub(r"[\s()$*]", "", strip_wrappers(pred_text).split(",")[0])
+    for text in (pred_text, after[:400]):
+        for m in _ALTERNATIVE.finditer(text):
+            value = next(v for v in m.group("v1", "v2", "v3", "v4", "v5") if v is not None)
+            if re.sub(r"[\s()$*]", "", value).rstrip(".,") != own:
+                return True
+    return False
 
 
 def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> bool:
@@ -171,20 +223,36 @@ def _revised(after: str, gold: Answer, choices_t: tuple[str, ...] | None) -> boo
     after = after.strip()
     if not after:
         return False
-    if _REVISION.search(after) or _RUNAWAY.search(after):
+    if _REVISION.search(after) or UNDECIDED.search(after[:_AFTER_WINDOW]):
         return True
-    for m in _LATER.finditer(after[:2000]):
-        later = sentence_answer(after[m.end():])
+    runaway = _RUNAWAY.search(after) is not None
+    # A run-on into another prompt is read whole: it stands only when it restates this answer and no other.
+    window = after if runaway else after[:_AFTER_WINDOW]
+    stated = sorted([*_LATER.finditer(window), *(_ANSWER_LINE.finditer(window) if runaway else ())],
+                    key=lambda m: m.start())
+    restated = 0
+    for m in stated:
+        later = sentence_answer(window[m.end():])
         if not later:
             continue
         try:
             p = parse_answer(later)
         except AnswerError:
             continue
+        if isinstance(p, Relation):
+            p, _ = relation_value(p)
+            if p is None:
+                continue  # "the answer is x^2 = 4": not a value, and not this module's business here
+        if isinstance(p, (Latex,)) or (isinstance(p, Text) and not (isinstance(gold, (Text, Letter)) or choices_t)):
+            continue  # words or a form the fast path cannot compare: no contradiction it can tell
         outcome = _choice_outcome(p, gold, choices_t) or equal(p, gold)
         if outcome[0] is False:
             return True
-    return False
+        restated += outcome[0] is True
+    return runaway and not restated
+
+
+_AFTER_WINDOW = 2000  # characters after the answer searched for a revision, a refusal or a later answer
 
 
 def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, strict: bool = False,
@@ -204,7 +272,8 @@ def fast_verify(response: str, gold: str, choices: Sequence[str] | None = None, 
     if (isinstance(g, Letter) or choices_t) and (_HEDGE.match(strip_wrappers(pred_text)) or _is_hedge(pred_text)):
         return Verdict(False, pred_text, "hedged"), None
     verdict, sym = _judge(pred_text, gold_text(gold), g, choices_t)
-    if (verdict.correct or sym is not None) and (_REVISION.search(pred_text) or _revised(ex.after, g, choices_t)):
+    if (verdict.correct or sym is not None) and (_REVISION.search(pred_text) or _revised(ex.after, g, choices_t)
+                                                 or _offers_alternative(pred_text, ex.after)):
         return Verdict(False, pred_text, "hedged"), None
     return verdict, sym
 
@@ -222,5 +291,8 @@ def _judge(pred_text: str, gold: str, g: Answer, choices_t: tuple[str, ...] | No
         outcome = equal(p, g)
     ok, why = outcome
     if ok is None:
-        return Verdict(False, pred_text, why), normalise_latex(strip_wrappers(pred_text))
+        sym = normalise_latex(strip_wrappers(pred_text))
+        if not sym.isascii() and any(ord(c) > 127 and c not in normalise_latex(str(gold)) for c in sym):
+            return Verdict(False, pred_text, "mismatch"), None  # symbols the fast path does not know: never guessed
+        return Verdict(False, pred_text, why), sym
     return Verdict(bool(ok), pred_text, why if ok or why != "numeric" else "mismatch"), None

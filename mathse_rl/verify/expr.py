@@ -29,6 +29,11 @@ class ExprError(ValueError):
     """The string is not an expression this parser handles."""
 
 
+class SideBySide(ExprError):
+    """Two numbers written side by side ("3 4", "x 3", "3 (4)"): not a product a reader would see, so
+    the answer is not read as one value at all (never handed to the symbolic path either)."""
+
+
 _FUNCS = {
     "sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan,
     "cot": lambda z: 1 / cmath.tan(z), "sec": lambda z: 1 / cmath.cos(z), "csc": lambda z: 1 / cmath.sin(z),
@@ -45,7 +50,7 @@ _GREEK = {
 
 _TOKEN = re.compile(
     r"\s*(?:"
-    r"(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
+    r"(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?)"
     r"|(?P<cmd>\\[a-zA-Z]+|\\[{}|])"
     r"|(?P<word>[a-zA-Z]+)"
     r"|(?P<op>\*\*|[-+*/^(){}\[\]!_|,'])"
@@ -53,8 +58,9 @@ _TOKEN = re.compile(
 )
 
 
-def tokenize(s: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def tokenize(s: str) -> list[tuple[str, str, bool]]:
+    """Tokens as (kind, text, spaced): ``spaced`` says whether whitespace came before the token."""
+    out: list[tuple[str, str, bool]] = []
     pos, n = 0, len(s)
     while pos < n:
         m = _TOKEN.match(s, pos)
@@ -62,36 +68,38 @@ def tokenize(s: str) -> list[tuple[str, str]]:
             if s[pos:].strip() == "":
                 break
             raise ExprError(f"unexpected character {s[pos]!r}")
-        pos = m.end()
         kind = m.lastgroup
         text = m.group(kind)
+        spaced = m.start(kind) > pos
+        pos = m.end()
         if kind == "num" and text.endswith("."):
             text = text[:-1]
         if kind == "word":
             # A run of letters: a known function, else single-letter variables (xy = x*y).
             if text in _FUNCS or text == "sqrt":
-                out.append(("cmd", "\\" + text))
+                out.append(("cmd", "\\" + text, spaced))
             else:
                 # i is the imaginary unit (answers like 3+4i, e^{i\pi}); e is Euler's number.
-                out.extend(("const", ch) if ch in ("i", "e") else ("var", ch) for ch in text)
+                out.extend((("const", ch, spaced and k == 0) if ch in ("i", "e") else ("var", ch, spaced and k == 0))
+                           for k, ch in enumerate(text))
         else:
-            out.append((kind, text))
+            out.append((kind, text, spaced))
         if len(out) > MAX_TOKENS:
             raise ExprError("too many tokens")
     return out
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str]]):
+    def __init__(self, tokens: list[tuple[str, str, bool]]):
         self.t = tokens
         self.i = 0
         self.depth = 0
 
-    def peek(self, k: int = 0) -> tuple[str, str] | None:
+    def peek(self, k: int = 0) -> tuple[str, str, bool] | None:
         j = self.i + k
         return self.t[j] if j < len(self.t) else None
 
-    def take(self) -> tuple[str, str]:
+    def take(self) -> tuple[str, str, bool]:
         tok = self.peek()
         if tok is None:
             raise ExprError("unexpected end")
@@ -123,7 +131,7 @@ class _Parser:
     _DIV = {"/", r"\div"}
 
     def _starts_primary(self, tok) -> bool:
-        kind, text = tok
+        kind, text = tok[0], tok[1]
         if kind in ("num", "var", "const"):
             return True
         if kind == "op":
@@ -142,7 +150,14 @@ class _Parser:
                 self.i += 1
                 node = ("div", node, self.factor())
             elif self._starts_primary(tok):
-                node = ("mul", node, self.power())
+                # An implicit product never has a number on its right ("3 4", "x3", "\\frac{1}{2}4") and never
+                # joins two bare numbers across a space ("3 (4)"): a reader sees two numbers there.
+                if tok[0] == "num":
+                    raise SideBySide(f"a number after {self.t[self.i - 1][1]!r} with no operator")
+                right = self.power()
+                if tok[2] and _bare_number(node) and _bare_number(right):
+                    raise SideBySide("two numbers separated by a space")
+                node = ("mul", node, right)
             else:
                 break
         return node
@@ -200,14 +215,14 @@ class _Parser:
             # \frac12 means 1/2: a bare digit run as a macro argument is one digit.
             text = tok[1]
             if len(text) > 1 and text.isdigit():
-                self.t.insert(self.i, ("num", text[1:]))
+                self.t.insert(self.i, ("num", text[1:], False))
                 text = text[0]
             return ("num", text)
         return self.primary()
 
     def primary(self):
         self.enter()
-        kind, text = self.take()
+        kind, text, _ = self.take()
         node = None
         if kind == "num":
             node = ("num", text)
@@ -301,6 +316,10 @@ class _Parser:
         if power is not None:
             node = ("pow", node, power)
         return node
+
+
+def _bare_number(node) -> bool:
+    return node[0] == "num" or (node[0] == "neg" and node[1][0] == "num")
 
 
 def parse(s: str):

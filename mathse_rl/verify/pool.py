@@ -12,9 +12,13 @@ lazily and are killed at interpreter exit.
 Every failure frees the worker: a task whose input does not pickle is refused with a
 ValueError before a worker is taken; an interrupt (Ctrl-C) or any other exception
 while a task runs kills that worker (its late answer must not reach the next caller);
-a worker that overruns, crashes or is killed is replaced. A task's ``timeout`` counts
-from the moment a worker starts it; the wait for a free worker is bounded separately
-(``queue_timeout``) and reported on each result and in :meth:`WorkerPool.stats`.
+a worker that overruns, crashes or is killed is replaced, in the background (no caller
+waits for a process to start or be reaped). A task's ``timeout`` counts from the moment a
+worker starts it; a call's ``deadline`` bounds the whole call, the wait for a free worker
+included (``verify`` always sets one); without a deadline the wait is bounded by
+``queue_timeout``. At most ``max_waiting`` callers wait at once: one more is answered
+"busy" at once. A task whose worker dies under it is sent again, once. Waits, rejections
+and retries are reported on each result and in :meth:`WorkerPool.stats`.
 
 No worker outlives its parent by more than about a second, whatever it computes
 (a big-integer power holds the GIL for minutes, so a watcher thread inside the
@@ -51,7 +55,8 @@ from typing import Any, Callable
 
 _KILL_GRACE = 0.2  # seconds to wait for a killed worker to be reaped
 _RESTART_BACKOFF = 0.5  # seconds between starts after a worker died during start-up (no crash loops)
-QUEUE_TIMEOUT = 300.0  # default seconds a task may wait for a free worker (not part of its own timeout)
+QUEUE_TIMEOUT = 300.0  # default seconds a task may wait for a free worker, when the caller sets no deadline
+QUEUE_LIMIT = 64  # default callers that may wait for a free worker at once; one more is answered "busy" at once
 DEATH_WATCHES = ("auto", "pdeathsig", "lifeline")  # auto: pdeathsig on Linux, else the lifeline watchdog
 
 
@@ -224,17 +229,25 @@ def _discard_spawned(fut: concurrent.futures.Future) -> None:
 
 
 class WorkerPool:
-    """Up to ``size`` worker processes, each answering one task at a time."""
+    """Up to ``size`` worker processes, each answering one task at a time.
+
+    ``max_waiting`` bounds the callers waiting for a free worker at once: one more is answered at
+    once with status ``"busy"`` (the queue is full, the pool is saturated). ``queue_timeout``
+    bounds each wait; a call's ``deadline`` bounds the whole call, wait included.
+    """
 
     def __init__(self, size: int = 2, preload: bool = True, queue_timeout: float = QUEUE_TIMEOUT,
-                 death_watch: str = "auto"):
+                 death_watch: str = "auto", max_waiting: int = QUEUE_LIMIT):
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         if death_watch not in DEATH_WATCHES:
             raise ValueError(f"death_watch must be one of {DEATH_WATCHES}, got {death_watch!r}")
+        if max_waiting < 0:
+            raise ValueError(f"max_waiting must be >= 0, got {max_waiting}")
         self.size = size
         self.preload = preload  # warm math-verify in each worker before it takes tasks
         self.queue_timeout = queue_timeout  # seconds a task may wait for a free worker
+        self.max_waiting = max_waiting  # callers that may wait for a free worker at once; beyond: "busy"
         self.death_watch = death_watch  # how workers die with this process (see the module docstring)
         self._workers: list[_Worker] = []
         self._cond = threading.Condition()
@@ -243,52 +256,75 @@ class WorkerPool:
         self.started: list[int] = []  # pids of every worker ever started
         self.helpers: list[int] = []  # pids of the workers' watchdog processes (death_watch "lifeline")
         self._waiting = 0  # callers waiting for a free worker
-        self._last_failure = -1e9  # when a worker last died before it was ready
+        self._spawning = 0  # workers being started in the background
+        self._spawn_error: BaseException | None = None  # why the last background start failed
+        self._last_failure = -1e9  # when a worker last died before it was ready, or could not be started
         self._owner = os.getpid()  # a forked child must neither use nor kill its parent's workers
-        self._stats = {"calls": 0, "ok": 0, "errors": 0, "timeouts": 0, "queue_timeouts": 0, "died": 0,
-                       "interrupted": 0, "queue_wait_total": 0.0, "queue_wait_max": 0.0, "run_time_max": 0.0}
+        self._stats = {"calls": 0, "ok": 0, "errors": 0, "timeouts": 0, "queue_timeouts": 0, "rejected": 0,
+                       "died": 0, "retried": 0, "interrupted": 0, "queue_wait_total": 0.0, "queue_wait_max": 0.0,
+                       "run_time_max": 0.0}
         _POOLS.add(self)
 
     # -------------------------------------------------------------- lifecycle
-    def _start_worker(self) -> None:
-        fut = _spawner().submit(lambda: _spawn_worker(self.preload, self.death_watch))
-        try:
-            proc, conn = fut.result()
-        except BaseException:
-            if not fut.done():  # interrupted while the spawner works: kill the worker when it arrives
-                fut.add_done_callback(_discard_spawned)
-            raise
-        self._workers.append(_Worker(proc, conn))
-        self.started.append(proc.pid)
+    def _spawn_async(self) -> None:
+        """Start one worker in the background (caller holds ``_cond``); it joins the pool when its process
+        exists, and announces itself warm on its pipe. Nobody waits here: a caller's deadline never pays
+        for a process start."""
+        self._spawning += 1
 
-    def _drop(self, w: _Worker, kill: bool) -> None:
-        if kill and w.proc.is_alive():
-            w.proc.kill()
-            self.killed += 1
-        w.proc.join(_KILL_GRACE)
-        try:
-            w.conn.close()
-        except OSError:
-            pass
+        def done(fut: concurrent.futures.Future) -> None:
+            with self._cond:
+                self._spawning -= 1
+                err = fut.exception()
+                if err is not None:
+                    self._spawn_error, self._last_failure = err, time.monotonic()
+                elif self._closed:
+                    _discard_spawned(fut)
+                else:
+                    proc, conn = fut.result()
+                    self._spawn_error = None
+                    self._workers.append(_Worker(proc, conn))
+                    self.started.append(proc.pid)
+                self._cond.notify_all()
+
+        _spawner().submit(lambda: _spawn_worker(self.preload, self.death_watch)).add_done_callback(done)
+
+    def _retire(self, w: _Worker, kill: bool) -> None:
+        """Take ``w`` out of the pool now (SIGKILL when ``kill``); reaping it happens in the background."""
         with self._cond:
             if w in self._workers:
                 self._workers.remove(w)
+            if kill and w.proc.is_alive():
+                w.proc.kill()
+                self.killed += 1
             self._cond.notify_all()
+
+        def reap() -> None:
+            w.proc.join(_KILL_GRACE)
+            try:
+                w.conn.close()
+            except OSError:
+                pass
+
+        _spawner().submit(reap)
+
+    def _drop(self, w: _Worker, kill: bool) -> None:
+        self._retire(w, kill)
 
     def grow(self, size: int) -> None:
         with self._cond:
             self.size = max(self.size, size)
 
     def start(self, n: int | None = None, wait: float = 0.0) -> None:
-        """Start workers now (up to ``n``, default all) and wait up to ``wait`` s for them."""
+        """Start workers now (up to ``n``, default all) and wait up to ``wait`` s for them to be warm."""
         with self._cond:
-            while len(self._workers) < min(self.size, n or self.size):
-                self._start_worker()
+            while len(self._workers) + self._spawning < min(self.size, n or self.size):
+                self._spawn_async()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with self._cond:
                 self._collect_ready()
-                if all(w.ready for w in self._workers):
+                if not self._spawning and all(w.ready for w in self._workers):
                     return
             time.sleep(0.02)
 
@@ -325,10 +361,10 @@ class WorkerPool:
             return [w.proc.pid for w in self._workers if w.proc.pid is not None]
 
     def stats(self) -> dict[str, float]:
-        """Counts since the pool was made: tasks sent (``calls``), ``ok``, ``errors``, ``timeouts``
-        (a started task overran), ``queue_timeouts`` (no worker in time), ``died`` (a worker crashed or
-        was killed mid-task), ``interrupted``, ``killed``, and the queue wait (total, max) and the
-        longest run in seconds."""
+        """Counts since the pool was made: tasks sent (``calls``), ``ok``, ``errors``, ``timeouts`` (a started
+        task overran), ``queue_timeouts`` (no worker free in time), ``rejected`` (the queue was full),
+        ``died`` (a worker crashed or was killed mid-task), ``retried`` (tasks sent again after that),
+        ``interrupted``, ``killed``, and the queue wait (total, max) and the longest run in seconds."""
         with self._cond:
             return {**self._stats, "killed": self.killed, "workers": len(self._workers)}
 
@@ -360,24 +396,39 @@ class WorkerPool:
                 self._workers.remove(w)  # died while idle (killed from outside)
                 w.conn.close()
 
-    def _acquire(self, deadline: float) -> _Worker | None:
+    def _take_free(self) -> _Worker | None:
+        """A warm idle worker, marked busy (caller holds ``_cond``), or None."""
+        if self._closed:
+            raise RuntimeError("worker pool is closed")
+        self._collect_ready()
+        for w in self._workers:
+            if w.ready and not w.busy:
+                w.busy = True
+                return w
+        return None
+
+    def _acquire(self, deadline: float) -> _Worker | None | str:
+        """A free, warm worker; None when ``deadline`` passes first; "busy" when the queue is full."""
         with self._cond:
+            free = self._take_free()
+            if free is not None:
+                return free
+            if self._waiting >= self.max_waiting:
+                return "busy"
             self._waiting += 1
             try:
                 while True:
-                    if self._closed:
-                        raise RuntimeError("worker pool is closed")
-                    self._collect_ready()
-                    for w in self._workers:
-                        if w.ready and not w.busy:
-                            w.busy = True
-                            return w
-                    # One new worker per waiting caller beyond those already starting.
-                    starting = sum(not w.ready for w in self._workers)
-                    if len(self._workers) < self.size and starting < self._waiting \
+                    free = self._take_free()
+                    if free is not None:
+                        return free
+                    # One new worker per waiting caller beyond those already starting, started in the background.
+                    starting = sum(not w.ready for w in self._workers) + self._spawning
+                    if len(self._workers) + self._spawning < self.size and starting < self._waiting \
                             and time.monotonic() - self._last_failure > _RESTART_BACKOFF:
-                        self._start_worker()
+                        self._spawn_async()
                         continue
+                    if self._spawn_error is not None and not self._workers and not self._spawning:
+                        raise RuntimeError(f"no verifier worker could be started: {self._spawn_error!r}")
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
@@ -391,11 +442,17 @@ class WorkerPool:
             w.busy = False
             self._cond.notify()
 
-    def call(self, kind: str, payload: Any, timeout: float, queue_timeout: float | None = None) -> Outcome:
-        """Run one task; returns ("ok", result), ("error", message) or ("timeout", None) as an :class:`Outcome`.
+    def call(self, kind: str, payload: Any, timeout: float, queue_timeout: float | None = None,
+             deadline: float | None = None, retries: int = 1) -> Outcome:
+        """Run one task; returns ("ok", result), ("error", message), ("timeout", None) or ("busy", None)
+        as an :class:`Outcome`.
 
         ``timeout`` counts from the moment a worker starts the task; the wait for a free worker is
         bounded by ``queue_timeout`` (default: the pool's) and reported as ``Outcome.queue_wait``.
+        ``deadline`` (a ``time.monotonic()`` value) bounds the whole call, the wait included: past it
+        the task is not started, or its worker is killed. ``busy``: the queue was full (``max_waiting``
+        callers already waiting), answered at once. A worker that dies mid-task (crash, outside kill)
+        has the task sent again, ``retries`` times, within the same limits.
         An input that cannot be pickled raises ValueError before any worker is taken.
         """
         try:
@@ -405,19 +462,45 @@ class WorkerPool:
                              f"(it must be picklable): {type(err).__name__}: {err}") from err
         t0 = time.monotonic()
         limit = self.queue_timeout if queue_timeout is None else queue_timeout
+        wait_until = t0 + max(0.0, limit)
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
+        run_budget = max(0.0, timeout)
+        waited = ran = 0.0
+        for attempt in range(max(0, retries) + 1):
+            out = self._attempt(data, wait_until, run_budget, deadline)
+            waited += out.queue_wait
+            ran += out.run_time
+            if out.status != "died":
+                return Outcome(out.status, out.result, waited, ran, out.started)
+            run_budget -= out.run_time  # the retry gets what the item had left
+            if attempt < retries:
+                if run_budget <= 0 or (deadline is not None and time.monotonic() >= deadline):
+                    return Outcome("timeout", None, waited, ran, True)
+                self._note(retried=1)
+        return Outcome("error", out.result, waited, ran, True)
+
+    def _attempt(self, data: bytes, wait_until: float, run_budget: float, deadline: float | None) -> Outcome:
+        """One try: ("died", message) when the worker died mid-task, else the task's outcome."""
+        t0 = time.monotonic()
         w: _Worker | None = None
         waited = started = 0.0
         try:
-            w = self._acquire(t0 + max(0.0, limit))
+            got = self._acquire(wait_until)
             waited = time.monotonic() - t0
             self._note(queue_wait_total=waited, queue_wait_max=waited)
-            if w is None:
+            if got == "busy":
+                self._note(rejected=1)
+                return Outcome("busy", None, waited, 0.0, started=False)
+            if got is None:
                 self._note(queue_timeouts=1)
                 return Outcome("timeout", None, waited, 0.0, started=False)
+            w = got  # type: ignore[assignment]
             started = time.monotonic()
+            budget = run_budget if deadline is None else min(run_budget, deadline - started)
             self._note(calls=1)
             w.conn.send_bytes(data)
-            if w.conn.poll(max(0.0, timeout)):
+            if w.conn.poll(max(0.0, budget)):
                 status, result = w.conn.recv()
                 ran = time.monotonic() - started
                 self._release(w)
@@ -425,32 +508,32 @@ class WorkerPool:
                 self._note(run_time_max=ran, **{"ok" if status == "ok" else "errors": 1})
                 return Outcome(status, result, waited, ran)
             ran = time.monotonic() - started
-            self._drop(w, kill=True)
+            self._retire(w, kill=True)
             w = None
             self._note(timeouts=1, run_time_max=ran)
             self._replace()
             return Outcome("timeout", None, waited, ran)
         except (EOFError, OSError) as err:  # the worker crashed or was killed mid-task
+            ran = time.monotonic() - started if started else 0.0
             if w is not None:
-                self._drop(w, kill=True)
+                self._retire(w, kill=True)
                 w = None
                 self._note(died=1)
                 self._replace()
-            ran = time.monotonic() - started if started else 0.0
-            return Outcome("error", f"worker died: {err!r}", waited, ran, started=bool(started))
+            return Outcome("died", f"worker died: {err!r}", waited, ran, started=bool(started))
         except BaseException:
             # Interrupted (Ctrl-C) or failed while a worker held the task: kill it, or its late answer
             # would be read by the next caller, and the pool would count it busy forever.
             if w is not None:
-                self._drop(w, kill=True)
+                self._retire(w, kill=True)
                 self._note(interrupted=1)
             raise
 
     def _replace(self) -> None:
-        """Start a successor for a killed worker now, so it is warm by the next task."""
+        """Start a successor for a retired worker now (in the background), so it is warm by the next task."""
         with self._cond:
-            if not self._closed and len(self._workers) < self.size:
-                self._start_worker()
+            if not self._closed and len(self._workers) + self._spawning < self.size:
+                self._spawn_async()
 
 
 _POOLS: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()

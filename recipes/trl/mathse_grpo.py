@@ -24,7 +24,9 @@ from trl import TrlParser
 from mathse_rl.data.loaders import GOLD_COLUMNS, load_problems
 from mathse_rl.integrations.trl import MathSEConfig, MathSETrainer, make_reward_func
 from mathse_rl.integrations.trl.backends import load_model, load_policy
+from mathse_rl.integrations.trl.policy import policy_dtype, save_full_model
 from mathse_rl.integrations.trl.trainer import online_dataset
+from mathse_rl.plan import preflight_online
 
 
 @dataclass
@@ -50,18 +52,22 @@ def main() -> None:
     if script.resume and checkpoint is None:
         checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
         print(f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {args.output_dir}; starting fresh")
-    dtype = "bfloat16" if args.bf16 else "float32"
+    # Refuse a launch that cannot fit (e.g. the 7B recipe under plain DDP) before loading anything.
+    preflight_online(vars(args), script.model)
+    # A full fine-tune keeps fp32 master weights (bf16 is the compute dtype); LoRA keeps a bf16 base.
+    dtype = policy_dtype(args.bf16, bool(args.lora))
     model, processor = load_policy(script.model, dtype=dtype)
-    if checkpoint:
+    if checkpoint and os.path.exists(os.path.join(checkpoint, "config.json")):
         # The weights come through from_pretrained: the trainer's own reload matches no key of a
-        # Qwen2.5-VL saved in the hub layout and would go on from the base weights.
+        # Qwen2.5-VL saved in the hub layout and would go on from the base weights. (A sharded FSDP or a
+        # LoRA checkpoint holds no loadable model; the trainer restores those itself.)
         model = load_model(checkpoint, dtype=dtype)
     trainer = MathSETrainer(model=model, reward_funcs=[make_reward_func(r) for r in script.reward_funcs], args=args,
                             train_dataset=online_dataset(problems), processing_class=processor)
     trainer.train(resume_from_checkpoint=checkpoint)
-    # Every process takes part (FSDP / ZeRO-3 gather their shards); the main process writes the
-    # weights and the processor parts that generation needs (see load_processing).
-    trainer.save_model(f"{args.output_dir}/final")
+    # Every process takes part (FSDP / ZeRO-3 gather their shards, LoRA is merged); the main process
+    # writes the weights and the processor parts that generation needs (see load_processing).
+    save_full_model(trainer, f"{args.output_dir}/final")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""A stand-in for ``vllm.LLM`` with its offline contract: ``get_tokenizer().apply_chat_template``,
-``generate(requests, SamplingParams)`` returning one output per request with ``n`` texts.
-Each text names the GPUs the engine process saw, so tests can check how prompts were spread."""
+"""A stand-in for ``vllm.LLM`` with its offline contract and its process model.
+
+Contract: ``get_tokenizer().apply_chat_template``, ``generate(requests, SamplingParams)`` returning one
+output per request with ``n`` texts. Process model: as vLLM V1 (``VLLM_ENABLE_V1_MULTIPROCESSING=1``, the
+default), the engine's core runs in a child process that ``LLM(...)`` starts (vLLM's ``EngineCore`` is a
+``multiprocessing`` process of its own); ``generate`` hands the requests to it and waits for the outputs.
+A process that may not have children (a daemon) therefore fails here as it would with vLLM. Each text
+names the GPUs and the pids of the engine's process and its core, so tests can check where prompts went.
+"""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from types import SimpleNamespace
 
@@ -19,15 +26,39 @@ class _Tokenizer:
         return content if isinstance(content, str) else " ".join(c.get("text", "<image>") for c in content)
 
 
+def _engine_core(conn, tp: int) -> None:
+    """The child process: requests in, texts out, until ``None`` or the parent goes away."""
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        prompts, n, parent = msg
+        conn.send([[f"gpus={devices} tp={tp} pid={parent} core={os.getpid()} images={k_img} k={k} {p}"
+                    for k in range(n)] for p, k_img in prompts])
+
+
 class FakeLLM:
     def __init__(self, model: str, tensor_parallel_size: int = 1, **options):
         self.model, self.tp, self.options = model, tensor_parallel_size, options
-        self.devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        # vLLM V1 starts its EngineCore this way (a daemon child of the process that builds the LLM).
+        self.core = ctx.Process(target=_engine_core, args=(child, tensor_parallel_size), daemon=True)
+        self.core.start()
 
     def get_tokenizer(self):
         return _Tokenizer()
 
     def generate(self, requests, params, use_tqdm=False):
-        return [SimpleNamespace(outputs=[SimpleNamespace(
-            text=f"gpus={self.devices} tp={self.tp} pid={os.getpid()} images={len(r.get('multi_modal_data', {}))} "
-                 f"k={k} {r['prompt']}") for k in range(params.n)]) for r in requests]
+        self._conn.send(([(r["prompt"], len(r.get("multi_modal_data", {}))) for r in requests], params.n,
+                         os.getpid()))
+        return [SimpleNamespace(outputs=[SimpleNamespace(text=t) for t in texts]) for texts in self._conn.recv()]
+
+    def shutdown(self):
+        if self.core.is_alive():
+            self._conn.send(None)
+            self.core.join(timeout=10)

@@ -266,10 +266,14 @@ def test_the_online_recipe_resumes_and_saves_through_save_model(tiny_vlm_path, t
 
 
 def test_vllm_data_parallel_engines_split_prompts_and_keep_their_order(monkeypatch):
-    """Two engines x tensor parallel 2 over four visible GPUs, with a stand-in for ``vllm.LLM``:
-    each engine process sees its own two GPUs, the prompts are split 3 + 2, the answers come back
-    in prompt order, and ``release()`` ends the engine processes. (vLLM itself is not installed
-    here: this checks our side of the contract, not vLLM.)"""
+    """Two engines x tensor parallel 2 over four visible GPUs, with a stand-in for ``vllm.LLM`` that
+    starts its engine core as a child process, as vLLM V1 does (so an engine process that may not have
+    children, a daemon, fails here as on a GPU node): each engine process sees its own two GPUs, the
+    prompts are split 3 + 2, the answers come back in prompt order, and ``release()`` ends the engine
+    processes and their cores. (vLLM itself is not installed here: this checks our side of the
+    contract and the process model, not vLLM.)"""
+    import psutil
+
     from mathse_rl.integrations.trl.backends import VLLMGenerator
 
     class Fake(VLLMGenerator):
@@ -287,9 +291,14 @@ def test_vllm_data_parallel_engines_split_prompts_and_keep_their_order(monkeypat
         assert [o[0].split()[0] for o in outs] == ["gpus=4,5"] * 3 + ["gpus=6,7"] * 2
         assert all(" tp=2 " in o[0] for o in outs)
         procs = [p for p, _ in gen.workers]
+        assert not any(p.daemon for p in procs)
+        cores = {int(o[0].split(" core=")[1].split()[0]) for o in outs}
+        workers = {int(o[0].split(" pid=")[1].split()[0]) for o in outs}
+        assert len(cores) == 2 and workers == {p.pid for p in procs} and not cores & workers
     finally:
         gen.release()
     assert not gen.workers and not any(p.is_alive() for p in procs)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in cores)
 
 
 @pytest.mark.parametrize("name", ["fsdp.yaml", "zero3.yaml", "zero3_hostfile.yaml", "zero3_offload_1gpu.yaml"])
@@ -303,7 +312,8 @@ def test_launcher_configs_are_read_by_accelerate(name):
     if cfg.deepspeed_config:
         assert cfg.deepspeed_config["zero_stage"] == 3 and cfg.deepspeed_config["zero3_save_16bit_model"]
     else:
-        assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        # in-stage checkpoints sharded (each rank its 1/N); the delivered model is saved whole (save_full_model)
+        assert cfg.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
 
 
 def test_the_global_batch_is_checked_at_load():

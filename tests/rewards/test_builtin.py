@@ -34,7 +34,9 @@ def test_verifier_matches_verify_on_each_sample():
     cases = [("The answer to this problem is 1/2.", "0.5"), ("The answer to this problem is 3 cm.", "30 mm"),
              ("nothing here", "4"), ("The answer to this problem is x+1.", "1+x")]
     outs = get_reward("verifier")([sample(r, g) for r, g in cases])
-    assert [o.score for o in outs] == [verify(r, g).score for r, g in cases]
+    assert [o.score for o in outs] == [verify(r, g, strict=True).score for r, g in cases]  # a training reward
+    lenient = get_reward("verifier", strict=False)([sample(r, g) for r, g in cases])
+    assert [o.score for o in lenient] == [verify(r, g).score for r, g in cases]
 
 
 @pytest.mark.parametrize("response, form, pred", [

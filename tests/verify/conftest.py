@@ -60,6 +60,15 @@ def warm_pool():
     assert not leaked, f"verifier workers left running: {leaked}"
 
 
+@pytest.fixture
+def pool():
+    """A private one-worker pool without math-verify preloaded (fast to start and to replace)."""
+    p = verify_pool.WorkerPool(size=1, preload=False)
+    p.start(wait=30.0)
+    yield p
+    p.close()
+
+
 def pytest_generate_tests(metafunc):
     """Parametrize ``dev_case`` over the shared dev cases (one skipped param when absent)."""
     if "dev_case" in metafunc.fixturenames:

@@ -172,3 +172,9 @@ def test_gold_validity(gold, valid):
     assert (parse_gold(gold) is not None) is valid
     if not valid:
         assert verify("\\boxed{7}", gold).reason == "no_gold"
+
+
+@pytest.mark.parametrize("response", ["I pick (C).", "I pick C.", "A good choice is C."])
+def test_a_capital_used_as_a_word_is_not_a_second_option(response):
+    # "I" and "A" followed by a lowercase word are a pronoun and an article, not options I or A.
+    check(response, "3", True, choices=["1", "2", "3"])

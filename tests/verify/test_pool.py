@@ -39,14 +39,6 @@ def _wait_gone(pid: int, limit: float) -> float | None:
     return None
 
 
-@pytest.fixture
-def pool():
-    p = WorkerPool(size=1, preload=False)
-    p.start(wait=30.0)
-    yield p
-    p.close()
-
-
 def _interrupt_main_after(delay: float) -> threading.Timer:
     main = threading.main_thread().ident
     t = threading.Timer(delay, signal.pthread_kill, args=(main, signal.SIGINT))
@@ -109,7 +101,7 @@ def test_unpicklable_choices_leave_the_next_batch_unaffected():
 def test_a_worker_killed_mid_task_is_an_error_and_replaced(pool):
     victim = pool.pids[0]
     threading.Timer(0.3, os.kill, args=(victim, signal.SIGKILL)).start()
-    status, _ = pool.call("sleep", 30.0, timeout=20.0)
+    status, _ = pool.call("sleep", 30.0, timeout=20.0, retries=0)  # with no retry (the default retries once)
     assert status == "error"
     assert pool.call("echo", 7, timeout=30.0) == ("ok", 7)
     assert victim not in pool.pids

@@ -99,8 +99,8 @@ def test_verifier_reward_strict_option():
 
     samples = [RewardInput(question="q", response="so we get 9", gold="9"),
                RewardInput(question="q", response="The answer to this problem is 9.", gold="9")]
-    assert [o.score for o in get_reward("verifier")(samples)] == [1.0, 1.0]
-    strict = get_reward("verifier", strict=True)
+    assert [o.score for o in get_reward("verifier", strict=False)(samples)] == [1.0, 1.0]
+    strict = get_reward("verifier")  # a training reward: strict unless told otherwise
     outs = strict(samples)
     assert [o.score for o in outs] == [0.0, 1.0]
     assert outs[0].extras["reason"] == "no_final_answer"

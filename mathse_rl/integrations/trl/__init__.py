@@ -12,6 +12,8 @@ from typing import Any
 # attribute -> module that defines it
 _LAZY: dict[str, str] = {
     "make_reward_func": "mathse_rl.integrations.trl.rewards",
+    "JudgeRewardFunc": "mathse_rl.integrations.trl.rewards",
+    "bind_judge_rewards": "mathse_rl.integrations.trl.rewards",
     "verifier": "mathse_rl.integrations.trl.rewards",
     "format_reward": "mathse_rl.integrations.trl.rewards",
     "orm": "mathse_rl.integrations.trl.rewards",

@@ -14,12 +14,15 @@ conversational prompt/completion rows with images.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
+from mathse_rl.integrations.trl.policy import lora_config, policy_dtype, save_full_model, stage_reporting
 from mathse_rl.models.tiny import encode_batch
 
 logger = logging.getLogger(__name__)
@@ -50,26 +53,19 @@ def load_model(path: str, *, dtype: str = "float32", device: str | None = None):
 
 
 def load_processing(path: str):
-    """Processor or tokenizer saved next to a model, with left padding for generation.
+    """Processor (VLM) or tokenizer (LM) saved next to a model, with left padding for generation.
 
-    Qwen-VL checkpoints are rebuilt from their saved parts (no video processor, so no
-    torchvision); other models go through ``AutoProcessor``.
+    Through ``AutoProcessor`` with the checkpoint's own chat template (images-only where the video processor
+    would need torchvision; a checkpoint without a chat template is an error): see
+    :func:`mathse_rl.models.tiny.load_processor`.
     """
-    from transformers import AutoConfig
-
     from mathse_rl.models.tiny import load_processor
 
-    config = AutoConfig.from_pretrained(path)
-    if not _is_vlm(path) or config.model_type in ("qwen2_vl", "qwen2_5_vl"):
-        proc = load_processor(path)
-        if getattr(proc, "tokenizer", None) is not None:
-            # trainer.save_model and trl's checkpoints call processing_class.save_pretrained, which
-            # for this processor (no video processor) fails: save the parts that load back instead.
-            proc.save_pretrained = lambda save_directory, **_: save_processing(proc, save_directory)
-    else:
-        from transformers import AutoProcessor
-
-        proc = AutoProcessor.from_pretrained(path)
+    proc = load_processor(path)
+    if getattr(proc, "tokenizer", None) is not None and getattr(proc, "video_processor", None) is None:
+        # trainer.save_model and trl's checkpoints call processing_class.save_pretrained; without a video
+        # processor, save the parts that load back (tokenizer with the chat template, image processor).
+        proc.save_pretrained = lambda save_directory, **_: save_processing(proc, save_directory)
     tok = getattr(proc, "tokenizer", proc)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -220,10 +216,14 @@ class VLLMGenerator:
             ctx = mp.get_context("spawn")  # CUDA and vLLM do not survive fork
             for devices in engine_devices(self.dp, self.tp):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_engine_worker, daemon=True, args=(
+                # Not a daemon: vLLM V1 starts its EngineCore as a child process, which a daemon may not have.
+                # The engine exits when released, when its pipe closes (this process died) or at exit (atexit).
+                proc = ctx.Process(target=_engine_worker, daemon=False, args=(
                     child, model_path, self._engine_options(), devices, self.engine, self.sampling))
                 proc.start()
+                child.close()
                 self.workers.append((proc, parent))
+            _LIVE_GENERATORS.add(self)
             for proc, conn in self.workers:  # wait until every engine is up (or report why not)
                 status = conn.recv()
                 if status != "ready":
@@ -238,12 +238,14 @@ class VLLMGenerator:
                 conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
-        for proc, _ in self.workers:
+        for proc, conn in self.workers:
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=10)
+            conn.close()
         self.workers = []
+        _LIVE_GENERATORS.discard(self)
         if self.llm is None:
             self.model_path = None
             return
@@ -333,8 +335,20 @@ def _vllm_generate(llm: Any, sampling_cls: Any, messages, images, params) -> lis
     return [[o.text for o in out.outputs] for out in outs]
 
 
+# Generators with engine processes, released at interpreter exit: the engines are not daemons, and
+# multiprocessing's own exit handler would otherwise wait for them while they wait for requests.
+_LIVE_GENERATORS: "weakref.WeakSet[VLLMGenerator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _release_engines() -> None:
+    for gen in list(_LIVE_GENERATORS):
+        gen.release()
+
+
 def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str, engine: str, sampling: str) -> None:
-    """One engine process: its own GPUs, requests in, answers out, until ``None``."""
+    """One engine process: its own GPUs, requests in, answers out, until ``None`` or the loop's end of the
+    pipe closes (the loop exited or was killed); the engine is shut down before the process exits."""
     import os
 
     os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before the engine initialises CUDA
@@ -345,34 +359,38 @@ def _engine_worker(conn, model_path: str, options: dict[str, Any], devices: str,
         conn.send(repr(exc))
         return
     conn.send("ready")
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        try:
-            conn.send(_vllm_generate(llm, sampling_cls, *msg))
-        except Exception as exc:
-            conn.send(RuntimeError(repr(exc)))
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            try:
+                conn.send(_vllm_generate(llm, sampling_cls, *msg))
+            except Exception as exc:
+                conn.send(RuntimeError(repr(exc)))
+    finally:
+        shutdown = getattr(llm, "shutdown", None) or getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()  # ends the engine's own core process(es)
+            except Exception as exc:  # the process is exiting anyway
+                logger.debug("vLLM shutdown: %s", exc)
 
 
 # ----------------------------------------------------------------------------- training
 def rows_to_dataset(rows: Sequence[Any]):
-    """trl's conversational prompt/completion format; images decode lazily from their paths."""
-    from datasets import Dataset, Image, Sequence as HFSequence
+    """trl's conversational prompt/completion format; images decode lazily from their paths; text-only and
+    image rows may be mixed (:func:`mathse_rl.integrations.trl.conversational.conversational_dataset`)."""
+    from mathse_rl.integrations.trl.conversational import conversational_dataset
 
-    has_images = any(r.images for r in rows)
     data: dict[str, list[Any]] = {
         "prompt": [r.messages for r in rows],
         "completion": [[{"role": "assistant", "content": r.response}] for r in rows],
     }
-    if not has_images:
-        return Dataset.from_dict(data)
-    pil = any(not isinstance(i, str) for r in rows for i in r.images)
-    data["images"] = [list(r.images) for r in rows]
-    ds = Dataset.from_dict(data)
-    if not pil:
-        ds = ds.cast_column("images", HFSequence(Image()))
-    return ds
+    return conversational_dataset(data, [list(r.images) for r in rows])
 
 
 class SFTBackend:
@@ -390,6 +408,7 @@ class SFTBackend:
 
     def __init__(self, config: Any):
         self.cfg = config.train
+        self.tracking = getattr(config, "tracking", None)  # SFT stages log to the run's trackers (wandb)
         self.last_log_history: list[dict[str, Any]] = []
 
     def train(self, rows, init_model: str, output_dir: str) -> str:
@@ -401,7 +420,7 @@ class SFTBackend:
         work = Path(output_dir).with_name(Path(output_dir).name + ".trainer") / _stage_key(rows, init_model, t)
         kwargs: dict[str, Any] = dict(
             output_dir=str(work), use_cpu=use_cpu, bf16=t.bf16 and not use_cpu,
-            gradient_checkpointing=t.gradient_checkpointing, report_to="none",
+            gradient_checkpointing=t.gradient_checkpointing, **stage_reporting(self.tracking, output_dir),
             per_device_train_batch_size=t.per_device_train_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
             lr_scheduler_type=t.lr_scheduler_type, warmup_steps=0, weight_decay=t.weight_decay,
@@ -416,8 +435,15 @@ class SFTBackend:
         # Resuming, the weights come from the checkpoint through from_pretrained: the trainer's own
         # reload (load_state_dict, strict=False) matches no key of a Qwen2.5-VL saved in the hub
         # layout and would silently go on from the init weights (measured: step-3 loss back at step 1's).
-        model = load_model(str(last) if last else init_model, dtype="float32")
-        trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing)
+        # (A sharded FSDP checkpoint or a LoRA one holds no loadable model: the trainer restores those itself.)
+        lora = dict(getattr(t, "lora", None) or {})
+        if lora and _sharded_launch():
+            raise ValueError("train.lora runs unsharded (its merged save needs the whole model in one process): "
+                             "launch the stage without an FSDP/DeepSpeed config (launch.config_file=null)")
+        loadable = last is not None and (last / "config.json").exists()
+        model = load_model(str(last) if loadable else init_model, dtype=policy_dtype(t.bf16 and not use_cpu, bool(lora)))
+        trainer = SFTTrainer(model=model, args=args, train_dataset=rows_to_dataset(rows), processing_class=processing,
+                             peft_config=lora_config(lora) if lora else None)
         total = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
         # trl/transformers read a float warmup below 1 as a ratio rounded *up*: a one-step stage
         # would warm up for its only step at learning rate 0. Whole steps, rounded down.
@@ -437,6 +463,13 @@ class SFTBackend:
             "losses": [h["loss"] for h in self.last_log_history if "loss" in h]})
         del trainer, model
         return path
+
+
+def _sharded_launch() -> bool:
+    """Whether this process runs under accelerate's FSDP or DeepSpeed (the variables its launcher sets)."""
+    import os
+
+    return any(os.environ.get(v, "").lower() == "true" for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
 def _optimizer_state_on_cpu(trainer: Any) -> None:
@@ -488,7 +521,7 @@ def _save_final(trainer: Any, output_dir: str, info: dict[str, Any]) -> str:
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
-    trainer.save_model(str(tmp))  # with the processor parts (load_processing makes that save work)
+    save_full_model(trainer, str(tmp))  # whole (FSDP shards gathered, LoRA merged), with the processor parts
     if acc.is_main_process:
         losses = info.get("losses") or []
         (tmp / "mathse_train.json").write_text(json.dumps({

@@ -19,11 +19,14 @@ Ready-made callables for a ``trl grpo`` YAML (``reward_funcs: [mathse_rl.integra
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 from mathse_rl.data.loaders import GOLD_COLUMNS, gold_of
 from mathse_rl.rewards import Reward, get_reward
 from mathse_rl.types import RewardInput, RewardOutput
+
+logger = logging.getLogger(__name__)
 
 # The reference answer follows the one gold-column rule (mathse_rl.data.loaders.gold_of), per row.
 IMAGE_COLUMNS: tuple[str, ...] = ("images", "image")
@@ -150,6 +153,104 @@ class AsyncRewardFunc(RewardFunc):
         columns = {k: v for k, v in kwargs.items() if k not in _TRL_KWARGS}
         outs = await self.reward.acall(self.samples(prompts, completions, columns))
         return self._report(outs, log_extra, log_metric)
+
+
+class JudgeRewardFunc(RewardFunc):
+    """The reward derived from the MathSE step's judge, in trl's reward-function interface.
+
+    reward(c) is :meth:`mathse_rl.step.Judge.reward_of` of the judge's verdict on c: the same
+    judgment the step accepts, critiques and reflects on, with the same options. Inside
+    ``MathSETrainer`` the verdicts the step has just given the batch's completions are used as they
+    are (:meth:`remember`), so nothing is judged twice (an ORM is not asked again, a verifier timeout
+    cannot land differently); on completions it has not judged, the same judge judges them.
+
+        >>> from mathse_rl.step import Judge
+        >>> f = JudgeRewardFunc(Judge())
+        >>> f(prompts=["?", "?"], completions=["So there are 5 bars.", "The answer to this problem is 5."],
+        ...   solution=["5", "5"])
+        [0.0, 1.0]
+    """
+
+    def __init__(self, judge: Any, *, name: str | None = None, gold_column: str | Sequence[str] | None = None,
+                 choices_column: str = "choices", image_columns: Sequence[str] = IMAGE_COLUMNS,
+                 log_extras: bool = True):
+        self.judge = judge
+        self._recent: tuple[list[str], list[Any]] | None = None  # the step's last verdicts, by completion
+        super().__init__(judge.name, gold_column=gold_column, choices_column=choices_column,
+                         image_columns=image_columns, log_extras=log_extras)
+        self.__name__ = name or judge.name
+
+    @property
+    def reward(self) -> Reward:
+        return self.judge.reward
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_recent": None}
+
+    def remember(self, texts: Sequence[str], verdicts: Sequence[Any]) -> None:
+        """The step's verdicts on the completions trl is about to score (in the same order)."""
+        self._recent = (list(texts), list(verdicts))
+
+    def verdicts(self, samples: Sequence[RewardInput]) -> list[Any]:
+        from mathse_rl.types import Problem
+
+        texts = [s.response for s in samples]
+        if self._recent is not None and self._recent[0] == texts:
+            return self._recent[1]
+        problems = [Problem(id=str(s.extra.get("index", i)), question=s.question, gold=s.gold, images=s.images,
+                            choices=s.choices, data_source=s.data_source) for i, s in enumerate(samples)]
+        return self.judge.judge(problems, texts)
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (),
+                 log_extra: Any = None, log_metric: Any = None, **kwargs: Any) -> list[float | None]:
+        columns = {k: v for k, v in kwargs.items() if k not in _TRL_KWARGS}
+        verdicts = self.verdicts(self.samples(prompts, completions, columns))
+        outs = [RewardOutput(self.judge.reward_of(v), dict(v.extras)) for v in verdicts]
+        return self._report(outs, log_extra, log_metric)
+
+
+def bind_judge_rewards(reward_funcs: Any, judge: Any, *, judge_setting: str = "MathSEConfig") -> list[Any]:
+    """trl ``reward_funcs`` for a trainer whose MathSE step judges with ``judge``: one verdict per path.
+
+    Each of our reward functions that decides correctness (``verifier``, ``orm``, ... alone or in a
+    composite) is replaced by a :class:`JudgeRewardFunc` on ``judge`` (same name, so trl logs it as
+    before): what it trains is derived from the step's verdict. It must name the judge's reward, and
+    options it sets explicitly must be the judge's; otherwise a ``ValueError`` names both settings.
+    Shaping rewards (``format``) are kept; callables of other origins are kept with a warning (their
+    agreement with the judge cannot be checked).
+    """
+    from mathse_rl.step import deciding_parts, deciding_settings, verdict_mismatches
+
+    single = not isinstance(reward_funcs, (list, tuple))
+    funcs = [reward_funcs] if single else list(reward_funcs)
+    out, problems = [], []
+    for i, f in enumerate(funcs):
+        where = "reward_funcs" if single else f"reward_funcs[{i}]"
+        if isinstance(f, JudgeRewardFunc):
+            other = f.judge
+            if other is not judge and (other.name != judge.name or other.config.undecidable_as_wrong !=
+                                       judge.config.undecidable_as_wrong or
+                                       deciding_settings(other.reward) != deciding_settings(judge.reward)):
+                problems.append(f"{where} {f.__name__!r} derives its reward from another judge ({other.name!r}) "
+                                f"than {judge_setting}'s ({judge.name!r})")
+            out.append(f)
+        elif not isinstance(f, RewardFunc):
+            logger.warning("%s %r is not a mathse-rl reward: its agreement with the step's judge %r is not checked",
+                           where, getattr(f, "__name__", f), judge.name)
+            out.append(f)
+        elif not deciding_parts(f.spec):  # a shaping reward: no verdict of its own
+            out.append(f)
+        else:
+            mismatches = verdict_mismatches(f.spec, f.reward_options, judge, reward_setting=f"{where} {f.__name__!r}",
+                                            judge_setting=judge_setting)
+            problems.extend(mismatches)
+            out.append(f if mismatches else JudgeRewardFunc(
+                judge, name=f.__name__, gold_column=f.gold_columns, choices_column=f.choices_column,
+                image_columns=f.image_columns, log_extras=f.log_extras))
+    if problems:
+        raise ValueError("the GRPO reward and the MathSE step's judge would decide differently (one verdict per "
+                         "path): " + "; ".join(problems))
+    return out[0] if single else out
 
 
 def _loggable(value: Any) -> Any:

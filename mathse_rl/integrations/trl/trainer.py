@@ -7,8 +7,12 @@ nothing itself. Refinements are written by trl's own engine (transformers or vLL
 reflection prompt. The step's options are flat fields here, one for each step name: ``judge``,
 ``judge_options``, ``judge_threshold`` (``threshold``), ``critic``, ``reflect`` (``reflect.enabled``),
 ``reflect_template`` / ``reflect_attempts`` / ``reflect_temperature`` / ``reflect_max_tokens``
-(``reflect.*``), ``require_final_answer``. Undecidable completions (no gold, timeout, judge failure)
-are never accepted nor reflected on.
+(``reflect.*``), ``require_final_answer``, ``undecidable_as_wrong``. Undecidable completions (no gold,
+timeout, judge failure) are never accepted; they are left out (reward None) unless ``undecidable_as_wrong``.
+
+One verdict per path: the GRPO reward of a completion is derived from the step judge's verdict on it
+(:class:`mathse_rl.integrations.trl.rewards.JudgeRewardFunc`; ``reward_funcs=None`` uses it alone);
+a reward function that would decide differently is refused at start (:func:`bind_judge_rewards`).
 
 What is trained (one line per mode; the default is the first of each):
 
@@ -43,9 +47,10 @@ The dataset is trl's conversational format with a reference answer (per row the 
 ``answer``, ``gold``, ``ground_truth``, ``solution``, or ``gold_column``) and optional
 ``images``/``question``/``choices``/``data_source`` columns.
 
-Several processes: refinement requests are padded so every process joins each generate call with
-the same row count (trl's vLLM server and tensor-parallel colocate modes hand results back by
-``process_index * len(prompts)``); ``max_refinements_per_group`` counts over global groups, which
+Several processes: each reflection round gathers every process's refinement requests and shares them out
+evenly, so every process joins each generate call with the same row count (trl's vLLM server and
+tensor-parallel colocate modes hand results back by ``process_index * len(prompts)``) and a round costs
+``ceil(total / processes)`` rows per process, not the largest request count everywhere; ``max_refinements_per_group`` counts over global groups, which
 may span processes; the step's counters (``mathse/refine_rate``, ``refine_verified``, ``judge_errors``,
 ``reflect_too_long``, ``truncated``, ``generate_errors``, ``accepted_frac``, per data source from a
 ``data_source`` column, seconds per part) are summed over all processes before trl logs them. A
@@ -74,7 +79,7 @@ import trl
 from trl import GRPOConfig, GRPOTrainer
 
 from mathse_rl.data.loaders import GOLD_COLUMNS, gold_of
-from mathse_rl.integrations.trl.rewards import completion_text, prompt_text
+from mathse_rl.integrations.trl.rewards import JudgeRewardFunc, bind_judge_rewards, completion_text, prompt_text
 from mathse_rl.step import (Critic, Generation, Judge, ReflectItem, ReflectRequest, StepConfig, StepCounters,
                             TokenBudget, critique, reflect_and_rejudge, step_config)
 from mathse_rl.types import Problem
@@ -110,6 +115,9 @@ class MathSEConfig(GRPOConfig):
         "help": "step reflect.max_tokens: new tokens per refinement (None: max_completion_length)"})
     require_final_answer: bool = field(default=True, metadata={
         "help": "step require_final_answer: the verifier judge accepts only a stated final answer"})
+    undecidable_as_wrong: bool = field(default=False, metadata={
+        "help": "step undecidable_as_wrong: an undecidable completion (no gold, timeout, judge failure) is rewarded "
+                "0.0 and reflected on like a wrong one (default: reward None, left out of the group)"})
     reflect_mode: str = field(default="add", metadata={
         "help": "grpo only. add: keep the failure in its group, train the verified refinement by an SFT term; "
                 "replace: the refinement takes the failure's place as an on-policy sample"})
@@ -122,6 +130,15 @@ class MathSEConfig(GRPOConfig):
                 "solution)"})
     question_column: str = field(default="question", metadata={"help": "question text column (default: the "
                                                                       "prompt's last user text)"})
+    lora: Optional[dict] = field(default=None, metadata={
+        "help": "LoRA adapters instead of a full fine-tune: peft.LoraConfig fields, e.g. {r: 64, lora_alpha: 128} "
+                "(target_modules all-linear: the language model's linear layers); the frozen base loads in bf16"})
+    launch_config: Optional[str] = field(default=None, metadata={
+        "help": "the accelerate config this recipe is launched with (FSDP / ZeRO-3; relative to the recipe): "
+                "mathse-rl plan reads it and prints the launch line"})
+    launch_processes: int = field(default=1, metadata={"help": "processes (GPUs) of the launch, for mathse-rl plan"})
+    check_memory: bool = field(default=True, metadata={
+        "help": "refuse at start a launch whose memory plan does not fit the GPUs (mathse-rl plan's numbers)"})
 
     def step_config(self) -> StepConfig:
         """The step module's config from the flat fields (unknown or bad values fail here)."""
@@ -129,7 +146,8 @@ class MathSEConfig(GRPOConfig):
                    "temperature": self.reflect_temperature, "max_tokens": self.reflect_max_tokens}
         return step_config({"judge": self.judge, "judge_options": self.judge_options or {},
                             "critic": self.critic or {"backend": "verifier"}, "reflect": reflect,
-                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold})
+                            "require_final_answer": self.require_final_answer, "threshold": self.judge_threshold,
+                            "undecidable_as_wrong": self.undecidable_as_wrong})
 
     def __post_init__(self):
         super().__post_init__()
@@ -150,11 +168,23 @@ class MathSETrainer(GRPOTrainer):
         if not trl.__version__.startswith(SUPPORTED_TRL):
             raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
                                f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, MathSEConfig):
+        # One verdict per path: the GRPO reward is derived from the step's judge; a reward that would
+        # decide differently is refused here, before the model loads (mathse_rl.integrations.trl.rewards).
+        bound = inspect.signature(GRPOTrainer.__init__).bind(None, *args, **kwargs)
+        config = bound.arguments.get("args")
+        if not isinstance(config, MathSEConfig):
             raise TypeError("MathSETrainer needs args=MathSEConfig(...)")
-        self.step = self.args.step_config()
-        self.judge = judge or Judge(self.step)
+        step = config.step_config()
+        judge = judge or Judge(step)
+        funcs = bound.arguments.get("reward_funcs")
+        bound.arguments["reward_funcs"] = JudgeRewardFunc(judge) if funcs is None else bind_judge_rewards(funcs, judge)
+        if config.lora and bound.arguments.get("peft_config") is None:
+            from mathse_rl.integrations.trl.policy import lora_config
+
+            bound.arguments["peft_config"] = lora_config(config.lora)  # trl wraps the policy and syncs merged weights to vLLM
+        super().__init__(*bound.args[1:], **bound.kwargs)
+        self.step = step
+        self.judge = judge
         self.critic = critic or Critic(self.step.critic)
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
@@ -175,7 +205,8 @@ class MathSETrainer(GRPOTrainer):
     # ------------------------------------------------------------------ hook 1: keep the rows, add per-row tensors
     def _generate_and_score_completions(self, inputs):
         self._mathse_inputs = list(inputs)
-        output = super()._generate_and_score_completions(inputs)
+        with _mixed_images_accepted(self):
+            output = super()._generate_and_score_completions(inputs)
         rows = self._mathse_rows
         self._mathse_inputs, self._mathse_rows = None, None
         device = output["completion_ids"].device
@@ -217,8 +248,10 @@ class MathSETrainer(GRPOTrainer):
         critique_texts = [""] * n
         refinements: list[list[int] | None] = [None] * n  # add mode: row i's verified refinement
         # Evaluation measures the policy as it is: no refinement outside training.
+        final = list(verdicts)  # the verdict on each row's completion as trained (a replacement's own)
         if self.step.reflect.enabled and mode == "train":
-            failed = self._capped([v.correct is False for v in verdicts], mode)  # undecidable: never reflected on
+            # judged wrong (or undecidable with undecidable_as_wrong, where the gold is usable)
+            failed = self._capped([self.judge.reflects_on(v) for v in verdicts], mode)
             critiques = critique(self.critic, [problems[i] for i in failed], [texts[i] for i in failed],
                                  verdicts=[verdicts[i] for i in failed], counters=counters)
             items = [ReflectItem(problems[i], texts[i], c, system=tuple(m for m in prompts[i] if m.get("role") ==
@@ -250,6 +283,7 @@ class MathSETrainer(GRPOTrainer):
                     tool_mask[i] = [1] * len(ids)
                 accepted[i] = True
                 originals[i] = texts[i]
+                final[i] = o.verdict
         if self.args.loss == "rft":
             self._pending_extra_logs["mathse_weight"].extend(float(a) for a in accepted)
         self._pending_extra_logs["mathse_refined"].extend(refined)
@@ -257,6 +291,9 @@ class MathSETrainer(GRPOTrainer):
         self._pending_extra_logs["mathse_wrong_path"].extend(originals)
         self._pending_extra_logs["mathse_critique"].extend(critique_texts)
         self._log_counters(mode, counters)
+        for f in self.reward_funcs:  # the GRPO reward of each row is derived from these verdicts
+            if isinstance(f, JudgeRewardFunc) and f.judge is self.judge:
+                f.remember([completion_text(c) for c in completions], final)
         self._mathse_rows = {"accepted": accepted, "refined": refined, "refinement": refinements}
         result[1], result[2], result[3], result[4] = completion_ids, tool_mask, completions, logprobs
         return tuple(result)
@@ -336,8 +373,10 @@ class MathSETrainer(GRPOTrainer):
         if ride is None:
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               *args, **kwargs)
-        # Score each row's verified refinement after the same prompt (and images) in the same forward pass:
-        # the batch is the micro-batch twice, completions in the first copy, refinements in the second.
+        # Score each verified refinement after its row's prompt (and images) in the same forward pass as the
+        # micro-batch: the micro-batch's rows, then one more row per refinement (only the rows that have one).
+        # One forward per micro-batch on every process (as trl's loss does), whatever each process refined:
+        # FSDP and ZeRO-3 gather parameters per forward, so every process must run the same number of them.
         self._mathse_ride_along = None
         r_ids, r_mask = ride
         rows, prompt_len = input_ids.size(0), input_ids.size(1) - logits_to_keep
@@ -346,23 +385,33 @@ class MathSETrainer(GRPOTrainer):
         def widen(x: torch.Tensor, value: int) -> torch.Tensor:
             return torch.nn.functional.pad(x, (0, prompt_len + width - x.size(1)), value=value)
 
-        pad = self._tokenizer.pad_token_id
-        both_ids = torch.cat([widen(input_ids, pad), widen(torch.cat([input_ids[:, :prompt_len], r_ids], 1), pad)])
-        both_mask = torch.cat([widen(attention_mask, 0),
-                               widen(torch.cat([attention_mask[:, :prompt_len], r_mask], 1), 0)])
         params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
         named = dict(zip(list(params)[5:], args), **kwargs)
-        named["batch_size"] = None  # one forward pass for both copies
+        named["batch_size"] = None  # one forward pass, as trl's loss forward
+        sel = r_mask.any(dim=1).nonzero(as_tuple=True)[0]
+        extra = _rows_of(named, sel.tolist(), rows)
+        if extra is None:  # an image layout we cannot split by row: the whole micro-batch rides along
+            sel = torch.arange(rows, device=r_ids.device)
+            extra = _rows_of(named, sel.tolist(), rows, whole=True)
+        pad = self._tokenizer.pad_token_id
+        both_ids = torch.cat([widen(input_ids, pad),
+                              widen(torch.cat([input_ids[sel, :prompt_len], r_ids[sel]], 1), pad)])
+        both_mask = torch.cat([widen(attention_mask, 0),
+                               widen(torch.cat([attention_mask[sel, :prompt_len], r_mask[sel]], 1), 0)])
         for key, value in list(named.items()):
-            if key in ("token_type_ids", "mm_token_type_ids") and isinstance(value, torch.Tensor):
-                named[key] = torch.cat([widen(value, 0)] * 2)  # per-token fields follow the widened rows
-            elif isinstance(value, torch.Tensor) and value.dim() > 0:
-                named[key] = torch.cat([value, value])  # per-image / per-patch fields: the same images again
-            elif isinstance(value, list):
-                named[key] = value + value
+            if key in extra:
+                if key in ("token_type_ids", "mm_token_type_ids"):  # per-token fields follow the widened rows
+                    named[key] = torch.cat([widen(value, 0), widen(extra[key], 0)])
+                elif isinstance(value, list):
+                    named[key] = value + extra[key]
+                else:
+                    named[key] = torch.cat([value, extra[key]])
         logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, both_ids, both_mask, width,
                                                                              **named)
-        self._mathse_ride_along_logps = logps[rows:, : r_ids.size(1)]
+        ride_logps = logps.new_zeros(rows, r_ids.size(1))
+        ride_logps[sel] = logps[rows:, : r_ids.size(1)]  # rows without a refinement: masked out by r_mask
+        self._mathse_ride_along_logps = ride_logps
+        self._mathse_ride_along_rows = int(sel.numel())
         return (logps[:rows, :logits_to_keep], None if entropies is None else entropies[:rows, :logits_to_keep],
                 aux)
 
@@ -419,42 +468,71 @@ class MathSETrainer(GRPOTrainer):
                 pass
 
     def _generation_round(self, prompts: list, filler: list, active: bool) -> list | None:
-        """One generate call that every process joins with the same number of rows.
+        """One generate call that every process joins, the round's rows shared out evenly.
 
         trl's vLLM server gathers every process's prompts, generates them in one call and hands process p the
         rows ``p * len(prompts) .. (p + 1) * len(prompts) - 1``; colocate with tensor parallelism does the same
-        inside a TP group. So each round, every process pads its requests to the largest count with ``filler``
-        (a prompt of its own batch) and drops the padded rows afterwards. A process whose step made no (more)
-        request joins with none (``active=False``) until no process is active: the step may call generate a
-        different number of times on each process. Returns None when no process was active; an exception of
-        the engine comes back as each row's result (the step counts it), never raised.
+        inside a TP group; sharded models generate in lockstep. So every process must join each round with the
+        same number of rows. The round's requests of all processes are gathered and split into equal
+        contiguous shares (``ceil(total / processes)`` rows each; the last share is topped up with copies of the
+        first request, fewer than one row per process in all), each process generates its share, and every
+        process takes back the rows it asked for. A round costs ``ceil(total / processes)`` rows per process
+        instead of the largest request count on every process. A process whose step made no (more) request
+        joins with none (``active=False``) until no process is active. Returns None when no process was
+        active; an exception of the engine comes back as each row's result (the step counts it), never raised.
         """
         n = len(prompts)
-        most, anyone = n, active
-        if self.accelerator.num_processes > 1:
-            mine = torch.tensor([[n, int(active)]], device=self.accelerator.device)
-            everyone = self.accelerator.gather(mine).view(-1, 2)
-            most, anyone = int(everyone[:, 0].max().item()), bool(everyone[:, 1].any().item())
-        if not anyone:
+        processes = self.accelerator.num_processes
+        if processes == 1:
+            if not active:
+                return None
+            return self._generate_rows(list(prompts), n) if n else []
+        from accelerate.utils import gather_object
+
+        everyone = gather_object([(list(prompts), bool(active))])
+        if not any(a for _, a in everyone):
             return None
-        if most == 0:
+        counts = [len(p) for p, _ in everyone]
+        total = sum(counts)
+        if total == 0:
             return []
+        flat = [m for p, _ in everyone for m in p]
+        share = -(-total // processes)
+        start = self.accelerator.process_index * share
+        mine = flat[start:start + share]
+        mine += [flat[0]] * (share - len(mine))
+        done = self._generate_rows(mine, len(mine), raw=True)
+        results = gather_object([done])
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        offset = sum(counts[: self.accelerator.process_index])
+        if failed is not None:
+            return [failed] * n
+        rows = [ids for part in results for ids in part][offset: offset + n]
+        return self._as_generations(rows)
+
+    def _generate_rows(self, prompts: list, n: int, raw: bool = False):
+        """trl's single-turn generation of ``prompts``: token ids per row (``raw``) or :class:`Generation`s;
+        an engine exception is returned (as each row's result), never raised."""
         try:
-            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(list(prompts) + [filler] * (most - n))
+            r_prompt_ids, r_images, r_fields = self._tokenize_prompts(list(prompts))
             r_ids, _ = self._generate_single_turn(r_prompt_ids, r_images, r_fields, 1)
         except Exception as exc:  # a failed reflection call must not stop training: the step counts it
             logger.warning("reflection generation failed for %d rows (%s: %s)", n, type(exc).__name__, exc)
-            return [exc] * n
-        r_ids = [list(ids) for ids in r_ids[:n]]
-        texts = self.processing_class.batch_decode(r_ids, skip_special_tokens=True)
+            return exc if raw else [exc] * n
+        ids = [list(x) for x in r_ids[:n]]
+        return ids if raw else self._as_generations(ids)
+
+    def _as_generations(self, rows: list[list[int]]) -> list[Generation]:
+        texts = self.processing_class.batch_decode(rows, skip_special_tokens=True)
         return [Generation(t, "stop" if self._finished(ids) else "length", len(ids), ids)
-                for t, ids in zip(texts, r_ids)]
+                for t, ids in zip(texts, rows)]
 
     def _reflect_budget(self) -> TokenBudget:
         """What the engine grants a refinement: ``reflect.max_tokens`` (default ``max_completion_length``) new
         tokens; with vLLM, prompts are checked against ``vllm_max_model_length`` (vLLM refuses longer ones)."""
         max_tokens = self.step.reflect.max_tokens or self.max_completion_length
-        limit = getattr(self.args, "vllm_max_model_length", None) if self.use_vllm else None
+        limit = (getattr(self.args, "vllm_max_model_length", None) or self._vllm_context_limit()) if self.use_vllm \
+            else None
         if not limit:
             return TokenBudget(max_tokens=max_tokens, engine="vllm" if self.use_vllm else "hf")
 
@@ -462,6 +540,35 @@ class MathSETrainer(GRPOTrainer):
             return len(self._tokenize_prompts([messages])[0][0])
 
         return TokenBudget(max_tokens=max_tokens, context_limit=limit, count_tokens=count_tokens, engine="vllm")
+
+    def _vllm_context_limit(self) -> int | None:
+        """The engine's ``max_model_len`` when ``vllm_max_model_length`` is not set: what the vLLM server reports
+        (``/server_info``, asked by the main process and shared) or the colocated engine's own; the model's
+        ``max_position_embeddings`` (vLLM's default) when neither can be read. Read once."""
+        if hasattr(self, "_mathse_context_limit"):
+            return self._mathse_context_limit
+        limit, gen = None, getattr(self, "vllm_generation", None)
+        server = getattr(self.args, "vllm_mode", "server") == "server"
+        if gen is not None and (self.accelerator.is_main_process or not server):
+            try:
+                if server:
+                    limit = int(gen.vllm_client.get_server_info()["model_config"]["max_model_len"])
+                else:
+                    limit = int(gen.llm.llm_engine.model_config.max_model_len)
+            except Exception as exc:  # an older server without /server_info, or another engine layout
+                logger.warning("could not read vLLM's max_model_len (%s: %s)", type(exc).__name__, exc)
+        if server and self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            limit = broadcast_object_list([limit], from_process=0)[0]
+        if limit is None:
+            config = getattr(getattr(self.model, "config", None), "text_config", None) or getattr(self.model, "config",
+                                                                                              None)
+            limit = getattr(config, "max_position_embeddings", None)
+            logger.warning("reflection prompts are checked against the model's max_position_embeddings (%s); set "
+                           "vllm_max_model_length to the engine's --max-model-len", limit)
+        self._mathse_context_limit = limit
+        return limit
 
     @contextmanager
     def _reflection_sampling(self, max_tokens: int):
@@ -519,6 +626,71 @@ class MathSETrainer(GRPOTrainer):
         return [{"role": "assistant", "content": text}]
 
 
+@contextmanager
+def _mixed_images_accepted(trainer: Any):
+    """A batch mixing image and text-only prompts: trl 1.16 gives a text-only prompt ``images=None`` (right for
+    its vLLM path) and then hands the whole list to the processor for the forward pass's image inputs, which
+    refuses ``None``. For that call, a text-only row's images are ``[]``, which the processor takes."""
+    proc = trainer.processing_class
+    if getattr(proc, "image_processor", None) is None:
+        yield
+        return
+    base = type(proc)
+
+    def call(self, *args, images=None, **kwargs):
+        if isinstance(images, list) and any(i is None for i in images) and not all(i is None for i in images):
+            images = [[] if i is None else i for i in images]
+        return base.__call__(self, *args, images=images, **kwargs)
+
+    view = object.__new__(type(base.__name__, (base,), {"__call__": call}))
+    view.__dict__ = proc.__dict__  # the same processor, only its __call__ differs
+    trainer.processing_class = view
+    try:
+        yield
+    finally:
+        trainer.processing_class = proc
+
+
+def _rows_of(named: dict[str, Any], rows: list[int], total: int, whole: bool = False) -> dict[str, Any] | None:
+    """The multimodal fields of trl's forward for the rows ``rows`` of a micro-batch of ``total`` rows (the
+    images of those rows again), or None for a layout that cannot be split by row (tiles, spatial shapes)."""
+    if not whole and any(named.get(k) is not None for k in ("spatial_shapes", "num_tiles", "image_position_ids")):
+        return None
+    out: dict[str, Any] = {}
+    num_images = named.get("num_images")
+    pixel_values, grid = named.get("pixel_values"), named.get("image_grid_thw")
+    for key in ("token_type_ids", "mm_token_type_ids", "pixel_attention_mask"):
+        value = named.get(key)
+        if isinstance(value, torch.Tensor) and value.size(0) == total:
+            out[key] = value[rows]
+    if whole:  # every row once more: each field repeated as it is
+        for key, value in named.items():
+            if key not in out and key != "batch_size" and (isinstance(value, list) or
+                                                             (isinstance(value, torch.Tensor) and value.dim() > 0)):
+                out[key] = value if isinstance(value, list) else value
+        return out
+    if pixel_values is None:
+        return out
+    if num_images is None:
+        return None
+    first = [sum(num_images[:i]) for i in range(total + 1)]  # image index where each row starts
+    images = [k for r in rows for k in range(first[r], first[r + 1])]
+    out["num_images"] = [num_images[r] for r in rows]
+    if grid is not None:
+        per_image = grid.prod(dim=-1).tolist()
+        start = [sum(per_image[:k]) for k in range(len(per_image) + 1)]
+        patches = [j for k in images for j in range(start[k], start[k + 1])]
+        out["pixel_values"] = pixel_values[patches]
+        out["image_grid_thw"] = grid[images]
+    elif pixel_values.size(0) == sum(num_images):
+        out["pixel_values"] = pixel_values[images]
+    else:
+        return None
+    if named.get("image_sizes") is not None:
+        out["image_sizes"] = named["image_sizes"][images]
+    return out
+
+
 def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
              tokens: torch.Tensor | float) -> torch.Tensor:
     """NLL summed over the tokens of rows with weight > 0, divided by ``tokens`` (the step's accepted tokens).
@@ -538,17 +710,12 @@ def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Te
 def online_dataset(problems):
     """trl rows for ``MathSETrainer`` from problems: solve prompt, images, reference answer, question.
 
-    Images given as paths decode lazily (datasets' Image feature); PIL images are kept as they are.
+    Images given as paths decode lazily (datasets' Image feature); PIL images are kept as they are;
+    text-only and image problems may be mixed (:mod:`mathse_rl.integrations.trl.conversational`).
     """
-    from datasets import Dataset, Image, Sequence as HFSequence
-
+    from mathse_rl.integrations.trl.conversational import conversational_dataset
     from mathse_rl.prompts import build_solve_messages
 
     data = {"id": [p.id for p in problems], "prompt": [build_solve_messages(p) for p in problems],
             "solution": [p.gold for p in problems], "question": [p.question for p in problems]}
-    if any(p.images for p in problems):
-        data["images"] = [list(p.images) for p in problems]
-    ds = Dataset.from_dict(data)
-    if "images" in data and all(isinstance(i, str) for p in problems for i in p.images):
-        ds = ds.cast_column("images", HFSequence(Image()))
-    return ds
+    return conversational_dataset(data, [list(p.images) for p in problems])

@@ -13,6 +13,7 @@ from typing import Any
 _LAZY: dict[str, str] = {
     "compute_score": "mathse_rl.integrations.verl.scoring",
     "compute_score_async": "mathse_rl.integrations.verl.scoring",
+    "check_reward_config": "mathse_rl.integrations.verl.scoring",
 }
 
 

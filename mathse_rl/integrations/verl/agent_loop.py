@@ -9,7 +9,8 @@ One rollout sample, MathSE's online form:
    timeout, judge failure), which is counted and never accepted. ``Judge.ajudge_one`` runs off
    the event loop and batches the calls of concurrent samples, so a slow judge never stalls
    the other rollouts of the worker;
-3. a wrong answer with a gold is critiqued and reflected on by
+3. a wrong answer (with ``mathse.undecidable_as_wrong``, also an undecidable one whose gold is
+   usable) is critiqued and reflected on by
    :func:`mathse_rl.step.areflect_and_rejudge`, which calls back into this loop to generate
    (question, images, the wrong solution, the error step and analysis) and re-judges each
    refinement; up to ``mathse.reflect.attempts`` refinements, stopping at the first verified one.
@@ -49,8 +50,11 @@ Every output carries the same extra fields (``EXTRA_FIELDS``): ``accepted`` (the
 verdict on *this* output: 1.0, 0.0, or None = undecidable), ``first_correct``, ``is_refined``,
 ``refine_verified``, ``refine_attempts``, ``reflect_too_long``, ``reflect_truncated``,
 ``reflect_errors``, ``judge_error``, ``mathse_role`` (``policy``, ``refinement`` added beside it,
-``replacement`` in its place) and ``mathse_counts`` (the sample's
-:class:`mathse_rl.step.StepCounters`, on the policy's output only). The ``mathse`` trainer
+``replacement`` in its place), ``mathse_counts`` (the sample's
+:class:`mathse_rl.step.StepCounters`, on the policy's output only) and ``mathse_verdict`` (the
+judge's verdict on this output and the reward derived from it, which the ``mathse`` reward
+manager and ``compute_score`` use instead of judging again: one verdict per path, see
+:mod:`mathse_rl.integrations.verl.scoring`). The ``mathse`` trainer
 accepts ``mathse_rft`` samples on ``accepted`` (never on a summed or shaped reward) and sums
 the counts into logged metrics (``mathse/refine_rate``, ``mathse/accepted_frac``, ...,
 ``mathse/<data_source>/...``).
@@ -91,6 +95,7 @@ from mathse_rl.integrations.verl.budget import rule_for
 from mathse_rl.integrations.verl.compat import install_session_scoring
 from mathse_rl.integrations.verl.fields import (EXTRA_FIELDS, ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT,
                                                 VALIDATE_FIELD)
+from mathse_rl.integrations.verl.scoring import VERDICT_FIELD, check_reward_config, verdict_fields
 from mathse_rl.step import (Critic, Generation, Judge, PathVerdict, ReflectItem, ReflectOutcome, ReflectRequest,
                             StepConfig, StepCounters, TokenBudget, acritique, areflect_and_rejudge, step_config)
 from mathse_rl.types import Problem
@@ -173,6 +178,12 @@ def _judge(config_json: str) -> Judge:
 
 
 @functools.lru_cache(maxsize=8)
+def _check_reward(reward_json: str, step_json: str) -> None:
+    # Once per process and config: a reward that would decide differently from the judge is refused.
+    check_reward_config({"reward": json.loads(reward_json)}, step_config(json.loads(step_json)))
+
+
+@functools.lru_cache(maxsize=8)
 def _critic(config_json: str) -> Critic:
     return Critic(json.loads(config_json))
 
@@ -244,6 +255,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
                              "only verl's v1 trainer takes (trainer.use_v1=true, the default); "
                              "use mathse.reflect_mode=replace with the legacy trainer")
         step_json = json.dumps(_plain_step(self.step), sort_keys=True)
+        _check_reward(json.dumps(_plain(self.config.get("reward", None)), sort_keys=True, default=repr), step_json)
         self.judge = _judge(step_json)
         self.critic = _critic(json.dumps(self.step.critic, sort_keys=True)) if self.step.reflect.enabled else None
         self.response_length = int(self.rollout_config.response_length)
@@ -304,11 +316,12 @@ class MathSEReflectAgentLoop(AgentLoopBase):
         verdict = await self.judge.ajudge_one(problem, first_text, counters=counters)
 
         outcome: ReflectOutcome | None = None
-        if self.step.reflect.enabled and verdict.correct is False and problem.gold is not None:
+        if self.step.reflect.enabled and self.judge.reflects_on(verdict):  # wrong (undecidable_as_wrong: or undecided)
             outcome = await self._reflect(problem, from_extra, messages, first_text, verdict, counters,
                                           sampling_params, request, metrics)
         metrics["num_preempted"] = first.num_preempted if first.num_preempted is not None else -1
         extra = _extra_fields(verdict, outcome, counters)
+        extra[VERDICT_FIELD] = verdict_fields(self.judge, verdict)  # the reward is derived from this verdict
         # every output is trained as one prompt and one answer: verl's num_turns metrics stay those of the
         # samples (as verl's single-turn loop logs them); reflection shows in mathse/* (refine_rate, ...)
         num_turns = 2
@@ -318,6 +331,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             # validation scores the policy's own answer; reflection only adds to the counts
             return await self._as_output(prompt_ids, first, multi_modal_data, request, metrics, extra, num_turns)
         refined_extra = dict(extra, accepted=_score(outcome.status == "verified"), mathse_role=ROLE_REFINEMENT)
+        refined_extra[VERDICT_FIELD] = verdict_fields(self.judge, outcome.verdict)
         if self.options.reflect_mode == "replace":
             refined_extra["mathse_role"] = ROLE_REPLACEMENT
             return await self._as_output(prompt_ids, refinement, multi_modal_data, request, metrics,

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 # Extra fields every output of the loop carries (same keys on every output, so verl can stack them).
 EXTRA_FIELDS = ("accepted", "first_correct", "is_refined", "refine_verified", "refine_attempts",
                 "reflect_too_long", "reflect_truncated", "reflect_errors", "judge_error", "mathse_role",
-                "mathse_counts")
+                "mathse_counts", "mathse_verdict")
 # The field that says what an output is ...
 ROLE_FIELD = "mathse_role"
 # ... the policy's own sample, a refinement added beside it (add), or a refinement returned in its

@@ -15,6 +15,12 @@ batch in one go; the ORM sends one batched request), and it passes the sample's 
 (from ``multi_modal_data`` or the image parts of ``raw_prompt``) and question to the
 reward. Each sample's result has the same keys (``score``, ``acc``, ``scored`` and the
 reward's extras), which verl stacks into ``reward_extra_info`` columns.
+
+One verdict per path (:mod:`mathse_rl.integrations.verl.scoring`): with a ``mathse`` section the
+reward is the step judge's verdict (``acc`` 1.0 accepted / 0.0 not; ``score`` its reward, or
+``unscored_value`` with ``scored=False`` for an undecidable sample unless
+``mathse.undecidable_as_wrong``); a sample the ``mathse_reflect`` loop judged is scored from that
+verdict, never judged twice; a reward configured against the judge fails at start.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from verl.experimental.reward_loop.reward_manager import registry as _verl_regis
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from mathse_rl.batching import MicroBatcher
-from mathse_rl.integrations.verl.scoring import DEFAULT_REWARD, _plain, result_dict, reward_for, sample_from_verl
+from mathse_rl.integrations.verl.scoring import (Scorer, carried_verdict, check_reward_config, result_dict,
+                                                 reward_settings, sample_from_verl)
 from mathse_rl.rewards import Reward
 from mathse_rl.types import RewardInput, RewardOutput
 
@@ -38,20 +45,10 @@ NAME = "mathse"
 
 
 def manager_settings(config: Any) -> dict[str, Any]:
-    """Reward name, options, batching and fallback from ``reward.reward_kwargs``
-    (or, failing that, ``reward.custom_reward_function.reward_kwargs``)."""
-    reward_cfg = config.get("reward", {}) if hasattr(config, "get") else {}
-    kwargs = _plain(reward_cfg.get("reward_kwargs")) or {}
-    if "reward" not in kwargs:
-        custom = _plain((reward_cfg.get("custom_reward_function") or {}).get("reward_kwargs")) or {}
-        kwargs = {**custom, **kwargs}
-    return {
-        "reward": kwargs.get("reward", DEFAULT_REWARD),             # registry name or composite spec
-        "reward_options": dict(kwargs.get("reward_options") or {}),  # passed to the reward's factory
-        "unscored_value": float(kwargs.get("unscored_value", 0.0)),  # score of a sample the reward cannot score
-        "max_batch": int(kwargs.get("max_batch", 256)),              # most samples scored in one reward call
-        "batch_window_s": float(kwargs.get("batch_window_s", 0.002)),  # wait this long for more samples
-    }
+    """Reward name, options, batching and fallback (:func:`mathse_rl.integrations.verl.scoring.reward_settings`)."""
+    s = reward_settings(config)
+    return {"reward": s.reward, "reward_options": s.reward_options, "unscored_value": s.unscored_value,
+            "max_batch": s.max_batch, "batch_window_s": s.batch_window_s}
 
 
 def _message_text(content: Any) -> str:
@@ -99,19 +96,28 @@ def _score_batch(reward: Reward):
 
 
 class MathSERewardManager(RewardManagerBase):
-    """Scores reward-loop samples with a reward from the mathse-rl registry."""
+    """Scores reward-loop samples with a reward from the mathse-rl registry (through the step's judge
+    when it decides correctness)."""
 
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None,
                  reward_model_tokenizer=None, **_: Any):
         super().__init__(config, tokenizer, compute_score)
-        settings = manager_settings(config)
-        self.reward = reward_for(settings["reward"], settings["reward_options"], reward_router_address)
-        self.unscored_value = settings["unscored_value"]
-        self._batcher = MicroBatcher(_score_batch(self.reward), settings["max_batch"], settings["batch_window_s"])
+        settings = reward_settings(config)
+        step = check_reward_config(config)  # a reward that would disagree with the judge: refused here
+        self.scorer = Scorer(settings.reward, settings.reward_options, step, reward_router_address,
+                             settings.max_batch, settings.batch_window_s)
+        self.unscored_value = settings.unscored_value
+        self._batcher = None if self.scorer.judged else MicroBatcher(
+            _score_batch(self.scorer.reward), settings.max_batch, settings.batch_window_s)
         self.reward_router_address = reward_router_address
         if compute_score is not None:
             logger.info("mathse reward manager scores with %r; the configured custom reward function is not used",
-                        self.reward.name)
+                        self.scorer.spec)
+
+    @property
+    def reward(self) -> Reward:
+        """The reward this manager scores with (the judge's, when it judges)."""
+        return self.scorer.judge.reward if self.scorer.judged else self.scorer.reward
 
     def sample(self, data: DataProto) -> RewardInput:
         """The ``RewardInput`` of a one-sample ``DataProto`` (the last sequence of a multi-turn sample)."""
@@ -127,8 +133,12 @@ class MathSERewardManager(RewardManagerBase):
 
     async def run_single(self, data: DataProto) -> dict:
         # decoding here, not in a thread, lets every sample of a worker's chunk join one batch
-        out = await self._batcher.submit(self.sample(data))
-        result = result_dict(self.reward, out, self.unscored_value)
+        sample = self.sample(data)
+        if self._batcher is not None:
+            result = result_dict(self.scorer.reward, await self._batcher.submit(sample), self.unscored_value)
+        else:  # the agent loop's verdict (verl passes its extra fields as tool_extra_fields), else the judge's
+            carried = carried_verdict(data[-1].non_tensor_batch.get("tool_extra_fields"))
+            result = await self.scorer.ascore_one(sample, carried, self.unscored_value)
         return {"reward_score": result["score"], "reward_extra_info": result}
 
 

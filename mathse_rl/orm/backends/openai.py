@@ -20,11 +20,12 @@ at request time; it is never stored in the config, and secrets in the URL or
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import email.utils
 import logging
 import os
+import threading
 import time
+import weakref
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -126,6 +127,10 @@ class OpenAIJudge(Judge):
             raise ValueError("judge backend 'openai' needs `model`: the served model's name")
         self.url = chat_url(endpoint)
         _install_log_filter()
+        self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]]" = (
+            weakref.WeakKeyDictionary())
+        self._clients_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # where synchronous calls run
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={redact(self.url)!r}, model={self.config.model!r})"
@@ -141,22 +146,51 @@ class OpenAIJudge(Judge):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def replies(self, items: Sequence[RewardInput]) -> list[Reply]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.areplies(items))
-        # Called from inside an event loop (e.g. an async trainer): run on a private loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self.areplies(items)).result()
+        # Synchronous callers share one event loop thread (and so one HTTP client) per judge.
+        return asyncio.run_coroutine_threadsafe(self.areplies(items), self._background_loop()).result()
 
     async def areplies(self, items: Sequence[RewardInput]) -> list[Reply]:
+        client, sem = self._client()
+        return list(await asyncio.gather(*(self._one(client, sem, item) for item in items)))
+
+    def _client(self) -> tuple[Any, asyncio.Semaphore]:
+        """This event loop's HTTP client and request slots: built once per loop and kept (building a
+        client loads TLS certificates, tens of milliseconds of blocking work), so a process that
+        judges from one loop holds one client and at most ``concurrency`` requests in flight."""
         import httpx
 
-        sem = asyncio.Semaphore(self.config.concurrency)
-        limits = httpx.Limits(max_connections=self.config.concurrency,
-                              max_keepalive_connections=self.config.concurrency)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout), limits=limits) as client:
-            return list(await asyncio.gather(*(self._one(client, sem, item) for item in items)))
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            entry = self._clients.get(loop)
+            if entry is None:
+                limits = httpx.Limits(max_connections=self.config.concurrency,
+                                      max_keepalive_connections=self.config.concurrency)
+                entry = self._clients[loop] = (httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout),
+                                                                 limits=limits),
+                                               asyncio.Semaphore(self.config.concurrency))
+        return entry
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._clients_lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="openai-judge-loop", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def close(self) -> None:
+        """Close the HTTP clients (each on its own loop, where that loop still runs) and stop the
+        synchronous callers' loop."""
+        with self._clients_lock:
+            clients, self._clients = list(self._clients.items()), weakref.WeakKeyDictionary()
+            loop, self._loop = self._loop, None
+        for owner, (client, _) in clients:
+            if owner.is_running() and not owner.is_closed():
+                done = asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+                if owner is loop:
+                    done.result(timeout=5)
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, item: RewardInput) -> Reply:
         try:

@@ -18,19 +18,19 @@ path it names the first step where it can tell something went wrong:
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 from mathse_rl.orm.judge import Judge, JudgeResult, register_backend
 from mathse_rl.orm.steps import segment_steps
-from mathse_rl.types import Judgment, RewardInput
+from mathse_rl.types import UNDECIDABLE_REASONS, Judgment, RewardInput, Verdict
 
 _NUM = r"\d+(?:\.\d+)?"
 # "a op b (op c ...) = r" with + - * / × ÷ between plain numbers.
 _EQUATION = re.compile(rf"({_NUM}(?:\s*[-+*/×÷]\s*{_NUM})+)\s*=\s*(-?{_NUM})")
 _TOKEN = re.compile(rf"{_NUM}|[-+*/×÷]")
 _NUMBERS = re.compile(r"-?\d+(?:\.\d+)?")
-# Verdict reasons for which the verifier cannot say right or wrong.
-UNDECIDABLE = frozenset({"no_gold", "timeout"})
+# Verdict reasons for which the verifier cannot say right or wrong (one definition, in types.py).
+UNDECIDABLE = UNDECIDABLE_REASONS
 
 
 def _arith(expr: str) -> float | None:
@@ -141,6 +141,9 @@ def critique(item: RewardInput, steps: Sequence[str], reason: str) -> Judgment:
     if reason in ("no_answer", "no_final_answer"):
         analysis = "The solution never states a final answer in the form 'The answer to this problem is ...'."
         suggestion = "Finish with the sentence 'The answer to this problem is X.'"
+    elif reason in UNDECIDABLE or reason == "judge_error":  # critiqued only with undecidable_as_wrong
+        analysis = "The final answer could not be checked against the reference answer; it is treated as wrong."
+        suggestion = "State one final answer plainly, in its simplest form: 'The answer to this problem is X.'"
     else:
         analysis = "The final answer does not match the reference answer; the faulty step could not be located."
         suggestion = "Re-read the question and the image, and re-check each step's values."
@@ -150,22 +153,27 @@ def critique(item: RewardInput, steps: Sequence[str], reason: str) -> Judgment:
 
 @register_backend("verifier")
 class VerifierJudge(Judge):
-    """Judge by the rule verifier (``mathse_rl.verify.verify``); undecidable items get None."""
+    """Judge by the rule verifier (``mathse_rl.verify.verify``); undecidable items get None.
+
+    Two things an item may carry from the MathSE step (``mathse_rl.step.reward_input``):
+    ``extra["verdict"]`` (``correct``, ``reason``: the step judge's verdict on this path), which is
+    then critiqued as it is and never judged again, so the critique cannot contradict the judge
+    (a strict judge's ``no_final_answer`` is critiqued as such, never called CORRECT); and
+    ``extra["verify"]`` (``strict``, ``cues``: how the judge reads answers), used when the item
+    is judged here (as a model judge's fallback).
+    """
 
     def judge_detailed(self, items: Sequence[RewardInput]) -> list[JudgeResult]:
-        from mathse_rl.verify import verify
-
         items = list(items)
         self.counters.add("items", len(items))
         out: list[JudgeResult] = []
         for item in items:
-            try:
-                verdict = verify(item.response, item.gold, choices=item.choices, timeout=self.config.verifier_timeout)
-            except Exception as exc:  # the verifier is guarded, but a judge never raises into a loop
-                self.counters.add(f"error/exception:{type(exc).__name__}")
-                out.append(JudgeResult(None, "none", f"exception:{type(exc).__name__}"))
+            verdict = self._verdict(item)
+            if isinstance(verdict, BaseException):  # the verifier is guarded, but a judge never raises into a loop
+                self.counters.add(f"error/exception:{type(verdict).__name__}")
+                out.append(JudgeResult(None, "none", f"exception:{type(verdict).__name__}"))
                 continue
-            if verdict.reason in UNDECIDABLE:
+            if verdict.correct is None:
                 self.counters.add(f"undecidable/{verdict.reason}")
                 out.append(JudgeResult(None, "none", f"undecidable:{verdict.reason}"))
                 continue
@@ -178,7 +186,34 @@ class VerifierJudge(Judge):
             out.append(JudgeResult(j, "judge"))
         return out
 
+    def _verdict(self, item: RewardInput) -> "_Decision | BaseException":
+        """The step's verdict carried by the item, else the verifier's own (with the judge's reading)."""
+        given = (item.extra or {}).get("verdict")
+        if isinstance(given, Mapping) and "correct" in given:
+            correct = given["correct"]
+            reason = str(given.get("reason") or ("correct" if correct else "wrong"))
+            # The step asks for a critique only of paths it trains as wrong: an undecidable one (with
+            # undecidable_as_wrong) is critiqued as wrong, saying it could not be checked.
+            return _Decision(bool(correct), reason)
+        from mathse_rl.verify import verify
+
+        options = dict((item.extra or {}).get("verify") or {})
+        kwargs = {"strict": bool(options.get("strict", False))}
+        if options.get("cues"):
+            kwargs["cues"] = list(options["cues"])
+        try:
+            v: Verdict = verify(item.response, item.gold, choices=item.choices, timeout=self.config.verifier_timeout,
+                                **kwargs)
+        except Exception as exc:
+            return exc
+        return _Decision(None if v.reason in UNDECIDABLE else bool(v.correct), v.reason)
+
     async def ajudge_detailed(self, items: Sequence[RewardInput]) -> list[JudgeResult]:
         import asyncio
 
         return await asyncio.to_thread(self.judge_detailed, items)
+
+
+class _Decision(NamedTuple):
+    correct: Optional[bool]  # None: undecidable
+    reason: str

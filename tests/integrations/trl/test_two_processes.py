@@ -67,6 +67,9 @@ def test_the_update_does_not_depend_on_the_process_layout(two_processes, taught_
 
 def test_refinements_come_back_to_the_process_that_asked(two_processes):
     _, seen = two_processes["rft"]
+    # Only process 1 has failures (4 rows to refine): the round is shared out, 2 rows per process, instead
+    # of 4 on each (the idle process generating full-length filler).
+    assert seen["reflection_rows"] == [2, 2]
     # rft trains verified refinements in place: the "seven" rows now read the reflection answer (7).
     completions = seen["completions"]
     assert all("is 3." in c for c in completions[:4])

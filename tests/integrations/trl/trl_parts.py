@@ -82,6 +82,8 @@ def server_split_trainer():
                                   has_tool_images=False):
             ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                           has_tool_images)
+            # rows per generate call on this process: the step's own generation first, then reflection rounds
+            self.generate_calls = getattr(self, "generate_calls", []) + [len(prompt_ids)]
             everyone = gather_object([list(x) for x in ids]) if self.accelerator.num_processes > 1 else ids
             start = self.accelerator.process_index * len(prompt_ids)
             return everyone[start: start + len(prompt_ids)], logprobs
@@ -111,6 +113,12 @@ def run_scenario(name: str, path, out_dir, processes: int):
             "refined": [bool(x) for x in trainer._logs["extra"]["mathse_refined"]],
             "prompts": [str(p) for p in trainer._logs["prompt"]],
             "completions": [str(c) for c in trainer._logs["completion"]]}
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # rows each process generated in reflection rounds
+        from accelerate.utils import gather_object
+
+        seen["reflection_rows"] = gather_object([sum(getattr(trainer, "generate_calls", [0])[1:])])
     return delta, seen
 
 

@@ -12,14 +12,15 @@ requests served so far: a reflection is one extra request, so refined samples ar
 - MathSE-RFT: ``algorithm.adv_estimator=mathse_rft``, ``policy_loss.loss_mode=mathse_rft``,
   the ``mathse`` trainer and the ``mathse_reflect`` agent loop (every wrong first answer is
   reflected on; a verified refinement is added beside it). The judge is ``length_parity``
-  (a random model never solves a problem, so only a parity judge accepts anything). The
+  (a random model never solves a problem, so only a parity judge accepts anything), which is
+  also the reward (a reward that decides otherwise than the judge is refused at start). The
   ``hf_cpu`` rollout grants new tokens by vLLM's rule, so a reflection prompt (longer than
   ``rollout.prompt_length``) sent without ``max_tokens`` would get a budget of a token or two.
   These cases run a copy of the tiny model whose answers end early (``ending_vlm_path``): a
   refinement cut at its budget is never verified, and only an ended one can be added beside the
   policy's answer (``reflect_mode: add``, a session of two outputs of different lengths);
 - GRPO + reflect: verl's GRPO through the same trainer and agent loop, scored by the ``mathse``
-  reward manager (``verifier+length_parity``), added refinements with the fixed advantage
+  reward manager (``length_parity``, the judge's verdict), added refinements with the fixed advantage
   ``mathse.refine_sft_coef``, two optimizer steps per training step.
 
 Nothing asserted depends on scheduling: the requests a step made are read from the rollout's
@@ -47,7 +48,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.verl_e2e]
 STEPS = 2
 BATCH, GROUP = 2, 4  # prompts per step, samples per prompt: 4 make a group with no reward spread rare
 TIMEOUT_S = 900  # ~100 s alone; a loaded 2-core machine can take several times that
-REWARD = "verifier+length_parity"  # max score 2.0
+JUDGE = "length_parity"  # the judge, and so the reward (one verdict per path); max score 1.0
 RESPONSE_LENGTH = 16  # main_ppo_command's default
 DATA_SOURCE = "mathse_cpu_debug"
 ATTEMPTS = 2  # refinements per wrong answer, at most
@@ -60,7 +61,7 @@ COMMON = [
     "+mathse.judge=length_parity",
     f"+mathse.reflect.attempts={ATTEMPTS}",
     "reward.reward_manager.name=mathse",
-    f"+reward.reward_kwargs.reward={REWARD}",
+    f"+reward.reward_kwargs.reward={JUDGE}",  # one verdict: the reward is the judge's
     f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={MICRO}",
     f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={MICRO}",
 ]
@@ -165,7 +166,7 @@ def test_main_ppo_runs_on_cpu(flavour, train_parquet, tmp_path, ending_vlm_path)
         scores = [r["score"] for r in policy]
         assert data["critic/score/mean"] == pytest.approx(sum(scores) / len(scores))
         assert (data["critic/score/min"], data["critic/score/max"]) == (min(scores), max(scores))
-        assert 0.0 <= data["critic/score/min"] <= data["critic/score/max"] <= 2.0
+        assert 0.0 <= data["critic/score/min"] <= data["critic/score/max"] <= 1.0
         # verl's number of optimizer steps, however many rows the refinements added or RFT skipped
         trained = flavour != "mathse_rft_reflect" or data["mathse/accepted"] > 0  # RFT: nothing accepted, no step
         assert data["mathse/optimizer_steps"] == (OPTIMIZER_STEPS[flavour] if trained else 0), data
