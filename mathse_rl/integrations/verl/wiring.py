@@ -3,7 +3,8 @@
 verl accepts each of our names on its own (an estimator, a policy loss, a trainer mode, an agent
 loop, a reward manager), so a config that combines them wrongly would start, roll out, validate
 and only then fail, or worse train something else silently. :func:`check_wiring` lists every
-inconsistency of a config at once; :func:`install_start_check` runs it from verl's own
+inconsistency of a config at once (a reward that would decide differently from the ``mathse``
+judge included); :func:`install_start_check` runs it from verl's own
 ``validate_config``, which ``verl.trainer.main_ppo`` calls in the driver before ``ray.init``
 (the ``mathse`` trainer checks again when it is built).
 
@@ -83,9 +84,9 @@ def problems(config: Any) -> list[str]:
     use_v1 = bool(_get(config, "trainer.use_v1", True))
     mode = str(_get(config, "trainer.v1.trainer_mode", "sync"))
     agent = str(_get(config, "actor_rollout_ref.rollout.agent.default_agent_loop", "single_turn_agent"))
+    out: list[str] = _reward_problems(config, agent == AGENT_LOOP)
     if RFT not in (estimator, loss) and mode != TRAINER and agent != AGENT_LOOP:
-        return []  # nothing of ours
-    out: list[str] = []
+        return out  # no trainer, estimator or loop of ours
     rft = estimator == RFT
     ours = use_v1 and mode == TRAINER
     if rft and loss != RFT:
@@ -133,6 +134,22 @@ def problems(config: Any) -> list[str]:
     out += _dapo_problems(config, rft)
     out += _rollout_correction_problems(config, rft)
     return out
+
+
+def _reward_problems(config: Any, our_loop: bool) -> list[str]:
+    """A reward that would decide differently from the ``mathse`` section's judge
+    (:func:`~.scoring.check_reward_config`, which the reward manager and agent loop run again
+    inside their workers). The ``mathse_reflect`` loop judges with the step's defaults when the
+    config has no ``mathse`` section."""
+    from mathse_rl.integrations.verl.scoring import check_reward_config, mathse_step
+    from mathse_rl.step import step_config
+
+    try:
+        step = mathse_step(config)
+        check_reward_config(config, step if step is not None or not our_loop else step_config())
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 def _dapo_problems(config: Any, rft: bool) -> list[str]:

@@ -195,6 +195,20 @@ MISWIRED = {
     "distillation_with_reflection": (OURS + ["algorithm.adv_estimator=grpo", "distillation.enabled=True"],
                                      "teacher log-probs"),
     "bad_mathse_option": (OURS + ["algorithm.adv_estimator=grpo", "+mathse.reflect_mode=sideways"], "reflect_mode"),
+    # one verdict per path: a reward that would decide otherwise than the judge, refused in the driver
+    # (the reward manager and agent loop refuse it again in their workers, after Ray has started)
+    "reward_lenient_beside_a_strict_judge": (OURS + ["algorithm.adv_estimator=grpo", "reward.reward_manager.name=mathse",
+                                                     "+reward.reward_kwargs.reward=verifier",
+                                                     "+reward.reward_kwargs.reward_options.strict=False"],
+                                             "sets strict=False, the judge uses True"),
+    "reward_other_than_the_judge_with_verls_trainer": (["algorithm.adv_estimator=grpo", "+mathse.judge=verifier",
+                                                        "reward.reward_manager.name=mathse",
+                                                        "+reward.reward_kwargs.reward=verifier+format"],
+                                                       "decides correctness"),
+    "compute_score_scores_undecidable_otherwise": (OURS + ["algorithm.adv_estimator=grpo",
+                                                           "+mathse.undecidable_as_wrong=true",
+                                                           "reward.custom_reward_function.path=pkg://mathse_rl.integrations.verl"],
+                                                   "reward.custom_reward_function.reward_kwargs.undecidable_as_wrong=False"),
 }
 
 
@@ -214,6 +228,10 @@ def test_a_miswired_config_is_one_clear_error(case):
             "reward.reward_manager.name=mathse", "algorithm.filter_groups.metric=acc"],
     OURS + RFT + ["algorithm.rollout_correction.bypass_mode=True"],
     ["actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect", "+mathse.reflect.enabled=false"],
+    OURS + ["algorithm.adv_estimator=grpo", "+mathse.undecidable_as_wrong=true",
+            "reward.custom_reward_function.path=pkg://mathse_rl.integrations.verl",
+            "+reward.custom_reward_function.reward_kwargs.undecidable_as_wrong=true"],
+    OURS + ["algorithm.adv_estimator=grpo", "+mathse.undecidable_as_wrong=true", "reward.reward_manager.name=mathse"],
     ["algorithm.adv_estimator=grpo"],  # nothing of ours
 ])
 def test_well_wired_configs_pass(overrides):
@@ -222,18 +240,30 @@ def test_well_wired_configs_pass(overrides):
     check_wiring(compose(overrides))
 
 
+START_REFUSED = {
+    "rft_with_sync_trainer": ([*RFT, "trainer.v1.trainer_mode=sync",
+                               "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect"],
+                              "trainer.v1.trainer_mode=mathse"),
+    # the reward manager and the agent loop refuse this too, but only inside Ray workers
+    "reward_against_the_judge": ([*OURS, "reward.reward_manager.name=mathse", "+reward.reward_kwargs.reward=verifier",
+                                  "+reward.reward_kwargs.reward_options.strict=False"],
+                                 "would decide differently"),
+}
+
+
 @pytest.mark.slow
-def test_main_ppo_refuses_a_miswired_config_before_ray_starts(tiny_vlm_path, tmp_path):
+@pytest.mark.parametrize("case", sorted(START_REFUSED))
+def test_main_ppo_refuses_a_miswired_config_before_ray_starts(tiny_vlm_path, tmp_path, case):
     """The check runs in verl's validate_config, in the driver, before ``ray.init``: a config verl
     itself accepts (the CPU debug run's), mis-wired only in our names (mathse_rft with verl's sync
-    trainer), never starts a worker."""
+    trainer; a reward that decides otherwise than the judge), never starts a worker."""
     from mathse_rl.integrations.verl.cpu.debug import main_ppo_command, write_parquet
 
+    overrides, message = START_REFUSED[case]
     data = write_parquet(tmp_path / "train.parquet", n=4)
-    cmd = main_ppo_command(tiny_vlm_path, data, str(tmp_path), extra=[
-        *RFT, "trainer.v1.trainer_mode=sync", "actor_rollout_ref.rollout.agent.default_agent_loop=mathse_reflect"])
+    cmd = main_ppo_command(tiny_vlm_path, data, str(tmp_path), extra=overrides)
     env = dict(os.environ, VERL_PLATFORM="cpu", HYDRA_FULL_ERROR="1", HF_HUB_OFFLINE="1")
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     log = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "mis-wired MathSE config" in log, log[-3000:]
+    assert proc.returncode != 0 and "mis-wired MathSE config" in log and message in log, log[-3000:]
     assert "ray init kwargs" not in log and "Started a local Ray instance" not in log
