@@ -222,6 +222,26 @@ def test_a_miswired_config_is_one_clear_error(case):
     assert message in str(err.value)
 
 
+# what verl's own validate_config needs of the default config (so that only our names are mis-wired)
+VALID = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2"]
+
+
+@pytest.mark.parametrize("case", ["rft_with_sync_trainer", "rft_with_single_turn", "rft_loss_with_grpo",
+                                  "reward_lenient_beside_a_strict_judge"])
+def test_verls_driver_check_refuses_a_miswired_config(case):
+    """verl's own ``validate_config`` (what ``main_ppo`` runs in the driver before ``ray.init``)
+    refuses it: the plugin, loaded by ``import verl``, put the wiring check in front of it."""
+    import re
+
+    import verl.utils.config as verl_config
+
+    overrides, message = MISWIRED[case]
+    with pytest.raises(ValueError, match=f"mis-wired MathSE config(.|\n)*{re.escape(message)}"):
+        verl_config.validate_config(compose(overrides + VALID), use_reference_policy=False, use_critic=False)
+
+
 @pytest.mark.parametrize("overrides", [
     OURS + RFT, OURS + ["algorithm.adv_estimator=grpo"], OURS + ["algorithm.adv_estimator=rloo"],
     OURS + ["algorithm.adv_estimator=grpo", "algorithm.filter_groups.enable=True",
