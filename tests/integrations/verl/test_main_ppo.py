@@ -162,14 +162,25 @@ def test_main_ppo_runs_on_cpu(flavour, train_parquet, tmp_path, ending_vlm_path)
         # add mode: every verified refinement came back beside its failure, as a second output of
         # its session (verl's scoring of such a session once failed for VLMs)
         assert refinements == data["mathse/refine_verified"] == data.get("mathse/refinement_rows", 0)
-        # verl's score metrics are the policy's own samples' (a refinement carries its failure's score)
+        # verl's score metrics are the policy's own samples' (a refinement carries its failure's score),
+        # and the reward is the judge's verdict: its correct paths are the samples scored 1.0
         scores = [r["score"] for r in policy]
+        assert data["mathse/correct"] == sum(score == 1.0 for score in scores), (scores, data)
         assert data["critic/score/mean"] == pytest.approx(sum(scores) / len(scores))
         assert (data["critic/score/min"], data["critic/score/max"]) == (min(scores), max(scores))
         assert 0.0 <= data["critic/score/min"] <= data["critic/score/max"] <= 1.0
         # verl's number of optimizer steps, however many rows the refinements added or RFT skipped
         trained = flavour != "mathse_rft_reflect" or data["mathse/accepted"] > 0  # RFT: nothing accepted, no step
         assert data["mathse/optimizer_steps"] == (OPTIMIZER_STEPS[flavour] if trained else 0), data
+        if "mathse/trained_rows" in data:  # MathSE changed the step's rows: laid out over verl's optimizer steps
+            rows = data["mathse/trained_rows"]
+            assert rows == (len(policy) + refinements if flavour != "mathse_rft_reflect"
+                            else data["mathse/correct"] + refinements), data
+            if trained:  # whole micro-batches, the least padding they allow: no step of padding only
+                laid_out = data["mathse/mini_batch_rows"] * data["mathse/optimizer_steps"]
+                assert laid_out == rows + data["mathse/padding_rows"], data
+                assert data["mathse/padding_rows"] < MICRO * data["mathse/optimizer_steps"], data
+                assert data["mathse/mini_batch_rows"] > data["mathse/padding_rows"], data
         if flavour == "mathse_rft_reflect":  # the mathse_rft loss trained on accepted rows only
             assert data.get("mathse/skipped_rows", 0) == samples - data["mathse/correct"]
             assert (data.get("actor/rft_accepted_tokens", 0) > 0) == trained
