@@ -85,7 +85,8 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     "dapo_shuffle_dyn_bypass": ("algorithm.adv_estimator=grpo", "+dapo=1", "actor_rollout_ref.actor.shuffle=True",
                                 "+dyn=1", "+bypass=1"),
 }
-REFINE_CONFIGS = ("grpo", "grpo_shuffle_dyn_bypass", "rloo_shuffle_bypass", "rpp_baseline_dyn_bypass", "dapo")
+REFINE_CONFIGS = ("grpo", "grpo_shuffle_dyn_bypass", "rloo_shuffle_bypass", "rpp_baseline_dyn_bypass", "rpp_shuffle_epochs",
+                  "dapo")
 RUNS: dict[str, Run] = {}
 for _name, _ov in CONFIGS.items():
     RUNS[f"{_name}/stock"] = Run("stock", "plain", _ov)

@@ -229,7 +229,7 @@ VALID = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
 
 
 @pytest.mark.parametrize("case", ["rft_with_sync_trainer", "rft_with_single_turn", "rft_loss_with_grpo",
-                                  "reward_lenient_beside_a_strict_judge"])
+                                  "rollout_is_with_rft", "reward_lenient_beside_a_strict_judge"])
 def test_verls_driver_check_refuses_a_miswired_config(case):
     """verl's own ``validate_config`` (what ``main_ppo`` runs in the driver before ``ray.init``)
     refuses it: the plugin, loaded by ``import verl``, put the wiring check in front of it."""
