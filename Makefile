@@ -21,8 +21,11 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# One seed (about 12 minutes on an idle 2-core machine); DEMO_ARGS="--seeds 0,1,2" for the per-seed table.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(VENV)/bin/mathse-rl demo $(DEMO_ARGS)
+	@echo "load average before the demo: $$(cut -d' ' -f1-3 /proc/loadavg)"
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
+		$(VENV)/bin/mathse-rl demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest tests $(PYTEST_ARGS)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image, ImageDraw
@@ -230,3 +231,29 @@ def vocabulary_text(n_examples: int = 40, seed: int = 0) -> list[str]:
             lines.append(wrong.response)
             lines.append(wrong.analysis)
     return lines
+
+
+def write_problems(path: str | Path, problems: Sequence[Problem], image_dir: str | Path | None = None) -> str:
+    """Problems as a ``.jsonl`` the loaders read (``mathse-rl evolve data.*``, the online recipe's
+    ``--train_data``): each image saved as a PNG under ``image_dir`` (default: ``<path stem>_images``)
+    and named by its absolute path.
+
+        >>> write_problems("/tmp/pool.jsonl", make_split("train", 2))  # doctest: +SKIP
+        '/tmp/pool.jsonl'
+    """
+    import json
+
+    path = Path(path)
+    images = Path(image_dir) if image_dir is not None else path.with_name(path.stem + "_images")
+    images.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for p in problems:
+        names = []
+        for k, img in enumerate(p.images):
+            target = images / f"{p.id}-{k}.png"
+            img.save(target)
+            names.append(str(target.resolve()))
+        lines.append(json.dumps({"id": p.id, "question": p.question, "answer": p.gold, "images": names,
+                                 **({"choices": list(p.choices)} if p.choices else {})}))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

@@ -12,6 +12,7 @@ weight decay 0.05).
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from mathse_rl.data.loaders import GOLD_COLUMNS
 
 if TYPE_CHECKING:
     from mathse_rl.step import StepConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class TrainConfig:
     global_batch_size: Optional[int] = None  # when set, checked at load: per-device x accumulation x processes
     save_steps: int = 50  # optimiser steps between in-stage checkpoints, the resume point after a kill (0: none)
     save_total_limit: int = 2  # in-stage checkpoints kept (the newest complete one is resumed from)
+    cache_mb: float = 512.0  # encode each row once per stage when a stage reads its rows more than once (0: off)
     options: dict[str, Any] = field(default_factory=dict)  # extra SFTConfig fields
     lora: dict[str, Any] = field(default_factory=dict)  # LoRA instead of a full fine-tune: peft.LoraConfig fields ({r: 64}); merged at save
 
@@ -191,11 +195,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
         layers.append(("overrides", lambda: OmegaConf.from_dotlist(list(overrides))))
     if fields:
         layers.append(("fields", lambda: OmegaConf.create(fields)))
+    built: list[tuple[str, Any]] = []
     for where, layer in layers:
         try:
-            cfg = OmegaConf.merge(cfg, layer())
+            made = layer()
+            cfg = OmegaConf.merge(cfg, made)
         except OmegaConfBaseException as exc:
             raise ConfigError(_one_line(exc, where)) from None
+        built.append((where, made))
+    for note in resolve_shadowed(cfg, built):
+        logger.warning(note)
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
@@ -211,6 +220,100 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
 
 class ConfigError(ValueError):
     """A setting that cannot work, found before any stage runs; its message is one line."""
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A general key and the more specific keys that replace it where they are set.
+
+    ``unset``: the value of a specific key that falls back to the general one. ``honour``: a
+    general key given in a later layer (the command line over a recipe) resets the specific
+    keys an earlier layer set, with a warning naming both; otherwise the run stops with a
+    :class:`ConfigError` naming both (where resetting would change what the run means).
+    """
+
+    general: str
+    specific: tuple[str, ...]
+    unset: Any
+    honour: bool
+    why: str
+
+
+# Every general/specific pair of this schema. A general key set later than a specific key that
+# shadows it is never ignored silently: it wins (honour) or the run stops before any work.
+SHADOWS: tuple[Shadow, ...] = (
+    Shadow("train.max_steps", ("train.max_steps_m0", "train.max_steps_round", "train.max_steps_final"), None, True,
+           "each stage's step budget falls back to train.max_steps"),
+    Shadow("train.num_train_epochs", ("train.max_steps", "train.max_steps_m0", "train.max_steps_round",
+                                      "train.max_steps_final"), -1, True, "a step budget replaces the epochs"),
+    Shadow("generate.max_new_tokens", ("reflect.max_tokens", "eval.max_new_tokens"), None, True,
+           "reflection and held-out budgets fall back to generate.max_new_tokens"),
+    Shadow("critic", ("judge_options",), {}, False,
+           "an ORM judge uses the critic's config only when judge_options is empty"),
+    Shadow("data.eval_fraction", ("data.eval",), None, False,
+           "data.eval_fraction splits the training set only when data.eval is not given"),
+)
+
+_UNSET = object()
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _set_in(layer: Any, key: str) -> Any:
+    """The value ``layer`` gives ``key`` (a dotted path), or ``_UNSET`` when it does not mention it."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(layer, key, default=_UNSET, throw_on_missing=False)
+
+
+def resolve_shadowed(cfg: Any, layers: Sequence[tuple[str, Any]]) -> list[str]:
+    """Apply :data:`SHADOWS` to the merged ``cfg`` (in place); returns the warnings to print.
+
+    ``layers``: ``(name, config)`` in merge order. A general key wins over the specific keys of
+    *earlier* layers only; specific keys given in the same layer or later keep their meaning
+    (``train.max_steps=300 train.max_steps_m0=500`` on one command line: 500 for M0, 300 elsewhere).
+
+        >>> from omegaconf import OmegaConf
+        >>> recipe = OmegaConf.create({"train": {"max_steps": 30, "max_steps_m0": 150}})
+        >>> cli = OmegaConf.from_dotlist(["train.max_steps=300"])
+        >>> cfg = OmegaConf.merge(OmegaConf.structured(EvolveConfig), recipe, cli)
+        >>> notes = resolve_shadowed(cfg, [("recipe.yaml", recipe), ("overrides", cli)])
+        >>> cfg.train.max_steps_m0 is None, notes[0].split(":")[0]
+        (True, 'train.max_steps=300 (overrides) replaces train.max_steps_m0=150 (recipe.yaml)')
+    """
+    from omegaconf import OmegaConf
+
+    notes: list[str] = []
+    for sh in SHADOWS:
+        last_general = max((i for i, (_, layer) in enumerate(layers) if _set_in(layer, sh.general) is not _UNSET),
+                           default=None)
+        if last_general is None:
+            continue
+        gname, glayer = layers[last_general]
+        gvalue = _set_in(glayer, sh.general)
+        said = f"{sh.general}={_plain(gvalue)} ({gname})"
+        replaced: list[str] = []
+        for key in sh.specific:
+            if key == sh.general:
+                continue
+            where = max((i for i, (_, layer) in enumerate(layers) if _set_in(layer, key) is not _UNSET), default=None)
+            value = _plain(OmegaConf.select(cfg, key))
+            if where is None or where >= last_general or value == sh.unset:
+                continue
+            other = f"{key}={value} ({layers[where][0]})"
+            if not sh.honour:
+                raise ConfigError(f"{said} would be ignored: {other} is set and {sh.why}; set {key} as well, or "
+                                  f"{key}={sh.unset if sh.unset is not None else 'null'}")
+            OmegaConf.update(cfg, key, sh.unset, merge=False)
+            replaced.append(other)
+        if replaced:
+            notes.append(f"{said} replaces {', '.join(replaced)}: {sh.why}, and a general key given later wins over "
+                         "the specific keys an earlier layer set (give a specific key after it to keep its own value)")
+    return notes
 
 
 def config_keys(node: Any = None, prefix: str = "") -> list[str]:

@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import Any, Callable
 
+from mathse_rl.pipes import requests
+
 _MEMORY_LIMIT = 4 << 30  # bytes of address space a worker may use; an expansion past it fails, not the host
 
 
@@ -176,13 +178,7 @@ def main(conn, preload: bool = True, ppid: int | None = None, death_watch: str =
         _preload()
     # Announced only once warm: the pool never hands a task to a worker still importing.
     conn.send(("ready", os.getpid(), watch, watchdog))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
+    for msg in requests(conn):
         kind, payload = msg
         try:
             result = HANDLERS[kind](payload)

@@ -14,6 +14,8 @@ import multiprocessing as mp
 import os
 from types import SimpleNamespace
 
+from mathse_rl.pipes import requests
+
 
 class FakeParams:
     def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16):
@@ -29,13 +31,7 @@ class _Tokenizer:
 def _engine_core(conn, tp: int) -> None:
     """The child process: requests in, texts out, until ``None`` or the parent goes away."""
     devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
+    for msg in requests(conn):
         prompts, n, parent = msg
         conn.send([[f"gpus={devices} tp={tp} pid={parent} core={os.getpid()} images={k_img} k={k} {p}"
                     for k in range(n)] for p, k_img in prompts])

@@ -72,7 +72,7 @@ import math
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import trl
@@ -113,6 +113,12 @@ class MathSEConfig(GRPOConfig):
         "help": "step reflect.temperature: refinement sampling temperature (None: temperature)"})
     reflect_max_tokens: Optional[int] = field(default=None, metadata={
         "help": "step reflect.max_tokens: new tokens per refinement (None: max_completion_length)"})
+    reflect_refiner: str = field(default="policy", metadata={
+        "help": "who writes refinements: policy (trl's engine, the policy itself) | openai (a teacher behind an "
+                "OpenAI-compatible endpoint, reflect_openai; the offline loop's reflect.refiner=openai)"})
+    reflect_openai: Optional[Union[dict, str]] = field(default=None, metadata={
+        "help": "the endpoint of reflect_refiner=openai, the offline loop's reflect.openai keys: model, base_url, "
+                "api_key_env, max_tokens, concurrency, timeout (a JSON string on the command line)"})
     require_final_answer: bool = field(default=True, metadata={
         "help": "step require_final_answer: the verifier judge accepts only a stated final answer"})
     undecidable_as_wrong: bool = field(default=False, metadata={
@@ -157,14 +163,29 @@ class MathSEConfig(GRPOConfig):
             raise ValueError(f"reflect_mode must be one of {REFLECT_MODES}, got {self.reflect_mode!r}")
         if self.refine_sft_coef < 0:
             raise ValueError(f"refine_sft_coef must be >= 0, got {self.refine_sft_coef}")
+        if isinstance(self.reflect_openai, str):
+            import json
+
+            self.reflect_openai = json.loads(self.reflect_openai)
+        if self.reflect_refiner not in ("policy", "openai"):
+            raise ValueError(f"reflect_refiner must be policy or openai, got {self.reflect_refiner!r}")
+        if self.reflect_refiner == "openai" and not (self.reflect_openai or {}).get("base_url"):
+            raise ValueError("reflect_refiner=openai needs reflect_openai={'base_url': ..., 'model': ...}")
+        if self.reflect_refiner != "policy" and self.reflect_attempts > 1:
+            # A later attempt reflects on the previous refinement; the refiner protocol is handed the original
+            # wrong path, so only one attempt is exact through a refiner.
+            raise ValueError("reflect_attempts > 1 is supported with reflect_refiner=policy only")
         self.step_config()  # fail on bad step options before any work starts
 
 
 class MathSETrainer(GRPOTrainer):
     """GRPO with MathSE's reflection-rejection sampling inside each generation batch."""
 
-    def __init__(self, *args: Any, judge: Judge | None = None, critic: Any = None, **kwargs: Any):
-        """``judge``/``critic``: step objects to use instead of those built from ``args``."""
+    def __init__(self, *args: Any, judge: Judge | None = None, critic: Any = None, refiner: Any = None,
+                 **kwargs: Any):
+        """``judge``/``critic``: step objects to use instead of those built from ``args``; ``refiner``: an
+        evolve-loop refiner (``refine(problems, wrong, critiques, ...)``) writing the refinements instead of
+        the policy (default: the one ``reflect_refiner`` names; ``policy``: trl's own engine)."""
         if not trl.__version__.startswith(SUPPORTED_TRL):
             raise RuntimeError(f"MathSETrainer overrides private hooks of trl {SUPPORTED_TRL}x; found trl "
                                f"{trl.__version__}. Install mathse-rl[trl] (trl==1.16.*).")
@@ -186,6 +207,7 @@ class MathSETrainer(GRPOTrainer):
         self.step = step
         self.judge = judge
         self.critic = critic or Critic(self.step.critic)
+        self.refiner = refiner if refiner is not None else self._configured_refiner()
         self._mathse_inputs: list[dict[str, Any]] | None = None
         self._mathse_rows: dict[str, list[Any]] | None = None
         # Refinement rows scored in the GRPO loss's forward pass (add mode), and their log-probabilities.
@@ -259,8 +281,10 @@ class MathSETrainer(GRPOTrainer):
                      for i, c in zip(failed, critiques)]
             budget = self._reflect_budget()
             with self._reflection_sampling(budget.max_tokens):
-                outcomes = reflect_and_rejudge(self.judge, items, self._generate_aligned_with(prompts[0]), budget,
-                                               critic=self.critic, counters=counters)
+                generate = (self._generate_aligned_with(prompts[0]) if self.refiner is None
+                            else self._generate_with_refiner(self.refiner))
+                outcomes = reflect_and_rejudge(self.judge, items, generate, budget, critic=self.critic,
+                                               counters=counters)
                 self._finish_generation_rounds(prompts[0])
             for o in outcomes:
                 if not o.accepted:
@@ -458,6 +482,45 @@ class MathSETrainer(GRPOTrainer):
 
         def generate(requests: list[ReflectRequest]) -> list[Generation | BaseException]:
             return self._generation_round([r.messages for r in requests], filler, active=True)
+
+        return generate
+
+    def _configured_refiner(self) -> Any:
+        """The evolve loop's refiner named by ``reflect_refiner`` (None: the policy through trl's engine)."""
+        if self.args.reflect_refiner == "policy":
+            return None
+        from types import SimpleNamespace
+
+        from mathse_rl.evolve.components import get_refiner
+
+        config = SimpleNamespace(reflect=SimpleNamespace(openai=dict(self.args.reflect_openai or {})))
+        return get_refiner(self.args.reflect_refiner, config, None)
+
+    def _generate_with_refiner(self, refiner: Any):
+        """The step's generate function over a refiner (a teacher endpoint): the refinement text is tokenised
+        with the policy's tokenizer and ends with its end token, as a sampled completion does, so the add-mode
+        SFT term and rft train it like one. A refinement longer than ``max_tokens`` counts as truncated."""
+        eos = (getattr(self, "eos_token_ids", None) or [self._tokenizer.eos_token_id])[0]
+
+        def generate(requests: list[ReflectRequest]) -> list[Generation | BaseException]:
+            if not requests:
+                return []
+            first = requests[0]
+            outs = refiner.refine([r.item.problem for r in requests], [r.item.wrong for r in requests],
+                                  [r.item.critique for r in requests], n=1,
+                                  temperature=first.temperature if first.temperature is not None else self.temperature,
+                                  max_new_tokens=first.max_tokens, template=self.step.reflect.template)
+            results: list[Generation | BaseException] = []
+            for r, refs in zip(requests, outs):
+                g = refs[0] if refs else Generation("", "error")
+                g = g if isinstance(g, Generation) else Generation(str(g))
+                if g.finish_reason == "error":
+                    results.append(RuntimeError("the refiner returned no refinement"))
+                    continue
+                ids = self._tokenizer(g.text, add_special_tokens=False)["input_ids"] + [eos]
+                reason = "length" if g.finish_reason == "length" or len(ids) > r.max_tokens else "stop"
+                results.append(Generation(g.text, reason, len(ids), ids))
+            return results
 
         return generate
 
@@ -708,7 +771,7 @@ def rft_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, weight: torch.Te
 
 
 def online_dataset(problems):
-    """trl rows for ``MathSETrainer`` from problems: solve prompt, images, reference answer, question.
+    """trl rows for ``MathSETrainer`` from problems: solve prompt, images, reference answer, question, options.
 
     Images given as paths decode lazily (datasets' Image feature); PIL images are kept as they are;
     text-only and image problems may be mixed (:mod:`mathse_rl.integrations.trl.conversational`).
@@ -718,4 +781,6 @@ def online_dataset(problems):
 
     data = {"id": [p.id for p in problems], "prompt": [build_solve_messages(p) for p in problems],
             "solution": [p.gold for p in problems], "question": [p.question for p in problems]}
+    if any(p.choices for p in problems):  # the judge, the rewards and the reflection prompt read the options
+        data["choices"] = [list(p.choices) if p.choices else None for p in problems]
     return conversational_dataset(data, [list(p.images) for p in problems])
