@@ -47,6 +47,8 @@ DEFAULT_REWARD = "verifier"
 VERDICT_FIELD = "mathse_verdict"
 # The trainer-config section of the MathSE step, and the step options that decide a verdict.
 CONFIG_SECTION = "mathse"
+# The repository's path shims for verl's custom_reward_function.path (they call compute_score).
+SHIM_FILES = ("rewards/verifier.py", "rewards/orm.py")
 VERDICT_OPTIONS = ("judge", "judge_options", "critic", "undecidable_as_wrong", "require_final_answer", "threshold")
 
 _cache: dict[str, Any] = {}
@@ -162,8 +164,11 @@ def check_reward_config(config: Any, step: Any = None) -> Any:
     reward_cfg = (config.get("reward") if hasattr(config, "get") else None) or {}
     manager = str(((reward_cfg.get("reward_manager") or {}).get("name")) or "")
     custom = str(((reward_cfg.get("custom_reward_function") or {}).get("path")) or "")
+    ours = "mathse_rl" in custom or custom.replace("\\", "/").endswith(SHIM_FILES)
+    # what our compute_score does with an undecidable sample (the mathse manager reads the section itself;
+    # a reward function of someone else's is theirs to configure)
     own = bool(s.undecidable_as_wrong) if s.undecidable_as_wrong is not None else (
-        None if manager == "mathse" or not custom else False)  # the mathse manager reads the section itself
+        False if manager != "mathse" and ours else None)
     if own is not None and own != step.undecidable_as_wrong:
         where = s.where if manager == "mathse" or "undecidable_as_wrong" in s.given else \
             "reward.custom_reward_function.reward_kwargs"

@@ -209,6 +209,9 @@ MISWIRED = {
                                                            "+mathse.undecidable_as_wrong=true",
                                                            "reward.custom_reward_function.path=pkg://mathse_rl.integrations.verl"],
                                                    "reward.custom_reward_function.reward_kwargs.undecidable_as_wrong=False"),
+    "shim_scores_undecidable_otherwise": (OURS + ["algorithm.adv_estimator=grpo", "+mathse.undecidable_as_wrong=true",
+                                                  "reward.custom_reward_function.path=rewards/verifier.py"],
+                                          "reward.custom_reward_function.reward_kwargs.undecidable_as_wrong=False"),
 }
 
 
@@ -252,6 +255,8 @@ def test_verls_driver_check_refuses_a_miswired_config(case):
             "reward.custom_reward_function.path=pkg://mathse_rl.integrations.verl",
             "+reward.custom_reward_function.reward_kwargs.undecidable_as_wrong=true"],
     OURS + ["algorithm.adv_estimator=grpo", "+mathse.undecidable_as_wrong=true", "reward.reward_manager.name=mathse"],
+    OURS + ["algorithm.adv_estimator=grpo", "+mathse.undecidable_as_wrong=true",  # someone else's reward function
+            "reward.custom_reward_function.path=my_rewards.py"],
     ["algorithm.adv_estimator=grpo"],  # nothing of ours
 ])
 def test_well_wired_configs_pass(overrides):
