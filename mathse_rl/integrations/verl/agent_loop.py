@@ -59,6 +59,15 @@ accepts ``mathse_rft`` samples on ``accepted`` (never on a summed or shaped rewa
 the counts into logged metrics (``mathse/refine_rate``, ``mathse/accepted_frac``, ...,
 ``mathse/<data_source>/...``).
 
+Inside verl (Ray) a ``backend: local`` critic or ORM judge is loaded once per node and shared by
+the node's agent-loop workers (:mod:`.shared_judge`), not once per worker. Validation batches
+carry the ``mathse`` trainer's marker (``fields.VALIDATE_FIELD``): the policy's own answer is
+returned in either mode (verl's validation metrics score it) and the reflection is only counted.
+Every request of a sample carries what verl's single-turn loop sends (audio, SGLang's video
+payload, processor options, priority) under one request id (``det-{priority}`` with
+``rollout.full_determinism``, as verl's), and the policy's output keeps the engine's router
+choices (router replay); each output counts as one prompt and one answer (``num_turns=2``).
+
 Options: the trainer config section ``mathse`` holds the step's vocabulary
 (:class:`mathse_rl.step.StepConfig`: ``judge``, ``critic``, ``reflect.enabled``,
 ``reflect.attempts``, ``reflect.max_tokens``, ...) and this loop's own (:class:`VerlOptions`:
@@ -84,7 +93,8 @@ from verl.workers.rollout.replica import TokenOutput
 
 from mathse_rl.integrations.verl.budget import rule_for
 from mathse_rl.integrations.verl.compat import install_session_scoring
-from mathse_rl.integrations.verl.fields import EXTRA_FIELDS, ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT
+from mathse_rl.integrations.verl.fields import (EXTRA_FIELDS, ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT,
+                                                VALIDATE_FIELD)
 from mathse_rl.integrations.verl.scoring import VERDICT_FIELD, check_reward_config, verdict_fields
 from mathse_rl.step import (Critic, Generation, Judge, PathVerdict, ReflectItem, ReflectOutcome, ReflectRequest,
                             StepConfig, StepCounters, TokenBudget, acritique, areflect_and_rejudge, step_config)
@@ -147,6 +157,18 @@ def _plain(mapping: Any) -> dict[str, Any]:
     if isinstance(mapping, DictConfig):
         return dict(OmegaConf.to_container(mapping, resolve=True))  # type: ignore[arg-type]
     return dict(mapping or {})
+
+
+def node_shared(step: StepConfig, in_ray: bool | None = None) -> StepConfig:
+    """``step`` with every ``backend: local`` ORM (critic, judge options, a composite's ORM part)
+    switched to the one-per-node shared judge when running inside Ray (:mod:`.shared_judge`)."""
+    import dataclasses
+
+    from mathse_rl.integrations.verl.shared_judge import shared_on_node
+
+    options = shared_on_node(step.judge_options, in_ray)
+    options = {k: shared_on_node(v, in_ray) if isinstance(v, Mapping) else v for k, v in options.items()}
+    return dataclasses.replace(step, critic=shared_on_node(step.critic, in_ray), judge_options=options)
 
 
 @functools.lru_cache(maxsize=8)
@@ -225,7 +247,8 @@ class MathSEReflectAgentLoop(AgentLoopBase):
         own = {f.name for f in fields(StepConfig)} | {f.name for f in fields(VerlOptions)}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
         super().__init__(*args, **kwargs)
-        self.step, self.options = resolve_options(self.config, options)
+        step, self.options = resolve_options(self.config, options)
+        self.step = node_shared(step)
         trainer = self.config.get("trainer", None) or {}
         if self.options.reflect_mode == "add" and not trainer.get("use_v1", True):
             raise ValueError("mathse.reflect_mode=add returns a refinement as a second output of the session, which "
@@ -250,7 +273,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             return int(value)
         return _max_position_embeddings(str(self.config.actor_rollout_ref.model.path))
 
-    def token_budget(self, images: Any, videos: Any) -> TokenBudget:
+    def token_budget(self, request: "_Request") -> TokenBudget:
         """What the server grants a reflection (``max_tokens`` asked explicitly). A user cap on
         the reflection prompt (``max_prompt_length``) is a smaller context: a prompt fits it
         exactly when it is at most that long."""
@@ -260,24 +283,33 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             context = min(context, cap)
 
         async def count(messages: list[dict[str, Any]], _images: tuple[Any, ...]) -> int:
-            return len(await self._reflection_tokens(messages, images, videos))
+            return len(await self._reflection_tokens(messages, request))
 
         return TokenBudget(self.reflect_max_tokens, context, count, self.budget_rule)
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any
                   ) -> AgentLoopOutput | list[AgentLoopOutput]:
-        priority = int(priority)
         messages = list(kwargs["raw_prompt"])
         multi_modal_data = await self.process_multi_modal_info(messages)
-        images = multi_modal_data.get("images")
-        videos = multi_modal_data.get("videos")
-        mm_processor_kwargs = self._get_mm_processor_kwargs(multi_modal_data.get("audios"))
+        images, videos, audios = (multi_modal_data.get(k) for k in ("images", "videos", "audios"))
         self._assert_mm_supported(bool(multi_modal_data))
-        prompt_ids = await self.ct_build_initial_tokens(messages, images=images, videos=videos)
+        mm_inputs: dict[str, Any] = {}
+        prompt_ids = await self.ct_build_initial_tokens(messages, images=images, videos=videos, audios=audios,
+                                                        mm_inputs_out=mm_inputs)
+        # What verl's single-turn loop sends with every request, kept for the reflections too; one
+        # request id per sample (verl's rule under full_determinism), so a sample's calls stick to
+        # one server and its prefix cache.
+        full_determinism = bool(getattr(self.rollout_config, "full_determinism", False))
+        request = _Request(
+            request_id=f"det-{int(priority)}" if full_determinism else uuid4().hex,
+            images=images, videos=videos, audios=audios,
+            mm_processor_kwargs=self._get_mm_processor_kwargs(audios),
+            mm_processor_output=self.build_sglang_video_payload(videos, mm_inputs),
+            priority=int(priority))
 
         metrics: dict[str, Any] = {}
         with simple_timer("generate_sequences", metrics):
-            first = await self._generate(prompt_ids, sampling_params, images, videos, mm_processor_kwargs, priority)
+            first = await self._generate(prompt_ids, sampling_params, request)
         problem, from_extra = problem_from_row(kwargs, images or ())
         first_text = self._decode(first)
         counters = StepCounters()
@@ -286,35 +318,35 @@ class MathSEReflectAgentLoop(AgentLoopBase):
         outcome: ReflectOutcome | None = None
         if self.step.reflect.enabled and self.judge.reflects_on(verdict):  # wrong (undecidable_as_wrong: or undecided)
             outcome = await self._reflect(problem, from_extra, messages, first_text, verdict, counters,
-                                          sampling_params, images, videos, mm_processor_kwargs, priority, metrics)
+                                          sampling_params, request, metrics)
         metrics["num_preempted"] = first.num_preempted if first.num_preempted is not None else -1
         extra = _extra_fields(verdict, outcome, counters)
         extra[VERDICT_FIELD] = verdict_fields(self.judge, verdict)  # the reward is derived from this verdict
-        num_turns = 2 + 2 * int(extra["refine_attempts"])  # user, assistant, then a pair per reflection
+        # every output is trained as one prompt and one answer: verl's num_turns metrics stay those of the
+        # samples (as verl's single-turn loop logs them); reflection shows in mathse/* (refine_rate, ...)
+        num_turns = 2
         refinement = self._kept(outcome)
         extra["is_refined"] = refinement is not None
-        if refinement is None:
-            return await self._as_output(prompt_ids, first, multi_modal_data, mm_processor_kwargs, metrics, extra,
-                                         num_turns)
+        if refinement is None or kwargs.get(VALIDATE_FIELD):
+            # validation scores the policy's own answer; reflection only adds to the counts
+            return await self._as_output(prompt_ids, first, multi_modal_data, request, metrics, extra, num_turns)
         refined_extra = dict(extra, accepted=_score(outcome.status == "verified"), mathse_role=ROLE_REFINEMENT)
         refined_extra[VERDICT_FIELD] = verdict_fields(self.judge, outcome.verdict)
         if self.options.reflect_mode == "replace":
             refined_extra["mathse_role"] = ROLE_REPLACEMENT
-            return await self._as_output(prompt_ids, refinement, multi_modal_data, mm_processor_kwargs, metrics,
+            return await self._as_output(prompt_ids, refinement, multi_modal_data, request, metrics,
                                          refined_extra, num_turns)
         # add: the policy's own answer comes last, so verl's per-session bookkeeping (rewards,
         # GRPO's group statistics) is that of the on-policy sample; the counts travel once.
         refined_extra["mathse_counts"] = {}
-        refined_out = await self._as_output(prompt_ids, refinement, multi_modal_data, mm_processor_kwargs,
-                                            dict(metrics), refined_extra, num_turns)
-        policy_out = await self._as_output(prompt_ids, first, multi_modal_data, mm_processor_kwargs, metrics, extra,
-                                           num_turns)
+        refined_out = await self._as_output(prompt_ids, refinement, multi_modal_data, request, dict(metrics),
+                                            refined_extra, num_turns)
+        policy_out = await self._as_output(prompt_ids, first, multi_modal_data, request, metrics, extra, num_turns)
         return [refined_out, policy_out]
 
     async def _reflect(self, problem: Problem, from_extra: bool, messages: list[Any], wrong: str,
-                       verdict: PathVerdict, counters: StepCounters, sampling_params: dict[str, Any], images: Any,
-                       videos: Any, mm_processor_kwargs: dict[str, Any], priority: int,
-                       metrics: dict[str, Any]) -> ReflectOutcome:
+                       verdict: PathVerdict, counters: StepCounters, sampling_params: dict[str, Any],
+                       sample: "_Request", metrics: dict[str, Any]) -> ReflectOutcome:
         """One wrong answer through the step's critique → reflect → re-judge, generating here."""
         # Options already in the question text (it came from the raw prompt) are not listed twice.
         shown = problem if from_extra else Problem(id=problem.id, question=problem.question, gold=problem.gold,
@@ -331,9 +363,9 @@ class MathSEReflectAgentLoop(AgentLoopBase):
                 if request.temperature is not None:
                     params["temperature"] = request.temperature
                 try:
-                    ids = await self._reflection_tokens(request.messages, images, videos)
+                    ids = await self._reflection_tokens(request.messages, sample)
                     with simple_timer("generate_sequences", metrics):
-                        out = await self._generate(ids, params, images, videos, mm_processor_kwargs, priority)
+                        out = await self._generate(ids, params, sample)
                 except Exception as exc:  # one failed request must not fail the group: counted by the step
                     logger.warning("mathse_reflect: reflection for sample %s failed: %s: %s", problem.id,
                                    type(exc).__name__, exc)
@@ -343,7 +375,7 @@ class MathSEReflectAgentLoop(AgentLoopBase):
                 outs.append(Generation(self._decode(out), stop, len(out.token_ids), out))
             return outs
 
-        (outcome,) = await areflect_and_rejudge(self.judge, [item], generate, self.token_budget(images, videos),
+        (outcome,) = await areflect_and_rejudge(self.judge, [item], generate, self.token_budget(sample),
                                                 critic=self.critic, options=self.step.reflect, counters=counters)
         return outcome
 
@@ -369,29 +401,30 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             return True
         return len(ids) >= budget and ids[-1] not in self.eos_ids
 
-    async def _reflection_tokens(self, messages: list[dict[str, Any]], images: Any, videos: Any) -> list[int]:
+    async def _reflection_tokens(self, messages: list[dict[str, Any]], request: "_Request") -> list[int]:
         # The builder directly: ct_build_initial_tokens would reject a prompt over prompt_length.
-        return await self.loop.run_in_executor(
-            None, lambda: self.continuous_token_builder.build_initial_tokens(messages, images=images, videos=videos)
-        )
+        return await self.loop.run_in_executor(None, lambda: self.continuous_token_builder.build_initial_tokens(
+            messages, images=request.images, videos=request.videos, audios=request.audios))
 
-    async def _generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], images: Any, videos: Any,
-                        mm_processor_kwargs: dict[str, Any], priority: int) -> TokenOutput:
+    async def _generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request: "_Request"
+                        ) -> TokenOutput:
         return await self.server_manager.generate(
-            request_id=uuid4().hex,
+            request_id=request.request_id,
             prompt_ids=prompt_ids,
             sampling_params=sampling_params,
-            image_data=images,
-            video_data=videos,
-            mm_processor_kwargs=mm_processor_kwargs,
-            priority=priority,
+            image_data=request.images,
+            audio_data=request.audios,
+            video_data=request.videos,
+            mm_processor_output=request.mm_processor_output,
+            mm_processor_kwargs=request.mm_processor_kwargs,
+            priority=request.priority,
         )
 
     def _decode(self, output: TokenOutput) -> str:
         return self.tokenizer.decode(output.token_ids[: self.response_length], skip_special_tokens=True)
 
     async def _as_output(self, prompt_ids: list[int], output: TokenOutput, multi_modal_data: dict[str, Any],
-                         mm_processor_kwargs: dict[str, Any], metrics: dict[str, Any],
+                         request: "_Request", metrics: dict[str, Any],
                          extra: dict[str, Any], num_turns: int) -> AgentLoopOutput:
         """``output`` as the response to ``prompt_ids`` (the dataset prompt), as verl's single-turn loop builds it."""
         merge_result, response_mask, response_logprobs = await self.ct_merge_assistant_token(
@@ -411,12 +444,31 @@ class MathSEReflectAgentLoop(AgentLoopBase):
             response_ids=response_ids[: self.response_length],
             response_mask=response_mask[: self.response_length],
             response_logprobs=response_logprobs[: self.response_length] if response_logprobs else None,
+            # the engine's routes (router replay, R3) cover the prompt it answered: a refinement's were
+            # taken under the reflection prompt, not the one it is trained with (refused at start)
+            routed_experts=(output.routed_experts[: len(prompt_ids) + self.response_length]
+                            if output.routed_experts is not None and extra.get("mathse_role") == ROLE_POLICY
+                            else None),
             multi_modal_data=multi_modal_data,
-            mm_processor_kwargs=mm_processor_kwargs,
+            mm_processor_kwargs=request.mm_processor_kwargs,
+            mm_processor_output=request.mm_processor_output,
             num_turns=num_turns,
             metrics=metrics,
             extra_fields=extra_fields,
         )
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What every request of one sample carries to the rollout server (as verl's single-turn loop sends it)."""
+
+    request_id: str
+    images: Any
+    videos: Any
+    audios: Any
+    mm_processor_kwargs: dict[str, Any]
+    mm_processor_output: Any
+    priority: int
 
 
 def _extra_fields(verdict: PathVerdict, outcome: ReflectOutcome | None, counters: StepCounters) -> dict[str, Any]:

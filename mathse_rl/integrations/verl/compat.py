@@ -1,4 +1,4 @@
-"""Fixes for two places where verl 0.9.1 does not work with what MathSE runs beside it.
+"""Fixes for places where verl 0.9.1 does not work with what MathSE runs beside it.
 
 1. **trl.** The trl release our ``trl`` extra installs clashes with verl's FSDP path
    (:func:`install_trl_shim`, below).
@@ -19,6 +19,9 @@
    score the loop's docstring promises (the on-policy sample keeps its reward; the ``mathse``
    trainer gives the refinement its own advantage). Sessions of any other agent loop are
    scored by verl's code unchanged.
+3. **A micro-batch without images** on a Qwen2-VL-family model under transformers 5
+   (:func:`install_text_only_vision_fix`): verl's forward raises on it. Padding rows are
+   text-only, so a micro-batch of padding alone (stock verl's or the ``mathse`` trainer's) fails.
 
 The trl clash: verl's FSDP path (``verl.models.transformers.monkey_patch.apply_monkey_patch``,
 called whenever the actor model is built) asks ``verl.utils.import_utils.is_trl_available()``
@@ -150,4 +153,57 @@ def install_session_scoring() -> bool:
 
     setattr(_compute_score, SCORING_MARKER, True)
     AgentLoopWorker._compute_score = _compute_score
+    return True
+
+
+# -- a micro-batch without images on a Qwen2-VL-family model ------------------------------------
+# Marker attribute on the installed wrapper (makes installing idempotent).
+TEXT_ONLY_MARKER = "_mathse_text_only_vision"
+
+
+class _TensorVisual:
+    """``model`` whose ``visual(...)`` returns the image embeddings tensor (transformers 5 returns an
+    output object; verl's text-only branch calls ``.mean()`` on it)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def visual(self, *args, **kwargs):
+        from verl.utils.transformers_compat import unpack_visual_output
+
+        return unpack_visual_output(self._model.visual(*args, **kwargs))[0]
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def install_text_only_vision_fix() -> bool:
+    """Make verl's Qwen2-VL / Qwen2.5-VL forward work on a micro-batch without images under
+    transformers 5; True if newly installed. Safe to call many times.
+
+    verl runs the vision tower on a dummy image when a micro-batch has no ``pixel_values`` (so
+    every FSDP rank takes part in its all-gathers) and adds ``0 * image_embeds.mean()``; with
+    transformers 5 the tower returns an output object, not a tensor, and the forward raises
+    ``AttributeError: 'BaseModelOutputWithPooling' object has no attribute 'mean'``. Such a
+    micro-batch is one made of verl's text-only padding rows (``trainer.ppo.padding_utils``): it
+    happens in stock verl too whenever padding fills a micro-batch. The fix hands that branch the
+    tower's embeddings tensor (what verl's image branch already reads, ``unpack_visual_output``);
+    batches with images run verl's code unchanged.
+    """
+    import verl.models.transformers.qwen2_vl as qwen2_vl
+
+    original = qwen2_vl._get_input_embeds
+    if getattr(original, TEXT_ONLY_MARKER, False):
+        return False
+
+    @functools.wraps(original)
+    def _get_input_embeds(model, input_ids, attention_mask=None, pixel_values=None, pixel_values_videos=None,
+                          image_grid_thw=None, video_grid_thw=None):
+        if pixel_values is None and pixel_values_videos is None:
+            model = _TensorVisual(model)
+        return original(model, input_ids, attention_mask, pixel_values, pixel_values_videos, image_grid_thw,
+                        video_grid_thw)
+
+    setattr(_get_input_embeds, TEXT_ONLY_MARKER, True)
+    qwen2_vl._get_input_embeds = _get_input_embeds
     return True

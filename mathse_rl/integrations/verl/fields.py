@@ -18,6 +18,9 @@ ROLE_FIELD = "mathse_role"
 # ... the policy's own sample, a refinement added beside it (add), or a refinement returned in its
 # place (replace).
 ROLE_POLICY, ROLE_REFINEMENT, ROLE_REPLACEMENT = "policy", "refinement", "replacement"
+# Non-tensor field the mathse trainer puts on validation batches (it reaches the loop's kwargs):
+# validation scores the policy's own answer whatever the reflect mode.
+VALIDATE_FIELD = "mathse_validate"
 
 
 def role_of(extra_fields: Any) -> str | None:

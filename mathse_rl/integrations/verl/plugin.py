@@ -26,6 +26,10 @@ REGISTRATIONS: tuple[str, ...] = (
 COMPAT_FIXES: tuple[tuple[str, str], ...] = (
     # trl 1.16 lacks the value-head class verl's FSDP path imports (see compat.py).
     ("trl_value_head", "mathse_rl.integrations.verl.compat:install_trl_shim"),
+    # verl's Qwen2-VL forward fails on a micro-batch without images under transformers 5 (compat.py).
+    ("text_only_vision", "mathse_rl.integrations.verl.compat:install_text_only_vision_fix"),
+    # Not a fix: a mis-wired MathSE config fails in verl's validate_config, before ray.init (wiring.py).
+    ("start_check", "mathse_rl.integrations.verl.wiring:install_start_check"),
 )
 
 

@@ -21,7 +21,9 @@ reward verl trains on is the judge's verdict (:func:`mathse_rl.step.verdict_rewa
 - ``score``: the judge reward's score of a decided response (the verifier: 1.0 / 0.0); for an
   undecidable one (no or unreadable gold, verifier timeout, judge failure) ``unscored_value``
   (default 0.0) with ``scored=False``, or, with ``mathse.undecidable_as_wrong: true``, 0.0 with
-  ``scored=True``.
+  ``scored=True``. ``compute_score`` (verl's ``naive`` manager) never sees the ``mathse``
+  section: it takes ``undecidable_as_wrong`` as a reward keyword, and the start check refuses a
+  run whose reward keyword and ``mathse.undecidable_as_wrong`` differ.
 
 A response the ``mathse_reflect`` agent loop has judged carries that verdict
 (``extra_fields["mathse_verdict"]``, :data:`VERDICT_FIELD`); it is used as it is, never judged
@@ -45,6 +47,8 @@ DEFAULT_REWARD = "verifier"
 VERDICT_FIELD = "mathse_verdict"
 # The trainer-config section of the MathSE step, and the step options that decide a verdict.
 CONFIG_SECTION = "mathse"
+# The repository's path shims for verl's custom_reward_function.path (they call compute_score).
+SHIM_FILES = ("rewards/verifier.py", "rewards/orm.py")
 VERDICT_OPTIONS = ("judge", "judge_options", "critic", "undecidable_as_wrong", "require_final_answer", "threshold")
 
 _cache: dict[str, Any] = {}
@@ -97,6 +101,7 @@ class RewardSettings:
     unscored_value: float = 0.0  # score of a sample the reward cannot decide (scored=False)
     max_batch: int = 256  # most samples scored in one reward call
     batch_window_s: float = 0.002  # wait this long for more samples
+    undecidable_as_wrong: bool | None = None  # compute_score's copy of mathse.undecidable_as_wrong (None: unset)
     where: str = "reward.reward_kwargs"  # where these were read (for messages)
     given: tuple[str, ...] = ()  # the keys the user set
 
@@ -119,6 +124,8 @@ def reward_settings(config: Any) -> RewardSettings:
         unscored_value=float(kwargs.get("unscored_value", 0.0)),
         max_batch=int(kwargs.get("max_batch", 256)),
         batch_window_s=float(kwargs.get("batch_window_s", 0.002)),
+        undecidable_as_wrong=(None if kwargs.get("undecidable_as_wrong") is None
+                              else bool(kwargs["undecidable_as_wrong"])),
         where=where,
         given=tuple(sorted(kwargs)),
     )
@@ -143,7 +150,9 @@ def check_reward_config(config: Any, step: Any = None) -> Any:
     The reward is derived from ``mathse.judge`` unless the reward settings name one; a named reward
     that decides correctness must be that judge, and options it sets must be the judge's. With
     ``mathse.undecidable_as_wrong: true`` an undecidable sample is rewarded 0.0, so an
-    ``unscored_value`` other than 0.0 contradicts it.
+    ``unscored_value`` other than 0.0 contradicts it. ``compute_score`` (any reward manager but
+    ``mathse``) cannot read the ``mathse`` section, so its ``undecidable_as_wrong`` keyword must say
+    what the step says.
     """
     from mathse_rl.step import verdict_mismatches
 
@@ -152,6 +161,20 @@ def check_reward_config(config: Any, step: Any = None) -> Any:
         return None
     s = reward_settings(config)
     problems = []
+    reward_cfg = (config.get("reward") if hasattr(config, "get") else None) or {}
+    manager = str(((reward_cfg.get("reward_manager") or {}).get("name")) or "")
+    custom = str(((reward_cfg.get("custom_reward_function") or {}).get("path")) or "")
+    ours = "mathse_rl" in custom or custom.replace("\\", "/").endswith(SHIM_FILES)
+    # what our compute_score does with an undecidable sample (the mathse manager reads the section itself;
+    # a reward function of someone else's is theirs to configure)
+    own = bool(s.undecidable_as_wrong) if s.undecidable_as_wrong is not None else (
+        False if manager != "mathse" and ours else None)
+    if own is not None and own != step.undecidable_as_wrong:
+        where = s.where if manager == "mathse" or "undecidable_as_wrong" in s.given else \
+            "reward.custom_reward_function.reward_kwargs"
+        problems.append(f"{where}.undecidable_as_wrong={own} (what compute_score does with an undecidable "
+                        f"sample) but {CONFIG_SECTION}.undecidable_as_wrong={step.undecidable_as_wrong}: set "
+                        f"both the same (compute_score cannot read the {CONFIG_SECTION} section)")
     if "reward" in s.given or s.reward_options:
         spec = s.reward if "reward" in s.given else step.judge
         problems += verdict_mismatches(spec, s.reward_options, step, reward_setting=f"{s.where}.reward={spec!r}"
@@ -319,11 +342,19 @@ def problem_of(sample: RewardInput) -> Problem:
 
 
 def scorer_for(spec: Any = DEFAULT_REWARD, options: Mapping[str, Any] | None = None,
-               reward_router_address: str | None = None) -> Scorer:
+               reward_router_address: str | None = None, undecidable_as_wrong: bool = False) -> Scorer:
     """The :class:`Scorer` of ``compute_score``'s arguments, built once per process."""
+    from mathse_rl.step import deciding_parts, step_config
+
     spec, options = _plain(spec), dict(_plain(options) or {})
-    return _cached(["scorer", spec, options, reward_router_address],
-                   lambda: Scorer(spec, options, reward_router_address=reward_router_address))
+
+    def build() -> Scorer:
+        step = None
+        if undecidable_as_wrong and deciding_parts(spec):  # the step's policy for undecidable samples
+            step = step_config({"judge": spec, "judge_options": options, "undecidable_as_wrong": True})
+        return Scorer(spec, options, step, reward_router_address=reward_router_address)
+
+    return _cached(["scorer", spec, options, reward_router_address, bool(undecidable_as_wrong)], build)
 
 
 # ----------------------------------------------------------------------------- verl's custom reward function
@@ -350,15 +381,17 @@ def sample_from_verl(data_source: Any, solution_str: str, ground_truth: Any,
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None,
                   reward: Any = DEFAULT_REWARD, reward_options: Mapping[str, Any] | None = None,
                   unscored_value: float = 0.0, reward_router_address: str | None = None,
-                  **_verl_kwargs: Any) -> dict[str, Any]:
+                  undecidable_as_wrong: bool = False, **_verl_kwargs: Any) -> dict[str, Any]:
     """Score one response with the registry reward named ``reward`` (verl's custom reward function).
 
     ``reward_options`` go to the reward's factory; ``reward_router_address`` to rewards that
-    take it; other keyword arguments verl passes are accepted and ignored. A response the
-    ``mathse_reflect`` loop judged (its verdict in ``extra_info``, where verl's reward managers put
-    the loop's extra fields) is scored from that verdict.
+    take it; ``undecidable_as_wrong`` (the step's option, which this function cannot read from the
+    ``mathse`` section) scores an undecidable response 0.0 as wrong (``scored=True``); other
+    keyword arguments verl passes are accepted and ignored. A response the ``mathse_reflect`` loop
+    judged (its verdict in ``extra_info``, where verl's reward managers put the loop's extra
+    fields) is scored from that verdict.
     """
-    scorer = scorer_for(reward, reward_options, reward_router_address)
+    scorer = scorer_for(reward, reward_options, reward_router_address, undecidable_as_wrong)
     sample = sample_from_verl(data_source, solution_str, ground_truth, extra_info)
     return scorer.score_one(sample, carried_verdict(extra_info), unscored_value)
 
@@ -366,10 +399,11 @@ def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_
 async def compute_score_async(data_source: Any, solution_str: str, ground_truth: Any,
                               extra_info: Mapping[str, Any] | None = None, reward: Any = DEFAULT_REWARD,
                               reward_options: Mapping[str, Any] | None = None, unscored_value: float = 0.0,
-                              reward_router_address: str | None = None, **_verl_kwargs: Any) -> dict[str, Any]:
+                              reward_router_address: str | None = None, undecidable_as_wrong: bool = False,
+                              **_verl_kwargs: Any) -> dict[str, Any]:
     """``compute_score`` as a coroutine, for rewards that call a model or a service (the ORM):
     verl awaits it instead of running it in a thread
     (``reward.custom_reward_function.name=compute_score_async``)."""
-    scorer = scorer_for(reward, reward_options, reward_router_address)
+    scorer = scorer_for(reward, reward_options, reward_router_address, undecidable_as_wrong)
     sample = sample_from_verl(data_source, solution_str, ground_truth, extra_info)
     return await scorer.ascore_one(sample, carried_verdict(extra_info), unscored_value)

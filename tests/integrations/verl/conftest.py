@@ -26,6 +26,8 @@ class Call:
     scripted: bool
     sampling_params: dict
     granted: int
+    request_id: str = ""
+    kwargs: dict | None = None  # everything else the loop sent (audio_data, mm_processor_output, priority, ...)
 
 
 class TinyVLMServer:
@@ -40,6 +42,7 @@ class TinyVLMServer:
         self.budget = dict(budget or {})
         self.calls: list[Call] = []
         self.fail_on: str | None = None  # a marker: prompts containing it raise, like a dead server
+        self.routed_experts = False  # answer with per-token router choices, as an MoE engine with router replay
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, video_data=None,
                        audio_data=None, mm_processor_kwargs=None, **kwargs):
@@ -76,8 +79,11 @@ class TinyVLMServer:
                                           max_new_tokens=min(self.max_new_tokens, granted or self.max_new_tokens), **inputs)
             ids = out[0, ids_in.shape[1]:].tolist()
         self.calls.append(Call(list(prompt_ids), text, len(image_data or []), ids, answer is not None,
-                               dict(sampling_params), granted))
-        return TokenOutput(token_ids=ids, stop_reason="completed")
+                               dict(sampling_params), granted, request_id,
+                               dict(kwargs, audio_data=audio_data, video_data=video_data,
+                                    mm_processor_kwargs=mm_processor_kwargs)))
+        experts = [[t % 4, (t + 1) % 4] for t in range(len(prompt_ids) + len(ids))] if self.routed_experts else None
+        return TokenOutput(token_ids=ids, stop_reason="completed", routed_experts=experts)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def row(gold="5", choices=None):
     }
 
 
-def run_loop(server, tiny_vlm, name="mathse_reflect", cfg=None, **row_kwargs):
+def run_loop(server, tiny_vlm, name="mathse_reflect", cfg=None, run_kwargs=None, **row_kwargs):
     import hydra
 
     model, processor = tiny_vlm
@@ -76,7 +76,8 @@ def run_loop(server, tiny_vlm, name="mathse_reflect", cfg=None, **row_kwargs):
             tokenizer=processor.tokenizer, processor=processor, hf_model_type=model.config.model_type,
             dataset_cls=PILImagesDataset, data_config=DictConfigWrap(cfg.data),
         )
-        return await loop.run({"temperature": 0.0, "top_p": 1.0, "top_k": -1}, **row(**row_kwargs))
+        return await loop.run({"temperature": 0.0, "top_p": 1.0, "top_k": -1}, **row(**row_kwargs),
+                              **(run_kwargs or {}))
 
     return asyncio.run(go())
 
@@ -115,7 +116,7 @@ def test_wrong_answer_is_reflected_and_the_refinement_answers_the_original_promp
     assert out.extra_fields["is_refined"] and out.extra_fields["refine_verified"]
     assert out.extra_fields["first_correct"] is False and out.extra_fields["refine_attempts"] == 1
     assert out.extra_fields["accepted"] == 1.0 and out.extra_fields["mathse_role"] == "replacement"
-    assert out.num_turns == 4  # verl logs num_turns/mean: reflection shows in its own metrics
+    assert out.num_turns == 2  # as trained: one prompt, one answer (reflection shows in mathse/* metrics)
 
     padded = verl_postprocess(out, tiny_vlm)
     assert padded.position_ids.shape == (1, 4, PROMPT_LEN + RESPONSE_LEN)  # text + 3 M-RoPE rows
@@ -169,7 +170,7 @@ def test_failed_refinements_use_every_attempt_and_the_last_is_returned(make_serv
     out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect={"attempts": 2}, reflect_mode="replace", keep_failed_refinement=True))
     assert len(server.calls) == 3
     assert out.extra_fields["is_refined"] and not out.extra_fields["refine_verified"]
-    assert out.extra_fields["refine_attempts"] == 2 and out.num_turns == 6
+    assert out.extra_fields["refine_attempts"] == 2 and out.num_turns == 2
     assert out.response_ids == server.calls[-1].response_ids[:RESPONSE_LEN]
     assert out.prompt_ids == server.calls[0].prompt_ids
 
@@ -365,3 +366,53 @@ def test_a_wrong_answer_in_the_right_format_is_not_accepted_by_a_composite_judge
     server = make_server({QUESTION: wrong})
     out = run_loop(server, tiny_vlm, cfg=trainer_config(judge="verifier+format", reflect={"enabled": False}))
     assert out.extra_fields["accepted"] == 0.0 and out.extra_fields["first_correct"] is False
+
+
+# --- what verl's single-turn loop carries, ours carries too -------------------------------------------
+def test_every_request_of_a_sample_carries_what_verls_single_turn_loop_sends(make_server, tiny_vlm):
+    """Audio and SGLang's video payload, the processor options and the priority go with the first
+    request and every reflection; one request id per sample (sticky routing, prefix caching)."""
+    ours = make_server({REFLECT_MARKER: RIGHT})
+    run_loop(ours, tiny_vlm, run_kwargs={"priority": 3})
+    theirs = make_server()
+    run_loop(theirs, tiny_vlm, name="single_turn_agent", run_kwargs={"priority": 3})
+    (single,) = theirs.calls
+    first, reflection = ours.calls
+    assert first.kwargs.keys() == single.kwargs.keys()  # audio_data, mm_processor_output, priority, ...
+    for call in (first, reflection):
+        assert call.kwargs == single.kwargs
+    assert first.request_id == reflection.request_id != single.request_id
+
+
+def test_full_determinism_uses_verls_request_id(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: RIGHT})
+    cfg = trainer_config()
+    cfg.actor_rollout_ref.rollout.full_determinism = True
+    run_loop(server, tiny_vlm, cfg=cfg, run_kwargs={"priority": 2})
+    assert [c.request_id for c in server.calls] == ["det-2", "det-2"]
+
+
+def test_router_replay_choices_are_carried_as_verls_loop_carries_them(make_server, tiny_vlm):
+    server = make_server({REFLECT_MARKER: RIGHT})
+    server.routed_experts = True
+    refined, own = run_loop(server, tiny_vlm)
+    theirs = make_server()
+    theirs.routed_experts = True
+    single = run_loop(theirs, tiny_vlm, name="single_turn_agent")
+    assert own.routed_experts == single.routed_experts is not None  # the policy's answer: verl's slice
+    assert refined.routed_experts is None  # routed under the reflection prompt: not replayable (refused at start)
+
+
+@pytest.mark.parametrize("mode", ["add", "replace"])
+def test_validation_scores_the_policys_own_answer(make_server, tiny_vlm, mode):
+    """The mathse trainer marks validation batches: verl's validation metrics then score the first
+    answer, not the one written after the gold-informed reflection; the reflection is still counted."""
+    from mathse_rl.integrations.verl.fields import VALIDATE_FIELD
+
+    server = make_server({REFLECT_MARKER: RIGHT})
+    out = run_loop(server, tiny_vlm, cfg=trainer_config(reflect_mode=mode), run_kwargs={VALIDATE_FIELD: True})
+    first, _reflection = server.calls
+    assert out.response_ids == first.response_ids and out.extra_fields["mathse_role"] == "policy"
+    assert out.extra_fields["accepted"] == 0.0 and out.extra_fields["refine_verified"]
+    counts = out.extra_fields["mathse_counts"]
+    assert counts["paths"] == 1 and counts.get("correct", 0) == 0 and counts["accepted"] == 1  # after reflection

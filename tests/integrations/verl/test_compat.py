@@ -112,3 +112,19 @@ def test_other_sessions_are_scored_as_verl_scores_them():
     # several outputs that are not ours go to verl unchanged (all rows in one call)
     a, b = _output(5, "turn"), _output(5, "turn")
     assert _score_session([a, b]) == [2] and b.reward_score == 5.0
+
+
+def test_a_micro_batch_without_images_runs_through_verls_qwen2_vl_forward(tiny_vlm):
+    """verl's text-only branch (a micro-batch of its padding rows) runs the vision tower on a
+    dummy image; under transformers 5 it raised on the tower's output object. Images or not, the
+    text embeddings are unchanged (the tower only joins the graph with weight 0)."""
+    import torch
+    import verl  # noqa: F401  (the plugin installs the fix)
+    import verl.models.transformers.qwen2_vl as qwen2_vl
+
+    model, processor = tiny_vlm
+    base = model.model  # what verl's patched forward hands _get_input_embeds
+    input_ids = torch.tensor([[processor.tokenizer.eos_token_id] * 8])
+    with torch.no_grad():
+        embeds, mask = qwen2_vl._get_input_embeds(base, input_ids, torch.ones_like(input_ids))
+    assert torch.equal(embeds, base.get_input_embeddings()(input_ids)) and mask.shape == input_ids.shape

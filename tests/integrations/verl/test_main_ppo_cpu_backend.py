@@ -69,6 +69,21 @@ def test_verl_platform_cpu_enables_platform_rollout_processor_and_images(tiny_vl
     assert lines[2] == "Qwen2_5_VLProcessor True (56, 56) (1, 4, 4)"
 
 
+def test_the_images_only_processor_is_saved_with_a_checkpoint_and_loads_back(tiny_vlm_path, tmp_path):
+    """verl's FSDP checkpoint saves the processor (``save_pretrained``) beside the actor."""
+    from mathse_rl.integrations.verl.cpu.processor import load_images_only_processor
+
+    import shutil
+
+    proc = load_images_only_processor(tiny_vlm_path)
+    proc.save_pretrained(tmp_path / "huggingface")
+    shutil.copy(f"{tiny_vlm_path}/config.json", tmp_path / "huggingface")  # verl saves the model config beside it
+    back = load_images_only_processor(tmp_path / "huggingface")
+    assert back.tokenizer.get_vocab() == proc.tokenizer.get_vocab() and back.video_processor is None
+    assert back.image_processor.to_dict() == proc.image_processor.to_dict()
+    assert "video_processor" in proc.get_attributes()  # outside a save, the stock processor's attributes
+
+
 def test_other_verl_versions_get_a_clear_error(monkeypatch):
     import verl
     from verl.plugin.platform import PlatformRegistry

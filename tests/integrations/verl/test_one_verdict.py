@@ -134,8 +134,10 @@ def test_reward_is_one_exactly_when_the_loops_judge_accepts(make_server, tiny_vl
         results = {k: v["reward_extra_info"] for k, v in results.items()}
         extra = {"index": 0, "choices": list(choices) if choices else None}
         results["compute_score, loop's verdict"] = compute_score("toy", completion, gold, {**extra, **fields})
-        if not undecidable_as_wrong:  # compute_score has no mathse section: the default policy
-            results["compute_score, judged again"] = compute_score("toy", completion, gold, extra)
+        # compute_score has no mathse section: the step's policy comes as a reward keyword (the
+        # start check refuses a run where the two differ)
+        results["compute_score, judged again"] = compute_score("toy", completion, gold, extra,
+                                                               undecidable_as_wrong=undecidable_as_wrong)
         for where, r in results.items():
             assert (r["score"] == 1.0) == accepted == (r["acc"] == 1.0), (where, completion)
             assert r["scored"] is (want is not None or undecidable_as_wrong), (where, completion)

@@ -159,6 +159,9 @@ def test_recipe_composes_with_known_keys_only(base, source, name, overrides):
     assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop in _agent_loop_registry
     assert get_trainer_cls(cfg.trainer.v1.trainer_mode).__name__ == "MathSETrainer"
     RFTConfig.from_algorithm(cfg.algorithm)
+    from mathse_rl.integrations.verl.wiring import check_wiring
+
+    check_wiring(cfg)  # the start-up check main_ppo runs passes
     step, options = resolve_options(cfg)
     assert step.reflect.enabled and step.reflect.attempts == 1 and options.reflect_mode == "add"
 

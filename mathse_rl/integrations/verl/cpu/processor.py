@@ -26,10 +26,25 @@ SUPPORTED_MODEL_TYPES = ("qwen2_5_vl",)
 class Qwen2_5_VLProcessor(_StockQwen2_5_VLProcessor):
     """The stock Qwen2.5-VL processor, accepting ``video_processor=None`` (images only)."""
 
+    _saving = False  # inside save_pretrained: there is no video processor to save
+
     def check_argument_for_proper_class(self, argument_name, argument):
         if argument_name == "video_processor" and argument is None:
             return None
         return super().check_argument_for_proper_class(argument_name, argument)
+
+    @classmethod
+    def get_attributes(cls):
+        names = super().get_attributes()
+        return [n for n in names if n != "video_processor"] if cls._saving else names
+
+    def save_pretrained(self, *args, **kwargs):
+        """The stock save (verl's checkpoints call it) without the absent video processor."""
+        type(self)._saving = True
+        try:
+            return super().save_pretrained(*args, **kwargs)
+        finally:
+            type(self)._saving = False
 
 
 def load_images_only_processor(path: str | os.PathLike) -> Qwen2_5_VLProcessor:

@@ -68,7 +68,8 @@ class HFRolloutServer:
 
     def __init__(self, model_path: str, response_length: int, max_model_len: Optional[int] = None,
                  trust_remote_code: bool = False, replica_rank: int = 0, threads: int = 0,
-                 prompt_length: Optional[int] = None, budget_rule: str = "vllm") -> None:
+                 prompt_length: Optional[int] = None, budget_rule: str = "vllm",
+                 stats_path: Optional[str] = None) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
         from mathse_rl.integrations.verl.cpu.processor import load_images_only_processor
@@ -106,6 +107,9 @@ class HFRolloutServer:
         # long_*: requests whose prompt exceeds rollout.prompt_length, and the fewest new tokens one was granted
         self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "weight_syncs": 0, "long_prompts": 0,
                       "long_granted_min": -1}
+        # engine_kwargs.hf_cpu.stats_path: each weight sync's report also appended there as a JSON line
+        # (written before the sync returns, unlike printed lines Ray forwards to the driver later)
+        self.stats_path = stats_path
 
     # -- verl's server interface -------------------------------------------------------
     async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any],
@@ -154,6 +158,13 @@ class HFRolloutServer:
               f"batches={self.stats['batches']} max_batch={self.stats['max_batch']} "
               f"long_prompts={self.stats['long_prompts']} long_granted_min={self.stats['long_granted_min']}",
               flush=True)
+        if self.stats_path:
+            import json
+
+            with open(self.stats_path, "a") as f:
+                f.write(json.dumps({"replica": self.replica_rank, "step": global_steps, "tensors": len(weights),
+                                    "missing": len(missing), "unexpected": len(unexpected),
+                                    **{k: v for k, v in self.stats.items() if k != "weight_syncs"}}) + "\n")
         if missing or unexpected:
             logger.warning("weight sync mismatch: missing %s unexpected %s", missing[:5], list(unexpected)[:5])
         return report
@@ -273,7 +284,8 @@ class HFRolloutReplica(RolloutReplica):
                  getattr(cfg, "max_model_len", None) or None,
                  bool(_field(self.model_config, "trust_remote_code", False)), self.replica_rank,
                  prompt_length=int(cfg.prompt_length),
-                 budget_rule=rule_for(ROLLOUT_NAME, _engine_kwargs(cfg)))
+                 budget_rule=rule_for(ROLLOUT_NAME, _engine_kwargs(cfg)),
+                 stats_path=(_engine_kwargs(cfg).get(ROLLOUT_NAME) or {}).get("stats_path"))
         await server.get_stats.remote()  # surface start-up errors here, not at the first request
         self.servers = [server]
         self._server_handle = server
