@@ -532,6 +532,33 @@ def judge_options(cfg: EvolveConfig) -> dict[str, Any]:
     return dict(cfg.critic) if uses_orm(cfg.judge) else {}
 
 
+def image_dirs(cfg: Any) -> list[str]:
+    """The folders a run's image files may be sent from to a served judge or teacher: the run's own
+    ``<output_dir>/images`` (where the loop saves images given in memory), and ``data.image_root``, else
+    the folders of the data files. Any other file (or a URL) is refused (:func:`mathse_rl.orm.images.to_data_url`).
+    """
+    import os
+
+    data = getattr(cfg, "data", None)
+    own = getattr(cfg, "output_dir", None)
+    dirs = {os.path.abspath(os.path.join(str(own), "images"))} if own else set()
+    root = getattr(data, "image_root", None)
+    if root:
+        return sorted(dirs | {os.path.abspath(str(root))})
+    files = [getattr(data, key, None) for key in ("train", "eval", "seed")]
+    return sorted(dirs | {os.path.dirname(os.path.abspath(str(f))) for f in files
+                          if isinstance(f, str) and os.path.exists(f)})
+
+
+def orm_options(cfg: EvolveConfig, options: Any) -> dict[str, Any]:
+    """An ORM config of this run (``critic``, ``judge_options``): a served one (backend openai) without
+    ``image_dirs`` may send the run's image files (:func:`image_dirs`)."""
+    out = dict(options or {})
+    if out.get("backend") == "openai" and not out.get("image_dirs"):
+        out["image_dirs"] = image_dirs(cfg)
+    return out
+
+
 def step_config(cfg: EvolveConfig, **overrides: Any) -> "StepConfig":
     """The MathSE step's config (:class:`mathse_rl.step.StepConfig`) of this run: the same names.
 
@@ -541,7 +568,8 @@ def step_config(cfg: EvolveConfig, **overrides: Any) -> "StepConfig":
     from mathse_rl.step import step_config as make
 
     r = cfg.reflect
-    values = {"judge": cfg.judge, "judge_options": dict(cfg.judge_options), "critic": dict(cfg.critic),
+    values = {"judge": cfg.judge, "judge_options": orm_options(cfg, cfg.judge_options),
+              "critic": orm_options(cfg, cfg.critic),
               "threshold": cfg.judge_threshold, "undecidable_as_wrong": cfg.undecidable_as_wrong,
               "require_final_answer": cfg.require_final_answer,
               "reflect": {"enabled": r.enabled, "template": r.template, "attempts": r.attempts,

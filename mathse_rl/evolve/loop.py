@@ -31,7 +31,7 @@ from mathse_rl.evolve.components import (
     Critic, Generator, Judge, Refiner, Trainer, get_generator, get_refiner, get_trainer, solve_row, text_token_counter,
 )
 from mathse_rl.evolve.config import (
-    ConfigError, EvolveConfig, check_paths, coerce, resolve_threads, step_budget, step_config, to_yaml,
+    ConfigError, EvolveConfig, check_paths, coerce, orm_options, resolve_threads, step_budget, step_config, to_yaml,
 )
 from mathse_rl.evolve.evaluate import evaluate
 from mathse_rl.evolve.lock import RunLock
@@ -304,7 +304,7 @@ class _Loop:
     @property
     def critic(self) -> Any:
         if self._critic is None:
-            self._critic = Critic(self.cfg.critic)
+            self._critic = Critic(orm_options(self.cfg, self.cfg.critic))
         return self._critic
 
     def _release_judges(self) -> None:

@@ -7,7 +7,7 @@ read at request time, never stored), ``max_tokens``, ``concurrency``, ``timeout`
 request may take), and optionally ``deadline`` (seconds per wrong path, retries and waits
 included; default ``timeout × (max_retries + 1)``), ``max_retries``, ``backoff``,
 ``max_reply_bytes`` and ``image_dirs`` (folders whose image files may be sent; default the
-data's ``image_root``, else the folders of the data files).
+data's ``image_root``, else the folders of the data files, and the run's own ``images`` folder).
 
     mathse-rl evolve --config recipes/trl/qwen2_5_vl_7b.yaml reflect.refiner=openai \\
         reflect.openai.model=gpt-4o reflect.openai.base_url=https://api.openai.com/v1
@@ -21,9 +21,9 @@ carries the endpoint's finish reason: one cut at ``max_tokens`` is never accepte
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Sequence
 
+from mathse_rl.evolve.config import image_dirs
 from mathse_rl.prompts import build_reflect_messages
 from mathse_rl.step import Generation
 from mathse_rl.types import Judgment, Problem
@@ -50,16 +50,6 @@ def _openai_messages(messages: list[dict[str, Any]], images: Sequence[Any],
     return out
 
 
-def _data_dirs(config: Any) -> list[str]:
-    """The folders the run's images come from: ``data.image_root``, else the folders of the data files."""
-    data = getattr(config, "data", None)
-    root = getattr(data, "image_root", None)
-    if root:
-        return [str(root)]
-    files = [getattr(data, key, None) for key in ("train", "eval")]
-    return sorted({os.path.dirname(os.path.abspath(str(f))) for f in files if isinstance(f, str) and os.path.exists(f)})
-
-
 class OpenAIRefiner:
     """Reflections from a chat-completions endpoint, ``concurrency`` requests at a time."""
 
@@ -70,7 +60,7 @@ class OpenAIRefiner:
         self.model = opts.get("model") or "gpt-4o"
         base_url = (opts.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.max_tokens = int(opts.get("max_tokens") or 1024)
-        self.image_dirs = [str(d) for d in (opts.get("image_dirs") or _data_dirs(config))]
+        self.image_dirs = [str(d) for d in (opts.get("image_dirs") or image_dirs(config))]
         self.client = ChatClient(
             base_url + "/chat/completions", api_key_env=opts.get("api_key_env") or "OPENAI_API_KEY",
             timeout=float(opts.get("timeout") or 120.0), deadline=opts.get("deadline"),

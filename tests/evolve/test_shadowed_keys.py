@@ -88,3 +88,21 @@ def test_every_fallback_the_schema_declares_is_a_listed_pair():
             if general in keys:  # "(None: all)", "(None: no cap)" are no fallbacks
                 found.append((general, f"{section}.{m.group(1)}".strip(".")))
     assert found and set(found) <= listed, set(found) - listed
+
+
+def test_a_served_orm_may_send_the_runs_own_images_and_the_datas(tmp_path):
+    # A served ORM refuses image files outside image_dirs; the loop saves in-memory images under
+    # <output_dir>/images, so a run whose critic/judge is served must allow that folder and the data's.
+    from mathse_rl.evolve.config import load_config, step_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("")
+    cfg = load_config(overrides=[f"output_dir={tmp_path / 'run'}", f"data.train={data / 'train.jsonl'}",
+                                 "judge=orm", "critic.backend=openai", "critic.endpoint=http://127.0.0.1:1/v1"])
+    step = step_config(cfg)
+    want = sorted([str(tmp_path / "run" / "images"), str(data)])
+    assert sorted(step.critic["image_dirs"]) == want
+    given = load_config(overrides=[f"output_dir={tmp_path / 'run'}", "critic.backend=openai",
+                                   "critic.image_dirs=[/srv/images]"])
+    assert step_config(given).critic["image_dirs"] == ["/srv/images"]  # given folders are kept as they are

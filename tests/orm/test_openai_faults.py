@@ -237,3 +237,25 @@ def test_one_http_client_per_judge_however_many_batches(server, monkeypatch):
     judge.close()
     assert judge.judge_detailed(_items(1))[0].source == "judge" and len(built) == 2  # a closed client is rebuilt
     judge.close()
+
+
+def test_the_teacher_refiner_sends_the_images_the_loop_saved_under_its_run(server, tmp_path):
+    # The evolve loop saves in-memory images under <output_dir>/images and hands the refiner those paths
+    # (data.train/eval/image_root may all be unset, as in the embedded demo): they must be sent.
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from mathse_rl.evolve.openai_refiner import OpenAIRefiner
+    from mathse_rl.types import Judgment, Problem
+
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "images" / "p1_0.png"
+    Image.new("RGB", (8, 8), "red").save(path)
+    cfg = OmegaConf.create({"reflect": {"openai": {"model": "teacher", "base_url": server.endpoint("ok"),
+                                                   "backoff": 0.01}},
+                            "data": {"train": None, "eval": None, "image_root": None}, "output_dir": str(tmp_path)})
+    refiner = OpenAIRefiner(cfg)
+    (gens,) = refiner.refine([Problem("p1", "How many bars?", "3", images=(str(path),))], ["2 bars."],
+                             [Judgment("WRONG", 1, error_analysis="There are 3.")], n=1, temperature=0.7,
+                             max_new_tokens=64, template="paper")
+    assert gens[0].text == server.reply and refiner.failures == 0
