@@ -535,19 +535,27 @@ def judge_options(cfg: EvolveConfig) -> dict[str, Any]:
 def image_dirs(cfg: Any) -> list[str]:
     """The folders a run's image files may be sent from to a served judge or teacher: the run's own
     ``<output_dir>/images`` (where the loop saves images given in memory), and ``data.image_root``, else
-    the folders of the data files. Any other file (or a URL) is refused (:func:`mathse_rl.orm.images.to_data_url`).
+    the folders of the data files (a benchmark reference ``name:split:path`` by its path). Any other file
+    (or a URL) is refused (:func:`mathse_rl.orm.images.to_data_url`).
     """
-    import os
+    from mathse_rl.eval.data import ref_path
 
     data = getattr(cfg, "data", None)
     own = getattr(cfg, "output_dir", None)
-    dirs = {os.path.abspath(os.path.join(str(own), "images"))} if own else set()
+    dirs = {Path(str(own), "images").absolute()} if own else set()
     root = getattr(data, "image_root", None)
     if root:
-        return sorted(dirs | {os.path.abspath(str(root))})
-    files = [getattr(data, key, None) for key in ("train", "eval", "seed")]
-    return sorted(dirs | {os.path.dirname(os.path.abspath(str(f))) for f in files
-                          if isinstance(f, str) and os.path.exists(f)})
+        dirs.add(Path(str(root)).absolute())
+    else:
+        for key in ("train", "eval", "seed"):
+            ref = getattr(data, key, None)
+            try:
+                ref = ref_path(ref) if key == "eval" else ref
+            except KeyError:  # an unknown benchmark: check_paths reports it
+                continue
+            if isinstance(ref, str) and Path(ref).exists():
+                dirs.add(Path(ref).absolute().parent)
+    return sorted(str(d) for d in dirs)
 
 
 def orm_options(cfg: EvolveConfig, options: Any) -> dict[str, Any]:

@@ -103,6 +103,12 @@ def test_a_served_orm_may_send_the_runs_own_images_and_the_datas(tmp_path):
     step = step_config(cfg)
     want = sorted([str(tmp_path / "run" / "images"), str(data)])
     assert sorted(step.critic["image_dirs"]) == want
+    bench = tmp_path / "mathvista"
+    bench.mkdir()
+    (bench / "testmini.json").write_text("{}")
+    ref = load_config(overrides=[f"output_dir={tmp_path / 'run'}", "critic.backend=openai",
+                                 f"data.eval=mathvista:testmini:{bench / 'testmini.json'}"])
+    assert str(bench) in step_config(ref).critic["image_dirs"]  # a benchmark reference counts by its file
     given = load_config(overrides=[f"output_dir={tmp_path / 'run'}", "critic.backend=openai",
                                    "critic.image_dirs=[/srv/images]"])
     assert step_config(given).critic["image_dirs"] == ["/srv/images"]  # given folders are kept as they are
