@@ -51,3 +51,19 @@ def ray_local():
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def http_clients_built(monkeypatch):
+    """A list that gains one entry per ``httpx.AsyncClient`` built while the test runs."""
+    import httpx
+
+    built: list[int] = []
+
+    class Counted(httpx.AsyncClient):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counted)
+    return built

@@ -219,17 +219,8 @@ def test_the_teacher_refiner_uses_the_judges_client(server):
     assert secret not in refiner.url and not [s for s in _strings(refiner) if secret in s]
 
 
-def test_one_http_client_per_judge_however_many_batches(server, monkeypatch):
-    import httpx
-
-    built = []
-
-    class Counted(httpx.AsyncClient):
-        def __init__(self, *args, **kwargs):
-            built.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(httpx, "AsyncClient", Counted)
+def test_one_http_client_per_judge_however_many_batches(server, http_clients_built):
+    built = http_clients_built
     judge = _judge(server.endpoint("ok"), timeout=5.0)
     for _ in range(3):  # synchronous batches share the judge's loop thread and its client
         assert [r.source for r in judge.judge_detailed(_items(2))] == ["judge"] * 2

@@ -214,19 +214,10 @@ def _orm_manager(tokenizer, endpoint, fallback="verifier"):
     return manager_for(cfg, tokenizer)
 
 
-def test_one_http_client_per_process_however_many_batches(tiny_vlm, monkeypatch):
-    import httpx
-
+def test_one_http_client_per_process_however_many_batches(tiny_vlm, http_clients_built):
     from mathse_rl.orm.fault_server import FaultServer
 
-    built = []
-
-    class Counted(httpx.AsyncClient):
-        def __init__(self, *args, **kwargs):
-            built.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(httpx, "AsyncClient", Counted)
+    built = http_clients_built
     tokenizer = tiny_vlm[1].tokenizer
     with FaultServer() as server:
         manager = _orm_manager(tokenizer, server.endpoint("ok"))
